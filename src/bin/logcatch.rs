@@ -1,0 +1,77 @@
+//! `logcatch`: the daemon. Parses flags, sets up logging and signals, and
+//! hands over to `logcatch::daemon::run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use logcatch::config::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Tails log files into a durable spool and delivers every line to Kafka"
+)]
+struct Args {
+    /// The YAML config file.
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// Validate the config and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log level or filter (default: $RUST_LOG, else info).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    logcatch::logging::init(args.log_level.as_deref(), args.log_json);
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("logcatch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    if args.check {
+        println!(
+            "{}: ok ({} sources, data_dir {})",
+            args.config.display(),
+            config.sources.len(),
+            config.data_dir.display()
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot listen for SIGINT")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            signals.cancel();
+        });
+        logcatch::daemon::run(config, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,602 @@
+//! forwarder: owns delivery from the spool to Kafka and the spool's durable
+//! cursor. Runs on a dedicated thread with an rdkafka `BaseProducer`
+//! (acks=all, idempotence on, unlimited delivery time) that it polls itself,
+//! so delivery reports arrive on this thread.
+//!
+//! Invariants (the crash-safety argument):
+//! - The cursor written to the store only moves over lines whose delivery
+//!   Kafka acknowledged (`AckTracker::cursor` takes the longest fully
+//!   acknowledged prefix; a partly acknowledged frame records how many of
+//!   its leading lines are done, which is exact because all lines of a frame
+//!   share one key, hence one partition, whose acks arrive in order).
+//! - The cursor is made durable (`Store::flush`) before any segment before
+//!   it is deleted (`spool` invariant 3).
+//! - A line that Kafka permanently refuses (e.g. larger than the broker
+//!   allows) is written to `data_dir/dead-letter.jsonl` with an error log
+//!   before the cursor passes it; it is never silently dropped. Any other
+//!   failure rebuilds the producer and resends from the cursor.
+//!
+//! At-least-once across `kill -9`: lines acknowledged after the last cursor
+//! write (at most `CURSOR_EVERY` ago) are sent again after a restart.
+//!
+//! Must never: advance the cursor on a send that was merely queued, or
+//! delete a segment before the cursor past it is durable.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Message};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaConfig;
+use crate::spool::{Position, ReadOutcome, Spool, SpoolCursor, SpoolError};
+use crate::store::{Store, StoreError};
+
+/// How often the cursor is written and flushed to the store.
+pub const CURSOR_EVERY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("kafka client for {brokers}: {source}")]
+    Kafka {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the forwarder thread ended without a result (it panicked)")]
+    Stopped,
+    #[error("dead-letter file {path}: {source}")]
+    DeadLetter {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters for `logcatch-ctl` and logs.
+#[derive(Debug, Default)]
+pub struct ForwardStats {
+    pub sent: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub producer_errors: AtomicU64,
+    pub rebuilds: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ForwardSnapshot {
+    pub sent: u64,
+    pub delivered: u64,
+    pub dead_lettered: u64,
+    pub producer_errors: u64,
+    pub rebuilds: u64,
+}
+
+impl ForwardStats {
+    pub fn snapshot(&self) -> ForwardSnapshot {
+        ForwardSnapshot {
+            sent: self.sent.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            producer_errors: self.producer_errors.load(Ordering::Relaxed),
+            rebuilds: self.rebuilds.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct InFlightFrame {
+    at: Position,
+    next: Position,
+    /// Lines in the frame, and how many of them are done (skipped because
+    /// an earlier run delivered them, or acknowledged now).
+    lines: u32,
+    done: u32,
+}
+
+/// Tracks which sent lines Kafka acknowledged, frame by frame.
+#[derive(Default)]
+pub struct AckTracker {
+    base: u64,
+    frames: VecDeque<InFlightFrame>,
+    cursor: Option<SpoolCursor>,
+    /// Set when a delivery failed in a way that needs a producer rebuild.
+    failed: Option<String>,
+}
+
+impl AckTracker {
+    fn push(&mut self, at: Position, next: Position, lines: u32, done: u32) -> u64 {
+        self.frames.push_back(InFlightFrame {
+            at,
+            next,
+            lines,
+            done,
+        });
+        self.base + self.frames.len() as u64 - 1
+    }
+
+    fn ack(&mut self, frame: u64) {
+        if let Some(f) = frame
+            .checked_sub(self.base)
+            .and_then(|i| self.frames.get_mut(i as usize))
+        {
+            f.done += 1;
+        }
+    }
+
+    /// Moves the cursor over every fully acknowledged frame.
+    fn advance(&mut self) -> Option<SpoolCursor> {
+        while let Some(f) = self.frames.front() {
+            if f.done < f.lines {
+                break;
+            }
+            self.cursor = Some(SpoolCursor {
+                segment: f.next.segment,
+                position: f.next.pos,
+                lines_done: 0,
+            });
+            self.frames.pop_front();
+            self.base += 1;
+        }
+        if let Some(f) = self.frames.front() {
+            if f.done > 0 {
+                self.cursor = Some(SpoolCursor {
+                    segment: f.at.segment,
+                    position: f.at.pos,
+                    lines_done: f.done,
+                });
+            }
+        }
+        self.cursor
+    }
+
+    fn in_flight(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+struct DeliveryContext {
+    tracker: Mutex<AckTracker>,
+    stats: Arc<ForwardStats>,
+    dead_letter: PathBuf,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, frame: usize) {
+        let mut t = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => {
+                t.ack(frame as u64);
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((err, msg)) => {
+                let code = err.rdkafka_error_code();
+                match code {
+                    Some(RDKafkaErrorCode::PurgeQueue) | Some(RDKafkaErrorCode::PurgeInflight) => {
+                        // Purged at shutdown: not delivered, resent next run.
+                    }
+                    Some(
+                        RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::InvalidMessage
+                        | RDKafkaErrorCode::InvalidMessageSize
+                        | RDKafkaErrorCode::InvalidRecord,
+                    ) => {
+                        let header = |k: &str| {
+                            msg.headers().and_then(|h| {
+                                use rdkafka::message::Headers;
+                                h.iter()
+                                    .find(|x| x.key == k)
+                                    .and_then(|x| x.value)
+                                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                            })
+                        };
+                        let source = header("source").unwrap_or_default();
+                        let offset = header("offset").unwrap_or_default();
+                        tracing::error!(%source, %offset, topic = msg.topic(), error = %err,
+                            dead_letter = %self.dead_letter.display(),
+                            "Kafka refused this line permanently; it is written to the dead-letter file");
+                        let entry = serde_json::json!({
+                            "source": source,
+                            "path": header("path"),
+                            "offset": offset,
+                            "topic": msg.topic(),
+                            "error": err.to_string(),
+                            "line": String::from_utf8_lossy(msg.payload().unwrap_or_default()),
+                        });
+                        let written = OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&self.dead_letter)
+                            .and_then(|mut f| {
+                                writeln!(f, "{entry}")?;
+                                f.sync_data()
+                            });
+                        match written {
+                            Ok(()) => {
+                                t.ack(frame as u64);
+                                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                t.failed = Some(format!(
+                                    "cannot write dead-letter file {}: {e}",
+                                    self.dead_letter.display()
+                                ));
+                            }
+                        }
+                    }
+                    _ => {
+                        self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
+                        t.failed = Some(err.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds the librdkafka settings: ours first, the operator's on top.
+pub fn client_config(k: &KafkaConfig, host: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("client.id", format!("logcatch@{host}"))
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "0")
+        .set("compression.type", &k.compression)
+        .set("linger.ms", k.linger_ms.to_string())
+        .set("queue.buffering.max.kbytes", "32768")
+        .set("message.max.bytes", (300u64 << 20).to_string())
+        .set("log_level", "4");
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    c
+}
+
+pub struct Forwarder {
+    pub kafka: KafkaConfig,
+    pub spool: Spool,
+    pub store: Store,
+    pub host: String,
+    pub data_dir: PathBuf,
+    pub stats: Arc<ForwardStats>,
+    /// Tokio handle, for the admin client's futures.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Forwarder {
+    /// Runs until `finish` is cancelled and the spool is drained (or the
+    /// shutdown deadline passes), or `abort` is cancelled.
+    pub fn run(self, finish: CancellationToken) -> Result<(), ForwardError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.session(&finish)? {
+                SessionEnd::Done => return Ok(()),
+                SessionEnd::Rebuild(why) => {
+                    self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %why, "Kafka producer failed; rebuilding it and resending from the spool cursor");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn kafka_err(&self, source: KafkaError) -> ForwardError {
+        ForwardError::Kafka {
+            brokers: self.kafka.brokers.clone(),
+            source,
+        }
+    }
+
+    fn session(&self, finish: &CancellationToken) -> Result<SessionEnd, ForwardError> {
+        let config = client_config(&self.kafka, &self.host);
+        let ctx = DeliveryContext {
+            tracker: Mutex::new(AckTracker::default()),
+            stats: self.stats.clone(),
+            dead_letter: self.data_dir.join("dead-letter.jsonl"),
+        };
+        let producer: BaseProducer<DeliveryContext> = config
+            .create_with_context(ctx)
+            .map_err(|e| self.kafka_err(e))?;
+        let admin: Option<AdminClient<DefaultClientContext>> = if self.kafka.create_topics {
+            Some(config.create().map_err(|e| self.kafka_err(e))?)
+        } else {
+            None
+        };
+        let mut topics = TopicCreator {
+            admin,
+            known: BTreeSet::new(),
+            partitions: self.kafka.topic_partitions,
+            runtime: self.runtime.clone(),
+        };
+
+        let start = self.store.cursor()?;
+        let mut reader = self.spool.reader(start);
+        let mut skip = start.map(|c| {
+            (
+                Position {
+                    segment: c.segment,
+                    pos: c.position,
+                },
+                c.lines_done,
+            )
+        });
+        let mut persisted = start;
+        let mut last_persist = Instant::now();
+        let mut deadline: Option<Instant> = None;
+        let mut reading = true;
+
+        loop {
+            if deadline.is_none() && finish.is_cancelled() {
+                deadline = Some(Instant::now() + self.kafka.shutdown_ack_timeout);
+            }
+            let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+            if reading && !past_deadline {
+                match reader.next(Duration::from_millis(10))? {
+                    ReadOutcome::Frame(frame) => {
+                        let done = match skip.take() {
+                            Some((at, n)) if at == frame.at => {
+                                n.min(frame.batch.lines.len() as u32)
+                            }
+                            other => {
+                                skip = other.filter(|(at, _)| *at > frame.at);
+                                0
+                            }
+                        };
+                        let b = &frame.batch;
+                        if done < b.lines.len() as u32 && !topics.ensure(&b.topic, finish, deadline)
+                        {
+                            // Shutting down before the topic could be made.
+                            reading = false;
+                            continue;
+                        }
+                        let id = producer
+                            .context()
+                            .tracker
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(frame.at, frame.next, b.lines.len() as u32, done);
+                        let path = b.path.as_bytes();
+                        for (offset, line) in b.iter_lines().skip(done as usize) {
+                            let offset = offset.to_string();
+                            let headers = OwnedHeaders::new_with_capacity(4)
+                                .insert(Header {
+                                    key: "source",
+                                    value: Some(b.source.as_bytes()),
+                                })
+                                .insert(Header {
+                                    key: "path",
+                                    value: Some(path),
+                                })
+                                .insert(Header {
+                                    key: "offset",
+                                    value: Some(offset.as_bytes()),
+                                })
+                                .insert(Header {
+                                    key: "host",
+                                    value: Some(self.host.as_bytes()),
+                                });
+                            let mut record = BaseRecord::with_opaque_to(&b.topic, id as usize)
+                                .key(b.source.as_bytes())
+                                .payload(line)
+                                .headers(headers);
+                            loop {
+                                match producer.send(record) {
+                                    Ok(()) => break,
+                                    Err((
+                                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                        r,
+                                    )) => {
+                                        record = r;
+                                        producer.poll(Duration::from_millis(5));
+                                    }
+                                    Err((e, _)) => {
+                                        return Ok(SessionEnd::Rebuild(format!(
+                                            "send failed: {e}"
+                                        )));
+                                    }
+                                }
+                            }
+                            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    ReadOutcome::Idle => {}
+                    ReadOutcome::Closed => reading = false,
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            producer.poll(Duration::ZERO);
+
+            let (cursor, in_flight, failed) = {
+                let mut t = producer
+                    .context()
+                    .tracker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let c = t.advance();
+                (c, t.in_flight(), t.failed.take())
+            };
+            let finished = !reading && in_flight == 0;
+            let give_up = past_deadline;
+            if cursor != persisted
+                && (finished
+                    || give_up
+                    || last_persist.elapsed() >= CURSOR_EVERY
+                    || failed.is_some())
+            {
+                if let Some(c) = cursor {
+                    self.persist(&c)?;
+                }
+                persisted = cursor;
+                last_persist = Instant::now();
+            }
+            if let Some(why) = failed {
+                producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                producer.poll(Duration::from_millis(100));
+                return Ok(SessionEnd::Rebuild(why));
+            }
+            if finished {
+                tracing::info!("forwarder delivered everything spooled");
+                return Ok(SessionEnd::Done);
+            }
+            if give_up {
+                tracing::warn!(in_flight_frames = in_flight,
+                    "shutdown deadline passed with lines unacknowledged or unsent; they stay in the spool and are sent on the next start");
+                producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                producer.poll(Duration::from_millis(100));
+                return Ok(SessionEnd::Done);
+            }
+        }
+    }
+
+    fn persist(&self, c: &SpoolCursor) -> Result<(), ForwardError> {
+        self.store.put_cursor(c)?;
+        // The cursor is durable before any segment it passes is deleted.
+        self.store.flush()?;
+        self.spool.release_before(c)?;
+        Ok(())
+    }
+}
+
+enum SessionEnd {
+    Done,
+    Rebuild(String),
+}
+
+/// Creates missing topics once each (when `kafka.create_topics` is on).
+struct TopicCreator {
+    admin: Option<AdminClient<DefaultClientContext>>,
+    known: BTreeSet<String>,
+    partitions: i32,
+    runtime: tokio::runtime::Handle,
+}
+
+impl TopicCreator {
+    /// Returns false if shutdown came first.
+    fn ensure(
+        &mut self,
+        topic: &str,
+        finish: &CancellationToken,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let Some(admin) = &self.admin else {
+            return true;
+        };
+        if self.known.contains(topic) {
+            return true;
+        }
+        let mut logged = false;
+        loop {
+            let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
+            let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+            let res = self.runtime.block_on(admin.create_topics([&new], &opts));
+            let outcome = match res {
+                Ok(results) => match results.into_iter().next() {
+                    Some(Ok(_)) | None => Ok(()),
+                    Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
+                    Some(Err((_, code))) => Err(code.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    self.known.insert(topic.to_string());
+                    return true;
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(topic, error = %e, "cannot create or check the topic yet; retrying (lines wait in the spool)");
+                        logged = true;
+                    }
+                    if finish.is_cancelled() && deadline.is_none_or(|d| Instant::now() >= d) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(s: u64, p: u64) -> Position {
+        Position { segment: s, pos: p }
+    }
+
+    #[test]
+    fn cursor_moves_only_over_acknowledged_prefix() {
+        let mut t = AckTracker::default();
+        let a = t.push(pos(1, 0), pos(1, 100), 2, 0);
+        let b = t.push(pos(1, 100), pos(1, 200), 2, 0);
+        assert_eq!(t.advance(), None);
+        t.ack(b);
+        t.ack(b);
+        assert_eq!(t.advance(), None, "b is acked but a is not");
+        t.ack(a);
+        assert_eq!(
+            t.advance(),
+            Some(SpoolCursor {
+                segment: 1,
+                position: 0,
+                lines_done: 1
+            })
+        );
+        t.ack(a);
+        assert_eq!(
+            t.advance(),
+            Some(SpoolCursor {
+                segment: 1,
+                position: 200,
+                lines_done: 0
+            })
+        );
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn skipped_lines_count_as_done() {
+        let mut t = AckTracker::default();
+        let a = t.push(pos(2, 0), pos(2, 50), 3, 2);
+        assert_eq!(
+            t.advance(),
+            Some(SpoolCursor {
+                segment: 2,
+                position: 0,
+                lines_done: 2
+            })
+        );
+        t.ack(a);
+        assert_eq!(
+            t.advance(),
+            Some(SpoolCursor {
+                segment: 2,
+                position: 50,
+                lines_done: 0
+            })
+        );
+    }
+}

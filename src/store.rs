@@ -1,0 +1,324 @@
+//! store: owns the sled database under `data_dir/store`: per-source offset
+//! and file identity records, the spool's delivery cursor, and the schema
+//! version.
+//!
+//! Invariants: the schema version key is present in every store this build
+//! has opened; a store whose version is newer than `migrations::CURRENT` is
+//! refused before anything is read or written.
+//!
+//! Must never: hold spooled lines (they live in the spool's segment files),
+//! or be called directly from an async task: every method blocks on disk,
+//! so callers go through `spawn_blocking` or a dedicated thread.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::migrations;
+use crate::spool::SpoolCursor;
+
+const VERSION_KEY: &[u8] = b"schema_version";
+const CURSOR_KEY: &[u8] = b"cursor";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no store at {path} (has logcatch run with this data_dir yet?)")]
+    Missing { path: PathBuf },
+    #[error("store {path} is in use by another process (is logcatch running?)")]
+    Locked { path: PathBuf },
+    #[error("store {path} has schema version {found}, newer than this logcatch understands ({supported}); upgrade logcatch or point data_dir elsewhere")]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("store {path}: {source}")]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store {path}: record `{key}` is damaged: {message}")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// What identifies one file, independent of its name: device and inode,
+/// plus a checksum of its first bytes to notice inode reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    /// How many leading bytes `head_crc` covers (at most `tailer::HEAD_BYTES`).
+    pub head_len: u32,
+    /// crc32c of the first `head_len` bytes.
+    pub head_crc: u32,
+}
+
+/// A source's committed progress: everything in `identity` before `offset`
+/// is in the spool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub path: String,
+    pub identity: FileIdentity,
+    /// Byte offset just past the last spooled line (always at a line start).
+    pub offset: u64,
+    /// How many bytes right before `offset` `tail_crc` covers (0: none).
+    pub tail_len: u32,
+    /// crc32c of the bytes `[offset - tail_len, offset)`: notices a file that
+    /// was rewritten with the same first bytes.
+    pub tail_crc: u32,
+    /// Lines and bytes this source has spooled since the record was created.
+    pub lines: u64,
+    pub bytes: u64,
+    /// Unix time in milliseconds of the last commit.
+    pub updated_ms: u64,
+    /// The spool writer's commit sequence number of this record; orders it
+    /// against batches found in the spool at recovery.
+    pub seq: u64,
+}
+
+/// The sled store. Cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    sources: sled::Tree,
+    spool: sled::Tree,
+}
+
+fn bincode_cfg() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `dir`, upgrading an older
+    /// schema and refusing a newer one.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.to_path_buf();
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|source| match source {
+                sled::Error::Io(ref e) if e.to_string().contains("lock") => {
+                    StoreError::Locked { path: path.clone() }
+                }
+                source => StoreError::Sled {
+                    path: path.clone(),
+                    source,
+                },
+            })?;
+        let sled_err = |source| StoreError::Sled {
+            path: path.clone(),
+            source,
+        };
+        let found = match db.get(VERSION_KEY).map_err(sled_err)? {
+            None => 0,
+            Some(v) => {
+                let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    path: path.clone(),
+                    key: "schema_version".into(),
+                    message: format!("expected 4 bytes, found {}", v.len()),
+                })?;
+                u32::from_be_bytes(bytes)
+            }
+        };
+        if found > migrations::CURRENT {
+            return Err(StoreError::TooNew {
+                path,
+                found,
+                supported: migrations::CURRENT,
+            });
+        }
+        for step in migrations::STEPS.iter().filter(|s| s.from >= found) {
+            tracing::info!(store = %path.display(), from = step.from, to = step.from + 1, "migrating store: {}", step.what);
+            (step.apply)(&db).map_err(sled_err)?;
+            // The step's writes are durable before the version says so, so
+            // a crash mid-step reruns the (idempotent) step.
+            db.flush().map_err(sled_err)?;
+            db.insert(VERSION_KEY, &(step.from + 1).to_be_bytes())
+                .map_err(sled_err)?;
+            db.flush().map_err(sled_err)?;
+        }
+        let sources = db.open_tree("sources").map_err(sled_err)?;
+        let spool = db.open_tree("spool").map_err(sled_err)?;
+        Ok(Store {
+            path,
+            db,
+            sources,
+            spool,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sled_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let v = self.db.get(VERSION_KEY).map_err(|e| self.sled_err(e))?;
+        Ok(v.and_then(|v| v.as_ref().try_into().ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, key: &str, v: &[u8]) -> Result<T, StoreError> {
+        bincode::serde::decode_from_slice(v, bincode_cfg())
+            .map(|(t, _)| t)
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: key.to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    fn encode<T: Serialize>(&self, key: &str, t: &T) -> Result<Vec<u8>, StoreError> {
+        bincode::serde::encode_to_vec(t, bincode_cfg()).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn source(&self, name: &str) -> Result<Option<SourceRecord>, StoreError> {
+        match self.sources.get(name).map_err(|e| self.sled_err(e))? {
+            None => Ok(None),
+            Some(v) => self.decode(name, &v).map(Some),
+        }
+    }
+
+    /// Writes a source's record. Not durable until `flush` (or sled's own
+    /// periodic flush); see `spool::SpoolWriter` for why that is safe.
+    pub fn put_source(&self, name: &str, rec: &SourceRecord) -> Result<(), StoreError> {
+        let v = self.encode(name, rec)?;
+        self.sources.insert(name, v).map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    pub fn remove_source(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .sources
+            .remove(name)
+            .map_err(|e| self.sled_err(e))?
+            .is_some())
+    }
+
+    /// Every source record, by name.
+    pub fn sources(&self) -> Result<Vec<(String, SourceRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sources.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let rec = self.decode(&name, &v)?;
+            out.push((name, rec));
+        }
+        Ok(out)
+    }
+
+    pub fn cursor(&self) -> Result<Option<SpoolCursor>, StoreError> {
+        match self.spool.get(CURSOR_KEY).map_err(|e| self.sled_err(e))? {
+            None => Ok(None),
+            Some(v) => self.decode("spool.cursor", &v).map(Some),
+        }
+    }
+
+    pub fn put_cursor(&self, c: &SpoolCursor) -> Result<(), StoreError> {
+        let v = self.encode("spool.cursor", c)?;
+        self.spool
+            .insert(CURSOR_KEY, v)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(offset: u64) -> SourceRecord {
+        SourceRecord {
+            path: "/x".into(),
+            identity: FileIdentity {
+                dev: 1,
+                ino: 2,
+                head_len: 3,
+                head_crc: 4,
+            },
+            offset,
+            tail_len: 0,
+            tail_crc: 0,
+            lines: 1,
+            bytes: 2,
+            updated_ms: 5,
+            seq: 6,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_source("a", &rec(42)).unwrap();
+            s.put_cursor(&SpoolCursor {
+                segment: 3,
+                position: 10,
+                lines_done: 2,
+            })
+            .unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.source("a").unwrap().unwrap().offset, 42);
+        assert_eq!(s.cursor().unwrap().unwrap().segment, 3);
+        assert_eq!(s.schema_version().unwrap(), migrations::CURRENT);
+        assert!(s.remove_source("a").unwrap());
+        assert!(s.source("a").unwrap().is_none());
+    }
+
+    #[test]
+    fn newer_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(VERSION_KEY, &(migrations::CURRENT + 1).to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let e = Store::open(dir.path()).err().unwrap();
+        assert!(matches!(e, StoreError::TooNew { .. }), "{e}");
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn second_open_reports_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = Store::open(dir.path()).unwrap();
+        let e = Store::open(dir.path()).err().unwrap();
+        assert!(matches!(e, StoreError::Locked { .. }), "{e}");
+    }
+}
