@@ -559,7 +559,7 @@ impl SpoolWriter {
                     // clean sequence of frames, then retry: nothing the
                     // tailers sent is dropped (e.g. on a full disk).
                     let _ = self.file.set_len(self.size);
-                    if failures % 30 == 0 {
+                    if failures.is_multiple_of(30) {
                         tracing::error!(segment = %path.display(), error = %e, bytes = buf.len(),
                             "spool write failed; tailers are paused and the write is retried every second");
                     }

@@ -299,9 +299,10 @@ impl FileTail {
 
     /// A position-only batch committing where reading (re)starts.
     fn checkpoint(&self, offset: u64) -> SpoolBatch {
-        let mut out = LineBatch::default();
-        out.end_offset = Some(offset);
-        self.batch(out)
+        self.batch(LineBatch {
+            end_offset: Some(offset),
+            ..LineBatch::default()
+        })
     }
 
     /// Opens the source's file and decides where to start. Returns the
