@@ -273,7 +273,9 @@ pub fn client_config(k: &KafkaConfig, host: &str) -> ClientConfig {
 }
 
 pub struct Forwarder {
-    pub kafka: KafkaConfig,
+    /// The Kafka settings; a new value (config reload) rebuilds the
+    /// producer between sessions.
+    pub kafka: tokio::sync::watch::Receiver<KafkaConfig>,
     pub spool: Spool,
     pub store: Store,
     pub host: String,
@@ -288,9 +290,15 @@ impl Forwarder {
     /// shutdown deadline passes), or `abort` is cancelled.
     pub fn run(self, finish: CancellationToken) -> Result<(), ForwardError> {
         let mut backoff = Duration::from_millis(200);
+        let mut kafka_rx = self.kafka.clone();
         loop {
-            match self.session(&finish)? {
+            let kafka = kafka_rx.borrow_and_update().clone();
+            match self.session(&kafka, &mut kafka_rx, &finish)? {
                 SessionEnd::Done => return Ok(()),
+                SessionEnd::Reconfigure => {
+                    tracing::info!(brokers = %kafka_rx.borrow().brokers, "Kafka settings changed; rebuilding the producer from the spool cursor");
+                    backoff = Duration::from_millis(200);
+                }
                 SessionEnd::Rebuild(why) => {
                     self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %why, "Kafka producer failed; rebuilding it and resending from the spool cursor");
@@ -301,32 +309,33 @@ impl Forwarder {
         }
     }
 
-    fn kafka_err(&self, source: KafkaError) -> ForwardError {
-        ForwardError::Kafka {
-            brokers: self.kafka.brokers.clone(),
+    fn session(
+        &self,
+        kafka: &KafkaConfig,
+        kafka_rx: &mut tokio::sync::watch::Receiver<KafkaConfig>,
+        finish: &CancellationToken,
+    ) -> Result<SessionEnd, ForwardError> {
+        let kafka_err = |source| ForwardError::Kafka {
+            brokers: kafka.brokers.clone(),
             source,
-        }
-    }
-
-    fn session(&self, finish: &CancellationToken) -> Result<SessionEnd, ForwardError> {
-        let config = client_config(&self.kafka, &self.host);
+        };
+        let config = client_config(kafka, &self.host);
         let ctx = DeliveryContext {
             tracker: Mutex::new(AckTracker::default()),
             stats: self.stats.clone(),
             dead_letter: self.data_dir.join("dead-letter.jsonl"),
         };
-        let producer: BaseProducer<DeliveryContext> = config
-            .create_with_context(ctx)
-            .map_err(|e| self.kafka_err(e))?;
-        let admin: Option<AdminClient<DefaultClientContext>> = if self.kafka.create_topics {
-            Some(config.create().map_err(|e| self.kafka_err(e))?)
+        let producer: BaseProducer<DeliveryContext> =
+            config.create_with_context(ctx).map_err(kafka_err)?;
+        let admin: Option<AdminClient<DefaultClientContext>> = if kafka.create_topics {
+            Some(config.create().map_err(kafka_err)?)
         } else {
             None
         };
         let mut topics = TopicCreator {
             admin,
             known: BTreeSet::new(),
-            partitions: self.kafka.topic_partitions,
+            partitions: kafka.topic_partitions,
             runtime: self.runtime.clone(),
         };
 
@@ -344,11 +353,18 @@ impl Forwarder {
         let mut persisted = start;
         let mut last_persist = Instant::now();
         let mut deadline: Option<Instant> = None;
+        let mut reconfigure = false;
         let mut reading = true;
 
         loop {
             if deadline.is_none() && finish.is_cancelled() {
-                deadline = Some(Instant::now() + self.kafka.shutdown_ack_timeout);
+                deadline = Some(Instant::now() + kafka.shutdown_ack_timeout);
+            }
+            if deadline.is_none() && kafka_rx.has_changed().unwrap_or(false) {
+                // Drain what is in flight, then rebuild with the new settings.
+                reconfigure = true;
+                reading = false;
+                deadline = Some(Instant::now() + kafka.shutdown_ack_timeout);
             }
             let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
             if reading && !past_deadline {
@@ -456,9 +472,19 @@ impl Forwarder {
                 producer.poll(Duration::from_millis(100));
                 return Ok(SessionEnd::Rebuild(why));
             }
+            if finished && reconfigure {
+                return Ok(SessionEnd::Reconfigure);
+            }
             if finished {
                 tracing::info!("forwarder delivered everything spooled");
                 return Ok(SessionEnd::Done);
+            }
+            if give_up && reconfigure {
+                tracing::warn!(in_flight_frames = in_flight,
+                    "lines still unacknowledged when rebuilding the producer; they are sent again by the new one");
+                producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                producer.poll(Duration::from_millis(100));
+                return Ok(SessionEnd::Reconfigure);
             }
             if give_up {
                 tracing::warn!(in_flight_frames = in_flight,
@@ -481,6 +507,7 @@ impl Forwarder {
 
 enum SessionEnd {
     Done,
+    Reconfigure,
     Rebuild(String),
 }
 

@@ -15,4 +15,5 @@ pub mod logging;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod offsets;
+pub mod reload;
 pub mod tailer;

@@ -151,6 +151,9 @@ pub enum WriterMsg {
     Batch(SpoolBatch),
     /// Answer once everything sent before it is durable and committed.
     Sync(tokio::sync::oneshot::Sender<()>),
+    /// Delete a source's store record, after every batch sent before it is
+    /// committed (a source removed from the config). Answers when done.
+    Forget(String, tokio::sync::oneshot::Sender<Result<(), StoreError>>),
 }
 
 #[derive(Debug, Default)]
@@ -498,21 +501,27 @@ impl SpoolWriter {
         let mut group: Vec<SpoolBatch> = Vec::new();
         let mut waiters = Vec::new();
         while let Some(first) = rx.blocking_recv() {
-            // Group commit: take what is already queued, up to a bound.
+            // Group commit: take what is already queued, up to a bound. A
+            // `Forget` ends the group so that it applies after the batches
+            // before it.
             let mut bytes = 0usize;
-            let mut push = |m: WriterMsg, group: &mut Vec<SpoolBatch>, bytes: &mut usize| match m {
-                WriterMsg::Batch(b) => {
-                    *bytes += b.data.len();
-                    group.push(b);
-                }
-                WriterMsg::Sync(tx) => waiters.push(tx),
-            };
-            push(first, &mut group, &mut bytes);
             let max_group = (self.spool.config.segment_bytes as usize).min(8 << 20);
-            while bytes < max_group && group.len() < 1024 {
-                match rx.try_recv() {
-                    Ok(m) => push(m, &mut group, &mut bytes),
-                    Err(_) => break,
+            let mut forget = None;
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    WriterMsg::Batch(b) => {
+                        bytes += b.data.len();
+                        group.push(b);
+                    }
+                    WriterMsg::Sync(tx) => waiters.push(tx),
+                    WriterMsg::Forget(name, tx) => {
+                        forget = Some((name, tx));
+                        break;
+                    }
+                }
+                if bytes < max_group && group.len() < 1024 {
+                    next = rx.try_recv().ok();
                 }
             }
             if !group.is_empty() {
@@ -523,6 +532,14 @@ impl SpoolWriter {
             }
             for w in waiters.drain(..) {
                 let _ = w.send(());
+            }
+            if let Some((name, tx)) = forget {
+                self.counts.remove(&name);
+                let r = self
+                    .store
+                    .remove_source(&name)
+                    .and_then(|_| self.store.flush());
+                let _ = tx.send(r);
             }
         }
         Ok(())

@@ -547,18 +547,30 @@ fn find_rotated(path: &Path, rec: &SourceRecord) -> std::io::Result<Option<(Path
     Ok(None)
 }
 
+/// How a tailer task is told to stop.
+#[derive(Clone, Default)]
+pub struct TailStop {
+    /// Graceful (config reload): finish handing over what was read, then
+    /// stop between steps.
+    pub graceful: CancellationToken,
+    /// Shutdown: also give up a batch still waiting for spool room (it was
+    /// never committed, so it is read again next run).
+    pub hard: CancellationToken,
+}
+
+impl TailStop {
+    fn requested(&self) -> bool {
+        self.graceful.is_cancelled() || self.hard.is_cancelled()
+    }
+}
+
 /// The async half of a tailer: steps the file on the blocking pool and
-/// sends batches to the spool writer until cancelled.
-pub async fn run(
-    mut tail: FileTail,
-    tx: mpsc::Sender<WriterMsg>,
-    cancel: CancellationToken,
-    poll: Duration,
-) {
+/// sends batches to the spool writer until stopped.
+pub async fn run(mut tail: FileTail, tx: mpsc::Sender<WriterMsg>, stop: TailStop, poll: Duration) {
     let name = tail.source.name.clone();
     let status = tail.status();
-    loop {
-        if cancel.is_cancelled() {
+    'outer: loop {
+        if stop.requested() {
             break;
         }
         let joined = tokio::task::spawn_blocking(move || {
@@ -575,19 +587,18 @@ pub async fn run(
             }
         };
         for b in step.batches {
-            // On shutdown a batch still waiting for room (backpressure) is
-            // dropped: it was never committed, so it is read again next run.
             tokio::select! {
                 sent = tx.send(WriterMsg::Batch(b)) => if sent.is_err() {
                     tracing::error!(source = %name, "spool writer is gone; stopping this source");
-                    return;
+                    break 'outer;
                 },
-                _ = cancel.cancelled() => break,
+                _ = stop.hard.cancelled() => break 'outer,
             }
         }
         if !step.more {
             tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = stop.graceful.cancelled() => break,
+                _ = stop.hard.cancelled() => break,
                 _ = tokio::time::sleep(poll) => {}
             }
         }

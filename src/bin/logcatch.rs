@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use logcatch::config::Config;
+use logcatch::reload::Trigger;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -58,20 +59,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot listen for SIGTERM")?;
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .context("cannot listen for SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        let hup_tx = reload_tx.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+                    _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP received: reloading the config");
+                        let _ = hup_tx.send(Trigger::Forced).await;
+                    }
+                }
             }
             signals.cancel();
         });
-        logcatch::daemon::run(config, shutdown).await?;
+        logcatch::daemon::run(config, shutdown, reload_tx, reload_rx).await?;
         Ok(())
     })
 }
