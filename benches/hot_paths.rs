@@ -186,7 +186,7 @@ fn produce_mock(c: &mut Criterion) {
         Ok(p) => p,
         Err(_) => return,
     };
-    let line = vec![b'x'; 146];
+    let line = [b'x'; 146];
     let n = 20_000u64;
     let mut g = c.benchmark_group("produce");
     g.sample_size(10).throughput(Throughput::Elements(n));
