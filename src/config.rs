@@ -114,6 +114,16 @@ struct RawConfig {
     spool: RawSpool,
     #[serde(default)]
     tailer: RawTailer,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    metrics_listen: Option<String>,
+    allow_non_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +223,30 @@ pub struct Config {
     pub read_buffer_bytes: usize,
     /// Every source by name, from `configpath` and `sources` together.
     pub sources: BTreeMap<String, SourceConfig>,
+    pub admin: AdminConfig,
+}
+
+/// Where the admin endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminListen::Unix(p) => write!(f, "unix:{}", p.display()),
+            AdminListen::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: AdminListen,
+    /// Optional extra TCP listener serving only `/metrics`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -252,7 +286,17 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(path, &text)
+        // Absolute, so that reloads and messages do not depend on the
+        // working directory (the file itself may be a symlink: not resolved,
+        // so a swapped link is followed on the next reload).
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|d| normalize(&d.join(path)))
+                .unwrap_or_else(|_| path.to_path_buf())
+        };
+        Config::parse(&path, &text)
     }
 
     /// Parses and validates config text that was read from `path`.
@@ -345,6 +389,7 @@ impl Validator<'_> {
             sources,
             spool,
             tailer,
+            admin,
         } = raw;
 
         let data_dir = self.resolve(data_dir.as_deref().unwrap_or(defaults::DATA_DIR));
@@ -429,6 +474,8 @@ impl Validator<'_> {
             return Err(self.invalid("tailer.read_buffer", "must be between 4KiB and 64MiB"));
         }
 
+        let admin = self.admin(admin, &data_dir)?;
+
         let mut out = BTreeMap::new();
         for (name, path) in configpath {
             check_name(&name).map_err(|m| self.invalid(&name, m))?;
@@ -491,6 +538,42 @@ impl Validator<'_> {
             poll_interval,
             read_buffer_bytes: read_buffer as usize,
             sources: out,
+            admin,
+        })
+    }
+
+    fn admin(&self, raw: RawAdmin, data_dir: &Path) -> Result<AdminConfig, ConfigError> {
+        let allow = raw.allow_non_loopback.unwrap_or(false);
+        let tcp = |key: &str, text: &str| -> Result<std::net::SocketAddr, ConfigError> {
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                self.invalid(
+                    key,
+                    format!("`{text}` is not an address like 127.0.0.1:9601"),
+                )
+            })?;
+            if !addr.ip().is_loopback() && !allow {
+                return Err(self.invalid(
+                    key,
+                    format!("`{text}` is not a loopback address; set admin.allow_non_loopback: true to expose the admin endpoint"),
+                ));
+            }
+            Ok(addr)
+        };
+        let listen = match raw.listen.as_deref() {
+            None => AdminListen::Unix(data_dir.join("admin.sock")),
+            Some(t) if t.starts_with("unix:") => AdminListen::Unix(self.resolve(&t[5..])),
+            Some(t) if t.starts_with('/') || t.starts_with('.') => {
+                AdminListen::Unix(self.resolve(t))
+            }
+            Some(t) => AdminListen::Tcp(tcp("admin.listen", t)?),
+        };
+        let metrics_listen = match raw.metrics_listen.as_deref() {
+            None => None,
+            Some(t) => Some(tcp("admin.metrics_listen", t)?),
+        };
+        Ok(AdminConfig {
+            listen,
+            metrics_listen,
         })
     }
 }
@@ -623,6 +706,20 @@ mod tests {
             c.kafka.properties["enable.ssl.certificate.verification"],
             "false"
         );
+    }
+
+    #[test]
+    fn admin_defaults_to_a_socket_and_refuses_open_addresses() {
+        let c = parse("data_dir: /d\n").unwrap();
+        assert_eq!(
+            c.admin.listen,
+            AdminListen::Unix(PathBuf::from("/d/admin.sock"))
+        );
+        let c = parse("admin:\n  listen: 127.0.0.1:9601\n").unwrap();
+        assert!(matches!(c.admin.listen, AdminListen::Tcp(_)));
+        let e = parse("admin:\n  listen: 0.0.0.0:9601\n").unwrap_err();
+        assert!(e.to_string().contains("allow_non_loopback"), "{e}");
+        assert!(parse("admin:\n  listen: 0.0.0.0:9601\n  allow_non_loopback: true\n").is_ok());
     }
 
     #[test]

@@ -26,12 +26,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminCommand, AdminState};
 use crate::config::{Config, KafkaConfig, SourceConfig};
 use crate::forwarder::{ForwardError, ForwardStats, Forwarder};
 use crate::reload::{self, SourceDiff, Trigger};
 use crate::spool::{Recovery, Spool, SpoolError, WriterMsg};
-use crate::store::{now_ms, Store, StoreError};
-use crate::tailer::{self, FileTail, TailStatus, TailStop};
+use crate::store::{now_ms, SourceRecord, Store, StoreError};
+use crate::tailer::{self, FileTail, ResetTo, TailStatus, TailStop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -49,6 +50,8 @@ pub enum DaemonError {
     Forward(#[from] ForwardError),
     #[error(transparent)]
     Reload(#[from] reload::ReloadError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
     #[error("internal task failed: {0}")]
     Task(String),
 }
@@ -93,6 +96,35 @@ fn recover(store: &Store, recovery: Recovery, config: &Config) -> Result<u64, Da
     Ok(max_seq + 1)
 }
 
+/// `logcatch-ctl reset`/`forget` with no daemon running: opens the store
+/// and the spool (running the same recovery as a start, and sealing the
+/// newest segment so that recovery cannot bring the old position back),
+/// then replaces (`Some`) or deletes (`None`) the source's record.
+pub fn offline_set_record(config: &Config, name: &str, to: Option<ResetTo>) -> Result<(), String> {
+    let store = crate::offsets::open_existing(config).map_err(|e| e.to_string())?;
+    let (_spool, recovery) =
+        Spool::open(&spool_dir(config), config.spool.clone()).map_err(|e| e.to_string())?;
+    let next_seq = recover(&store, recovery, config).map_err(|e| e.to_string())?;
+    let prev = store.source(name).map_err(|e| e.to_string())?;
+    match to {
+        Some(to) => {
+            let source = config
+                .sources
+                .get(name)
+                .ok_or_else(|| format!("no source named `{name}` in {}", config.file.display()))?;
+            let mut rec = tailer::reset_record(source, prev.as_ref(), to)?;
+            rec.seq = next_seq;
+            store.put_source(name, &rec).map_err(|e| e.to_string())?;
+        }
+        None => {
+            if !store.remove_source(name).map_err(|e| e.to_string())? {
+                return Err(format!("the store has no record of `{name}`"));
+            }
+        }
+    }
+    store.flush().map_err(|e| e.to_string())
+}
+
 /// What the last reload did, for `logcatch-ctl status`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadStatus {
@@ -120,6 +152,10 @@ struct RunningTailer {
 /// Owns the tailer tasks: one per configured source, never two.
 struct Supervisor {
     config: Config,
+    /// The running config, as the admin endpoint sees it.
+    shared: Arc<Mutex<Config>>,
+    /// The config file's bytes at the last reload attempt.
+    last_text: Option<Vec<u8>>,
     store: Store,
     tx: mpsc::Sender<WriterMsg>,
     tailers: BTreeMap<String, RunningTailer>,
@@ -178,20 +214,24 @@ impl Supervisor {
         }
     }
 
-    async fn forget(&self, name: &str) {
+    /// Replaces or deletes a source's record through the writer's queue.
+    async fn set_record(&self, name: &str, rec: Option<SourceRecord>) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(WriterMsg::Forget(name.to_string(), tx))
+        self.tx
+            .send(WriterMsg::SetRecord(name.to_string(), rec, tx))
             .await
-            .is_ok()
-        {
-            match rx.await {
-                Ok(Ok(())) => tracing::info!(source = name, "deleted the source's offset record"),
-                Ok(Err(e)) => {
-                    tracing::error!(source = name, error = %e, "cannot delete the source's offset record")
-                }
-                Err(_) => {}
+            .map_err(|_| "the spool writer has stopped".to_string())?;
+        match rx.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("the spool writer has stopped".to_string()),
+        }
+    }
+
+    async fn forget(&self, name: &str) {
+        match self.set_record(name, None).await {
+            Ok(()) => tracing::info!(source = name, "deleted the source's offset record"),
+            Err(e) => {
+                tracing::error!(source = name, error = %e, "cannot delete the source's offset record")
             }
         }
     }
@@ -203,6 +243,7 @@ impl Supervisor {
         // Settings that need a restart keep their running values.
         self.config.data_dir = old.data_dir.clone();
         self.config.spool = old.spool.clone();
+        self.config.admin = old.admin.clone();
         for name in d.removed.iter().chain(&d.moved) {
             self.stop(name).await;
             self.forget(name).await;
@@ -222,6 +263,106 @@ impl Supervisor {
             self.kafka.send_replace(self.config.kafka.clone());
         }
         d
+    }
+
+    /// Re-reads the config file; applies it if it changed (or `forced`).
+    /// Returns what happened, or `None` when the file did not change.
+    async fn reload(
+        &mut self,
+        forced: bool,
+    ) -> Result<Option<Result<SourceDiff, String>>, DaemonError> {
+        let path = self.config.file.clone();
+        let text = blocking(move || std::fs::read(&path).ok()).await?;
+        if !forced && text == self.last_text {
+            return Ok(None);
+        }
+        self.last_text = text;
+        let path = self.config.file.clone();
+        let loaded = blocking(move || Config::load(&path)).await?;
+        let outcome = match loaded {
+            Ok(new) => {
+                let d = self.apply(new).await;
+                *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = self.config.clone();
+                tracing::info!(
+                    running_tailers = self.tailers.len(),
+                    "config reloaded: {}",
+                    d.summary()
+                );
+                let mut r = self.live.reload.lock().unwrap_or_else(|p| p.into_inner());
+                r.reloads += 1;
+                r.loaded_ms = now_ms();
+                r.last_error = None;
+                r.last_diff = Some(d.clone());
+                Ok(d)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "config reload rejected, still running on the last good config: {e}"
+                );
+                let mut r = self.live.reload.lock().unwrap_or_else(|p| p.into_inner());
+                r.failures += 1;
+                r.last_error = Some(e.to_string());
+                Err(e.to_string())
+            }
+        };
+        Ok(Some(outcome))
+    }
+
+    /// `logcatch-ctl reset`: restart the source's tailer at `to`.
+    async fn reset(&mut self, name: &str, to: ResetTo) -> Result<(), String> {
+        let source =
+            self.config.sources.get(name).cloned().ok_or_else(|| {
+                format!("no source named `{name}` in {}", self.config.file.display())
+            })?;
+        let running = self.tailers.contains_key(name);
+        self.stop(name).await;
+        self.sync().await;
+        let (store, s) = (self.store.clone(), source.clone());
+        let rec = blocking(move || {
+            let prev = store.source(&s.name).map_err(|e| e.to_string())?;
+            tailer::reset_record(&s, prev.as_ref(), to)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        let result = match rec {
+            Ok(r) => {
+                let offset = r.offset;
+                self.set_record(name, Some(r)).await.map(|()| {
+                    tracing::info!(source = name, offset, "offset reset by the operator");
+                })
+            }
+            Err(e) => Err(e),
+        };
+        if running {
+            self.start(&source);
+        }
+        result
+    }
+
+    /// `logcatch-ctl forget`: drop the source's record; a configured source
+    /// then starts over as a new file.
+    async fn forget_now(&mut self, name: &str) -> Result<(), String> {
+        let store = self.store.clone();
+        let n = name.to_string();
+        let exists = blocking(move || store.source(&n))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if !exists {
+            return Err(format!("the store has no record of `{name}`"));
+        }
+        let configured = self.config.sources.get(name).cloned();
+        self.stop(name).await;
+        let r = self.set_record(name, None).await;
+        if r.is_ok() {
+            tracing::info!(source = name, "offset record forgotten by the operator");
+        }
+        if let Some(s) = configured {
+            self.start(&s);
+        }
+        r
     }
 
     async fn stop_all(&mut self) {
@@ -295,6 +436,8 @@ pub async fn run(
         .map_err(|e| DaemonError::Task(format!("cannot start the forwarder thread: {e}")))?;
 
     let mut sup = Supervisor {
+        shared: Arc::new(Mutex::new(config.clone())),
+        last_text: std::fs::read(&config.file).ok(),
         config: config.clone(),
         store: store.clone(),
         tx,
@@ -307,13 +450,31 @@ pub async fn run(
         sup.start(source);
     }
     let _watch = reload::watch(&config.file, reload_tx.clone())?;
-    let mut last_text = std::fs::read(&config.file).ok();
     let mut poll = tokio::time::interval(reload::POLL_EVERY);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(sources = config.sources.len(), config = %config.file.display(), "logcatch is running");
+
+    let admin_stop = CancellationToken::new();
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<AdminCommand>(8);
+    let admin_state = AdminState {
+        config: sup.shared.clone(),
+        store: store.clone(),
+        spool: spool.clone(),
+        live: live.clone(),
+        started: std::time::Instant::now(),
+        commands: cmd_tx,
+    };
+    let mut admin_tasks = admin::serve(
+        config.admin.listen.clone(),
+        config.admin.metrics_listen,
+        admin_state,
+        admin_stop.clone(),
+    )
+    .await?;
 
     let mut early = None;
     loop {
-        let forced = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
             r = &mut forwarded => {
                 let r = r.unwrap_or(Err(ForwardError::Stopped));
@@ -321,39 +482,23 @@ pub async fn run(
                 early = Some(r);
                 break;
             }
-            t = reload_rx.recv() => reload::debounce(&mut reload_rx, t.unwrap_or(Trigger::FileEvent)).await,
-            _ = poll.tick() => false,
-        };
-        let path = sup.config.file.clone();
-        let text = blocking(move || std::fs::read(&path).ok()).await?;
-        if !forced && text == last_text {
-            continue;
-        }
-        let path = sup.config.file.clone();
-        let loaded = blocking(move || Config::load(&path)).await?;
-        last_text = text;
-        match loaded {
-            Ok(new) => {
-                let d = sup.apply(new).await;
-                tracing::info!(
-                    running_tailers = sup.tailers.len(),
-                    "config reloaded: {}",
-                    d.summary()
-                );
-                let mut r = live.reload.lock().unwrap_or_else(|p| p.into_inner());
-                r.reloads += 1;
-                r.loaded_ms = now_ms();
-                r.last_error = None;
-                r.last_diff = Some(d);
+            t = reload_rx.recv() => {
+                let forced = reload::debounce(&mut reload_rx, t.unwrap_or(Trigger::FileEvent)).await;
+                sup.reload(forced).await?;
             }
-            Err(e) => {
-                tracing::error!(
-                    "config reload rejected, still running on the last good config: {e}"
-                );
-                let mut r = live.reload.lock().unwrap_or_else(|p| p.into_inner());
-                r.failures += 1;
-                r.last_error = Some(e.to_string());
-            }
+            _ = poll.tick() => { sup.reload(false).await?; }
+            Some(cmd) = cmd_rx.recv() => match cmd {
+                AdminCommand::Reload(reply) => {
+                    let r = sup.reload(true).await?;
+                    let _ = reply.send(r.unwrap_or_else(|| Err("the config file did not change".into())));
+                }
+                AdminCommand::Reset { name, to, reply } => {
+                    let _ = reply.send(sup.reset(&name, to).await);
+                }
+                AdminCommand::Forget { name, reply } => {
+                    let _ = reply.send(sup.forget_now(&name).await);
+                }
+            },
         }
     }
 
@@ -361,6 +506,8 @@ pub async fn run(
     writer_stop.cancel();
     sup.stop_all().await;
     drop(sup);
+    admin_stop.cancel();
+    while admin_tasks.join_next().await.is_some() {}
     let written = blocking(move || writer.join()).await?;
     let written = written.map_err(|_| DaemonError::Task("the spool writer panicked".into()))?;
     finish.cancel();

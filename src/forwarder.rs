@@ -77,15 +77,25 @@ pub struct ForwardStats {
     pub dead_lettered: AtomicU64,
     pub producer_errors: AtomicU64,
     pub rebuilds: AtomicU64,
+    /// When the oldest line not yet acknowledged was spooled (Unix ms, 0:
+    /// none in flight).
+    pub oldest_unacked_spooled_ms: AtomicU64,
+    /// 0 unknown, 1 up (a delivery succeeded), 2 down (librdkafka said so).
+    pub broker_state: std::sync::atomic::AtomicU8,
+    pub last_error: Mutex<Option<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ForwardSnapshot {
     pub sent: u64,
     pub delivered: u64,
     pub dead_lettered: u64,
     pub producer_errors: u64,
     pub rebuilds: u64,
+    pub oldest_unacked_spooled_ms: Option<u64>,
+    /// unknown | up | down
+    pub broker: &'static str,
+    pub last_error: Option<String>,
 }
 
 impl ForwardStats {
@@ -96,11 +106,24 @@ impl ForwardStats {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             producer_errors: self.producer_errors.load(Ordering::Relaxed),
             rebuilds: self.rebuilds.load(Ordering::Relaxed),
+            oldest_unacked_spooled_ms: Some(self.oldest_unacked_spooled_ms.load(Ordering::Relaxed))
+                .filter(|v| *v > 0),
+            broker: match self.broker_state.load(Ordering::Relaxed) {
+                1 => "up",
+                2 => "down",
+                _ => "unknown",
+            },
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
 
 struct InFlightFrame {
+    spooled_ms: u64,
     at: Position,
     next: Position,
     /// Lines in the frame, and how many of them are done (skipped because
@@ -120,8 +143,16 @@ pub struct AckTracker {
 }
 
 impl AckTracker {
-    fn push(&mut self, at: Position, next: Position, lines: u32, done: u32) -> u64 {
+    fn push(
+        &mut self,
+        spooled_ms: u64,
+        at: Position,
+        next: Position,
+        lines: u32,
+        done: u32,
+    ) -> u64 {
         self.frames.push_back(InFlightFrame {
+            spooled_ms,
             at,
             next,
             lines,
@@ -168,6 +199,10 @@ impl AckTracker {
     fn in_flight(&self) -> usize {
         self.frames.len()
     }
+
+    fn oldest_spooled_ms(&self) -> u64 {
+        self.frames.front().map(|f| f.spooled_ms).unwrap_or(0)
+    }
 }
 
 struct DeliveryContext {
@@ -176,7 +211,22 @@ struct DeliveryContext {
     dead_letter: PathBuf,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            self.stats.broker_state.store(2, Ordering::Relaxed);
+        }
+        tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries by itself)");
+        *self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(format!("{error}: {reason}"));
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
@@ -187,6 +237,7 @@ impl ProducerContext for DeliveryContext {
             Ok(_) => {
                 t.ack(frame as u64);
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                self.stats.broker_state.store(1, Ordering::Relaxed);
             }
             Err((err, msg)) => {
                 let code = err.rdkafka_error_code();
@@ -391,7 +442,13 @@ impl Forwarder {
                             .tracker
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(frame.at, frame.next, b.lines.len() as u32, done);
+                            .push(
+                                b.spooled_ms,
+                                frame.at,
+                                frame.next,
+                                b.lines.len() as u32,
+                                done,
+                            );
                         let path = b.path.as_bytes();
                         for (offset, line) in b.iter_lines().skip(done as usize) {
                             let offset = offset.to_string();
@@ -451,6 +508,9 @@ impl Forwarder {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner());
                 let c = t.advance();
+                self.stats
+                    .oldest_unacked_spooled_ms
+                    .store(t.oldest_spooled_ms(), Ordering::Relaxed);
                 (c, t.in_flight(), t.failed.take())
             };
             let finished = !reading && in_flight == 0;
@@ -577,8 +637,8 @@ mod tests {
     #[test]
     fn cursor_moves_only_over_acknowledged_prefix() {
         let mut t = AckTracker::default();
-        let a = t.push(pos(1, 0), pos(1, 100), 2, 0);
-        let b = t.push(pos(1, 100), pos(1, 200), 2, 0);
+        let a = t.push(0, pos(1, 0), pos(1, 100), 2, 0);
+        let b = t.push(0, pos(1, 100), pos(1, 200), 2, 0);
         assert_eq!(t.advance(), None);
         t.ack(b);
         t.ack(b);
@@ -607,7 +667,7 @@ mod tests {
     #[test]
     fn skipped_lines_count_as_done() {
         let mut t = AckTracker::default();
-        let a = t.push(pos(2, 0), pos(2, 50), 3, 2);
+        let a = t.push(0, pos(2, 0), pos(2, 50), 3, 2);
         assert_eq!(
             t.advance(),
             Some(SpoolCursor {

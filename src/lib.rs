@@ -4,6 +4,7 @@
 //! every piece of state except the spooled lines; `daemon` owns the tasks.
 //! Start reading at `daemon::run`.
 
+pub mod admin;
 pub mod config;
 pub mod lines;
 pub mod spool;

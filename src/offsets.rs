@@ -4,15 +4,17 @@
 //!
 //! Must never: write to the store.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::store::{SourceRecord, Store, StoreError};
+use crate::tailer::{TailState, TailStatus};
 
 /// One source's progress.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct OffsetRow {
     pub name: String,
     pub path: String,
@@ -25,18 +27,37 @@ pub struct OffsetRow {
     pub size: Option<u64>,
     /// `size - offset` when the path still names the same file.
     pub lag_bytes: Option<u64>,
+    /// Lines and bytes spooled from this source since its record was
+    /// created.
     pub lines: Option<u64>,
     pub bytes: Option<u64>,
+    /// Unix ms of the last commit of this record.
     pub updated_ms: Option<u64>,
+    /// Unix ms of the last read that returned bytes (live only).
+    pub last_read_ms: Option<u64>,
+    /// tailing | waiting_for_file | paused_by_backpressure |
+    /// draining_rotated | error | stopped | not_running (no daemon) |
+    /// not_configured
+    pub state: String,
+    pub last_error: Option<String>,
     /// Whether the current config names this source.
     pub configured: bool,
 }
 
+/// What the running daemon adds to the stored records.
+pub struct LiveView<'a> {
+    pub tailers: &'a BTreeMap<String, TailStatus>,
+    pub spool_paused: bool,
+}
+
 /// Builds rows from the store's records and the config.
-pub fn rows(config: &Config, records: Vec<(String, SourceRecord)>) -> Vec<OffsetRow> {
+pub fn rows(
+    config: &Config,
+    records: Vec<(String, SourceRecord)>,
+    live: Option<&LiveView<'_>>,
+) -> Vec<OffsetRow> {
     let mut out = Vec::new();
-    let mut records: std::collections::BTreeMap<String, SourceRecord> =
-        records.into_iter().collect();
+    let mut records: BTreeMap<String, SourceRecord> = records.into_iter().collect();
     let mut names: Vec<String> = config.sources.keys().cloned().collect();
     for n in records.keys() {
         if !config.sources.contains_key(n) {
@@ -56,8 +77,28 @@ pub fn rows(config: &Config, records: Vec<(String, SourceRecord)>) -> Vec<Offset
             (Some(m), Some(r)) => m.dev() == r.identity.dev && m.ino() == r.identity.ino,
             _ => false,
         };
+        let configured = config.sources.contains_key(&name);
+        let status = live.and_then(|l| l.tailers.get(&name));
+        let state = match (configured, live, status) {
+            (false, _, _) => "not_configured".to_string(),
+            (true, None, _) => "not_running".to_string(),
+            (true, Some(_), None) => "stopped".to_string(),
+            (true, Some(l), Some(st)) => {
+                if l.spool_paused && st.state == TailState::Tailing {
+                    "paused_by_backpressure".to_string()
+                } else {
+                    serde_json::to_value(st.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                }
+            }
+        };
         out.push(OffsetRow {
-            configured: config.sources.contains_key(&name),
+            configured,
+            state,
+            last_error: status.and_then(|s| s.last_error.clone()),
+            last_read_ms: status.map(|s| s.last_read_ms).filter(|v| *v > 0),
             name,
             path,
             device: rec.as_ref().map(|r| r.identity.dev),
@@ -78,10 +119,15 @@ pub fn rows(config: &Config, records: Vec<(String, SourceRecord)>) -> Vec<Offset
 
 /// Opens the store of a stopped daemon and reports.
 pub fn read_offline(config: &Config) -> Result<Vec<OffsetRow>, StoreError> {
+    let store = open_existing(config)?;
+    Ok(rows(config, store.sources()?, None))
+}
+
+/// Opens the store of a stopped daemon, refusing to create one.
+pub fn open_existing(config: &Config) -> Result<Store, StoreError> {
     let dir = crate::daemon::store_dir(config);
     if !dir.exists() {
         return Err(StoreError::Missing { path: dir });
     }
-    let store = Store::open(&dir)?;
-    Ok(rows(config, store.sources()?))
+    Store::open(&dir)
 }

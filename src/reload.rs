@@ -117,7 +117,7 @@ pub async fn debounce(rx: &mut mpsc::Receiver<Trigger>, first: Trigger) -> bool 
 }
 
 /// How the sources of two configs differ, by name.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SourceDiff {
     pub added: Vec<String>,
     pub removed: Vec<String>,
@@ -190,6 +190,9 @@ pub fn diff(old: &Config, new: &Config) -> SourceDiff {
     }
     if old.spool != new.spool {
         d.needs_restart.push("spool".into());
+    }
+    if old.admin != new.admin {
+        d.needs_restart.push("admin".into());
     }
     d
 }

@@ -86,6 +86,8 @@ pub struct SpoolBatch {
     /// Commit sequence number, assigned by the writer; orders a batch
     /// against the store's record of the same source.
     pub seq: u64,
+    /// Unix milliseconds when the writer spooled it.
+    pub spooled_ms: u64,
     pub source: String,
     pub path: String,
     pub topic: String,
@@ -151,9 +153,14 @@ pub enum WriterMsg {
     Batch(SpoolBatch),
     /// Answer once everything sent before it is durable and committed.
     Sync(tokio::sync::oneshot::Sender<()>),
-    /// Delete a source's store record, after every batch sent before it is
-    /// committed (a source removed from the config). Answers when done.
-    Forget(String, tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+    /// Replace (`Some`) or delete (`None`) a source's store record, after
+    /// every batch sent before it is committed: a source removed from the
+    /// config, or reset by the operator. Answers when durable.
+    SetRecord(
+        String,
+        Option<SourceRecord>,
+        tokio::sync::oneshot::Sender<Result<(), SpoolError>>,
+    ),
 }
 
 #[derive(Debug, Default)]
@@ -502,11 +509,11 @@ impl SpoolWriter {
         let mut waiters = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             // Group commit: take what is already queued, up to a bound. A
-            // `Forget` ends the group so that it applies after the batches
-            // before it.
+            // `SetRecord` ends the group so that it applies after the
+            // batches before it.
             let mut bytes = 0usize;
             let max_group = (self.spool.config.segment_bytes as usize).min(8 << 20);
-            let mut forget = None;
+            let mut set = None;
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 match m {
@@ -515,8 +522,8 @@ impl SpoolWriter {
                         group.push(b);
                     }
                     WriterMsg::Sync(tx) => waiters.push(tx),
-                    WriterMsg::Forget(name, tx) => {
-                        forget = Some((name, tx));
+                    WriterMsg::SetRecord(name, rec, tx) => {
+                        set = Some((name, rec, tx));
                         break;
                     }
                 }
@@ -533,13 +540,8 @@ impl SpoolWriter {
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
-            if let Some((name, tx)) = forget {
-                self.counts.remove(&name);
-                let r = self
-                    .store
-                    .remove_source(&name)
-                    .and_then(|_| self.store.flush());
-                let _ = tx.send(r);
+            if let Some((name, rec, tx)) = set {
+                let _ = tx.send(self.set_record(&name, rec));
             }
         }
         Ok(())
@@ -558,8 +560,10 @@ impl SpoolWriter {
         if !self.wait_for_space() {
             return Ok(false);
         }
+        let now = now_ms();
         for b in group.iter_mut() {
             b.seq = self.next_seq;
+            b.spooled_ms = now;
             self.next_seq += 1;
         }
         buf.clear();
@@ -614,6 +618,24 @@ impl SpoolWriter {
             self.counts.insert(b.source.clone(), rec);
         }
         Ok(true)
+    }
+
+    /// Replaces or deletes a record, then seals the segment: recovery only
+    /// scans the newest segment, which then holds no older batch of this
+    /// source that could bring the old position back after a crash.
+    fn set_record(&mut self, name: &str, rec: Option<SourceRecord>) -> Result<(), SpoolError> {
+        self.counts.remove(name);
+        match rec {
+            Some(mut r) => {
+                r.seq = self.next_seq;
+                self.next_seq += 1;
+                self.store.put_source(name, &r)?;
+            }
+            None => {
+                self.store.remove_source(name)?;
+            }
+        }
+        self.roll()
     }
 
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
@@ -905,6 +927,7 @@ mod tests {
         }
         SpoolBatch {
             seq: 0,
+            spooled_ms: 0,
             source: source.into(),
             path: "/x".into(),
             topic: "t".into(),

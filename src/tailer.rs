@@ -82,7 +82,13 @@ pub enum TailState {
 pub struct TailStatus {
     pub state: TailState,
     pub last_error: Option<String>,
+    /// Lines longer than the cap (split or truncated) in the open file.
     pub long_lines: u64,
+    /// Lines and bytes handed to the spool since this tailer started.
+    pub lines_read: u64,
+    pub bytes_read: u64,
+    /// Unix milliseconds of the last read that returned bytes.
+    pub last_read_ms: u64,
 }
 
 struct OpenFile {
@@ -242,6 +248,12 @@ impl FileTail {
                         source,
                     })?;
             }
+            {
+                let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                s.lines_read += out.lines.len() as u64;
+                s.bytes_read += out.data.len() as u64;
+                s.last_read_ms = crate::store::now_ms();
+            }
             if !out.is_empty() {
                 batches.push(self.batch(out));
             }
@@ -282,6 +294,7 @@ impl FileTail {
         let tail = cur.map(|c| c.tail).unwrap_or((0, 0));
         SpoolBatch {
             seq: 0,
+            spooled_ms: 0,
             source: self.source.name.clone(),
             path: self.source.path.to_string_lossy().into_owned(),
             topic: self.source.topic.clone(),
@@ -605,4 +618,68 @@ pub async fn run(mut tail: FileTail, tx: mpsc::Sender<WriterMsg>, stop: TailStop
     }
     let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
     s.state = TailState::Stopped;
+}
+
+/// Where `logcatch-ctl reset` moves a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetTo {
+    Beginning,
+    End,
+    #[serde(untagged)]
+    Offset(u64),
+}
+
+impl std::str::FromStr for ResetTo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ResetTo, String> {
+        match s {
+            "beginning" => Ok(ResetTo::Beginning),
+            "end" => Ok(ResetTo::End),
+            n => n
+                .parse()
+                .map(ResetTo::Offset)
+                .map_err(|_| format!("`{s}` is not `beginning`, `end` or a byte offset")),
+        }
+    }
+}
+
+/// The record that makes `source`'s tailer start at `to` in the file now
+/// at its path. An explicit offset must not be past the end of the file;
+/// the tailer takes it as given (no check of the bytes before it).
+pub fn reset_record(
+    source: &SourceConfig,
+    prev: Option<&SourceRecord>,
+    to: ResetTo,
+) -> Result<SourceRecord, String> {
+    let path = &source.path;
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let offset = match to {
+        ResetTo::Beginning => 0,
+        ResetTo::End => meta.len(),
+        ResetTo::Offset(n) if n <= meta.len() => n,
+        ResetTo::Offset(n) => {
+            return Err(format!(
+                "offset {n} is past the end of {} ({} bytes)",
+                path.display(),
+                meta.len()
+            ))
+        }
+    };
+    let identity = identity_of(&file, meta.len(), meta.dev(), meta.ino())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(SourceRecord {
+        path: path.to_string_lossy().into_owned(),
+        identity,
+        offset,
+        tail_len: 0,
+        tail_crc: 0,
+        lines: prev.map(|p| p.lines).unwrap_or(0),
+        bytes: prev.map(|p| p.bytes).unwrap_or(0),
+        updated_ms: crate::store::now_ms(),
+        seq: 0,
+    })
 }

@@ -1,92 +1,407 @@
-//! `logcatch-ctl`: inspect a logcatch daemon's progress.
+//! `logcatch-ctl`: inspect and steer a logcatch daemon.
 //!
-//! With the daemon stopped it opens the store directly (and says so).
+//! It talks to the daemon's admin endpoint (found from the config). When no
+//! daemon is running it opens the store directly, and says that it did.
+//! Exit codes: 0 ok, 1 daemon or store error, 2 usage error.
 
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use logcatch::config::Config;
-use logcatch::offsets::{self, OffsetRow};
+use logcatch::admin::{QueueReport, StatusReport};
+use logcatch::config::{AdminListen, Config};
+use logcatch::offsets::OffsetRow;
+use logcatch::tailer::ResetTo;
 
 #[derive(Parser)]
-#[command(version, about = "Inspect logcatch's per-file progress")]
+#[command(
+    version,
+    about = "Inspect and steer logcatch: per-file offsets, the spool, reloads"
+)]
 struct Args {
     /// The daemon's YAML config file.
     #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Per-source committed offsets, file identity and lag.
-    Offsets {
-        /// Print JSON instead of a table.
+    /// Per source: path, device:inode, committed offset, size, lag, lines, state.
+    Offsets,
+    /// The spool: segments, bytes waiting, oldest unacknowledged line, delivery counts.
+    Queue,
+    /// Version, uptime, config and last reload, broker connection.
+    Status,
+    /// Move a source to the beginning, the end, or a byte offset of its file.
+    Reset {
+        name: String,
+        /// beginning | end | a byte offset
         #[arg(long)]
-        json: bool,
+        to: ResetTo,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
+    /// Drop a source's offset record (it then starts over as a new file).
+    Forget {
+        name: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Reload the config now (like SIGHUP) and print what changed.
+    Reload,
+}
+
+/// A failure: message and exit code.
+struct Failure(String, u8);
+
+fn fail(msg: impl std::fmt::Display) -> Failure {
+    Failure(msg.to_string(), 1)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let Some(config_path) = args.config else {
-        eprintln!("logcatch-ctl: --config PATH is required");
-        return ExitCode::from(2);
-    };
-    let config = match Config::load(&config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("logcatch-ctl: {e}");
-            return ExitCode::from(1);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, code)) => {
+            eprintln!("logcatch-ctl: {msg}");
+            ExitCode::from(code)
         }
-    };
-    match args.command {
-        Command::Offsets { json } => match offsets::read_offline(&config) {
-            Ok(rows) => {
-                eprintln!(
-                    "(read from the store at {} directly: no daemon is running)",
-                    logcatch::daemon::store_dir(&config).display()
-                );
-                print_offsets(&rows, json);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("logcatch-ctl: {e}");
-                ExitCode::from(1)
-            }
-        },
     }
 }
 
-fn print_offsets(rows: &[OffsetRow], json: bool) {
-    if json {
-        match serde_json::to_string_pretty(rows) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("logcatch-ctl: cannot encode JSON: {e}"),
+fn run(args: Args) -> Result<(), Failure> {
+    let config_path = args
+        .config
+        .ok_or_else(|| Failure("--config PATH is required".into(), 2))?;
+    let config = Config::load(&config_path).map_err(fail)?;
+    let endpoint = config.admin.listen.clone();
+    let json = args.json;
+    match args.command {
+        Command::Offsets => {
+            let rows: Vec<OffsetRow> = match get(&endpoint, "GET", "/offsets")? {
+                Some(body) => parse(&body)?,
+                None => {
+                    offline_note(&config);
+                    logcatch::offsets::read_offline(&config).map_err(fail)?
+                }
+            };
+            if json {
+                print_json(&rows)
+            } else {
+                print_offsets(&rows);
+                Ok(())
+            }
         }
-        return;
+        Command::Queue => {
+            let q: QueueReport = match get(&endpoint, "GET", "/queue")? {
+                Some(body) => parse(&body)?,
+                None => {
+                    offline_note(&config);
+                    logcatch::admin::queue_offline(&config).map_err(fail)?
+                }
+            };
+            if json {
+                print_json(&q)
+            } else {
+                print_queue(&q);
+                Ok(())
+            }
+        }
+        Command::Status => match get(&endpoint, "GET", "/status")? {
+            Some(body) => {
+                let s: StatusReport = parse(&body)?;
+                if json {
+                    print_json(&s)
+                } else {
+                    print_status(&s);
+                    Ok(())
+                }
+            }
+            None => Err(fail(format!(
+                "no daemon is running (nothing answers at {endpoint}); config {}",
+                config.file.display()
+            ))),
+        },
+        Command::Reload => match get(&endpoint, "POST", "/reload")? {
+            Some(body) => {
+                let v: serde_json::Value = parse(&body)?;
+                if json {
+                    print_json(&v)
+                } else {
+                    let d: logcatch::reload::SourceDiff =
+                        serde_json::from_value(v["result"].clone()).map_err(fail)?;
+                    println!("reloaded: {}", d.summary());
+                    Ok(())
+                }
+            }
+            None => Err(fail(format!(
+                "no daemon is running (nothing answers at {endpoint})"
+            ))),
+        },
+        Command::Reset { name, to, yes } => {
+            confirm(&format!("Reset source `{name}` to {}?", describe(to)), yes)?;
+            let to_arg = match to {
+                ResetTo::Beginning => "beginning".to_string(),
+                ResetTo::End => "end".to_string(),
+                ResetTo::Offset(n) => n.to_string(),
+            };
+            let path = format!("/reset?name={}&to={to_arg}", encode(&name));
+            match get(&endpoint, "POST", &path)? {
+                Some(_) => println!("source `{name}` reset to {} (live)", describe(to)),
+                None => {
+                    offline_note(&config);
+                    logcatch::daemon::offline_set_record(&config, &name, Some(to)).map_err(fail)?;
+                    println!("source `{name}` reset to {} in the store", describe(to));
+                }
+            }
+            Ok(())
+        }
+        Command::Forget { name, yes } => {
+            confirm(
+                &format!("Forget the offset record of source `{name}`?"),
+                yes,
+            )?;
+            let path = format!("/forget?name={}", encode(&name));
+            match get(&endpoint, "POST", &path)? {
+                Some(_) => println!("source `{name}` forgotten (live)"),
+                None => {
+                    offline_note(&config);
+                    logcatch::daemon::offline_set_record(&config, &name, None).map_err(fail)?;
+                    println!("source `{name}` forgotten in the store");
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+fn describe(to: ResetTo) -> String {
+    match to {
+        ResetTo::Beginning => "the beginning".into(),
+        ResetTo::End => "the end".into(),
+        ResetTo::Offset(n) => format!("byte offset {n}"),
+    }
+}
+
+fn offline_note(config: &Config) {
+    eprintln!(
+        "(no daemon is running: read the store at {} directly)",
+        logcatch::daemon::store_dir(config).display()
+    );
+}
+
+fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure(
+            format!("{question} Refusing without --yes (standard input is not a terminal)"),
+            2,
+        ));
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(fail)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure("not confirmed; nothing changed".into(), 1))
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request to the admin endpoint. `None`: no daemon answers.
+fn get(endpoint: &AdminListen, method: &str, path: &str) -> Result<Option<Vec<u8>>, Failure> {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: logcatch\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    let mut raw = Vec::new();
+    let absent = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        )
+    };
+    let io = |e: std::io::Error| fail(format!("admin endpoint {endpoint}: {e}"));
+    match endpoint {
+        AdminListen::Unix(p) => {
+            let mut s = match std::os::unix::net::UnixStream::connect(p) {
+                Ok(s) => s,
+                Err(e) if absent(&e) => return Ok(None),
+                Err(e) => return Err(io(e)),
+            };
+            s.write_all(request.as_bytes()).map_err(io)?;
+            s.read_to_end(&mut raw).map_err(io)?;
+        }
+        AdminListen::Tcp(a) => {
+            let mut s = match std::net::TcpStream::connect(a) {
+                Ok(s) => s,
+                Err(e) if absent(&e) => return Ok(None),
+                Err(e) => return Err(io(e)),
+            };
+            s.write_all(request.as_bytes()).map_err(io)?;
+            s.read_to_end(&mut raw).map_err(io)?;
+        }
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| fail("malformed reply from the admin endpoint"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = raw[split + 4..].to_vec();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(fail("unexpected chunked reply from the admin endpoint"));
+    }
+    if status != 200 {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(fail(msg));
+    }
+    Ok(Some(body))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| fail(format!("bad reply from the daemon: {e}")))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+    let s = serde_json::to_string_pretty(v).map_err(fail)?;
+    println!("{s}");
+    Ok(())
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn age(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(t) => {
+            let secs = logcatch::store::now_ms().saturating_sub(t) / 1000;
+            format!("{secs}s ago")
+        }
+    }
+}
+
+fn print_offsets(rows: &[OffsetRow]) {
     println!(
-        "{:<16} {:<40} {:>14} {:>12} {:>12} {:>10} {:>10}",
-        "NAME", "PATH", "DEV:INODE", "OFFSET", "SIZE", "LAG", "LINES"
+        "{:<12} {:<36} {:>16} {:>12} {:>12} {:>10} {:>10} {:>12} {:<12} STATE",
+        "NAME", "PATH", "DEV:INODE", "OFFSET", "SIZE", "LAG", "LINES", "BYTES", "LAST READ"
     );
     for r in rows {
         let id = match (r.device, r.inode) {
             (Some(d), Some(i)) => format!("{d}:{i}"),
             _ => "-".into(),
         };
-        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         println!(
-            "{:<16} {:<40} {:>14} {:>12} {:>12} {:>10} {:>10}",
+            "{:<12} {:<36} {:>16} {:>12} {:>12} {:>10} {:>10} {:>12} {:<12} {}",
             r.name,
             r.path,
             id,
             opt(r.offset),
             opt(r.size),
             opt(r.lag_bytes),
-            opt(r.lines)
+            opt(r.lines),
+            opt(r.bytes),
+            age(r.last_read_ms.or(r.updated_ms)),
+            r.state
         );
+        if let Some(e) = &r.last_error {
+            println!("{:<12} error: {e}", "");
+        }
     }
+}
+
+fn print_queue(q: &QueueReport) {
+    let line = |k: &str, v: String| println!("{k:<28} {v}");
+    line("spool", q.spool_dir.clone());
+    line("segments", q.segments.to_string());
+    line("bytes on disk", q.bytes.to_string());
+    line("bytes waiting for Kafka", q.waiting_bytes.to_string());
+    line(
+        "cursor (segment:pos+lines)",
+        q.cursor
+            .map(|c| format!("{}:{}+{}", c.segment, c.position, c.lines_done))
+            .unwrap_or_else(|| "-".into()),
+    );
+    line(
+        "paused by backpressure",
+        q.paused_by_backpressure.to_string(),
+    );
+    line(
+        "oldest unacked line age",
+        q.oldest_unacked_age_ms
+            .map(|a| format!("{a} ms"))
+            .unwrap_or_else(|| "-".into()),
+    );
+    line(
+        "sent / delivered",
+        format!("{} / {}", opt(q.sent), opt(q.delivered)),
+    );
+    line("producer errors", opt(q.producer_errors));
+    line("producer rebuilds", opt(q.producer_rebuilds));
+    line("dead-lettered", opt(q.dead_lettered));
+    line(
+        "damaged frames (bytes)",
+        format!("{} ({})", q.damaged_frames, q.damaged_bytes),
+    );
+}
+
+fn print_status(s: &StatusReport) {
+    let line = |k: &str, v: String| println!("{k:<22} {v}");
+    line("version", s.version.clone());
+    line("pid", s.pid.to_string());
+    line("uptime", format!("{}s", s.uptime_secs));
+    line("config", s.config_file.clone());
+    line("config loaded", age(Some(s.config_loaded_ms)));
+    line(
+        "reloads (failed)",
+        format!("{} ({})", s.reloads, s.reload_failures),
+    );
+    line(
+        "last reload error",
+        s.last_reload_error.clone().unwrap_or_else(|| "-".into()),
+    );
+    line(
+        "sources (running)",
+        format!("{} ({})", s.sources, s.running_tailers),
+    );
+    line("broker", s.broker.clone());
+    line(
+        "last kafka error",
+        s.last_kafka_error.clone().unwrap_or_else(|| "-".into()),
+    );
 }
