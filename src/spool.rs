@@ -717,7 +717,7 @@ pub struct Frame {
 }
 
 pub enum ReadOutcome {
-    Frame(Frame),
+    Frame(Box<Frame>),
     /// Nothing new within the wait.
     Idle,
     /// The writer has finished and everything durable was read.
@@ -840,11 +840,11 @@ impl SpoolReader {
                 Ok((batch, len)) => {
                     let at = self.position();
                     self.pos += len;
-                    return Ok(ReadOutcome::Frame(Frame {
+                    return Ok(ReadOutcome::Frame(Box::new(Frame {
                         at,
                         next: self.position(),
                         batch,
-                    }));
+                    })));
                 }
                 Err(fault) => {
                     let why = match fault {
