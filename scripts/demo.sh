@@ -43,11 +43,16 @@ for n in 1 2 3 4; do
     live $((n * 1000 + 1)) $(((n + 1) * 1000))
 done
 sleep 2
+echo "== logcatch-ctl offsets (live, through the admin socket)"
+target/release/logcatch-ctl --config config/demo.yaml offsets
+echo "== logcatch-ctl queue"
+target/release/logcatch-ctl --config config/demo.yaml queue
+
 echo "== stopping logcatch with SIGTERM"
 kill -TERM "$daemon"
 wait "$daemon"
 
-echo "== logcatch-ctl offsets"
+echo "== logcatch-ctl offsets (daemon stopped: read from the store)"
 target/release/logcatch-ctl --config config/demo.yaml offsets
 
 echo "== what reached Kafka"
