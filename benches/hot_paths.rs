@@ -35,6 +35,7 @@ fn batch_of(data: &[u8]) -> SpoolBatch {
     sp.feed(data, 0, &mut out);
     SpoolBatch {
         seq: 0,
+        spooled_ms: 0,
         source: "bench".into(),
         path: "/var/log/bench.log".into(),
         topic: "logs".into(),

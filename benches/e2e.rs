@@ -1,0 +1,407 @@
+//! End-to-end benchmark of the real `logcatch` binary against a local tansu
+//! broker, with the durable defaults (fsync per group commit, acks=all,
+//! idempotence).
+//!
+//! `cargo bench --bench e2e -- [--lines N] [--line-bytes B] [--many-files]
+//!  [--json PATH]`
+//!
+//! W1 ("catch-up"): one file of N unique lines is written first; the
+//! collector starts, reads it from the beginning and delivers it while a
+//! consumer counts the messages. Printed: lines/s and MB/s end to end, the
+//! collector's CPU-seconds per million lines (utime+stime from /proc), its
+//! peak RSS (VmHWM), and the ratio to what a plain rdkafka producer gets
+//! through the same broker (the ceiling, measured in the same run).
+//!
+//! Many files (`--many-files`): 1,000 files tailed, 10 of them written at
+//! 1,000 lines/s in total; printed: idle and active CPU (% of one core),
+//! RSS, and p50/p99 latency from a line's write to its arrival in Kafka.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+struct Args {
+    lines: u64,
+    line_bytes: usize,
+    many_files: bool,
+    json: PathBuf,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        lines: 2_000_000,
+        line_bytes: 146,
+        many_files: false,
+        json: PathBuf::from("target/bench-e2e.json"),
+    };
+    let v: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < v.len() {
+        match v[i].as_str() {
+            "--lines" => {
+                i += 1;
+                a.lines = v[i].replace('_', "").parse().expect("--lines N");
+            }
+            "--line-bytes" => {
+                i += 1;
+                a.line_bytes = v[i].parse().expect("--line-bytes B");
+            }
+            "--many-files" => a.many_files = true,
+            "--json" => {
+                i += 1;
+                a.json = PathBuf::from(&v[i]);
+            }
+            _ => {} // cargo bench passes --bench
+        }
+        i += 1;
+    }
+    a
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds (user + system) of a process so far.
+fn cpu_secs(pid: u32, tck: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of /proc/PID/stat: indexes 11, 12 here.
+    (ticks(11) + ticks(12)) / tck
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn consumer(addr: &str, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", format!("bench-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .set("log_level", "3")
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            let parts: Vec<i32> = md
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if !parts.is_empty() && md.topics().iter().all(|t| t.error().is_none()) {
+                let mut tpl = TopicPartitionList::new();
+                for p in parts {
+                    tpl.add_partition_offset(topic, p, Offset::Beginning)
+                        .expect("partition");
+                }
+                c.assign(&tpl).expect("assign");
+                return c;
+            }
+        }
+        assert!(Instant::now() < deadline, "topic {topic} never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Counts `n` messages; returns the instant the last one arrived.
+fn count(c: &BaseConsumer, n: u64, timeout: Duration) -> (u64, Instant) {
+    let deadline = Instant::now() + timeout;
+    let mut got = 0;
+    let mut last = Instant::now();
+    while got < n && Instant::now() < deadline {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            got += 1;
+            last = Instant::now();
+        }
+    }
+    (got, last)
+}
+
+fn line_text(i: u64, bytes: usize) -> Vec<u8> {
+    let mut l = format!("2026-11-25T10:00:00.000Z INFO w1 request_id={i:012} ").into_bytes();
+    l.resize(bytes, b'x');
+    l.push(b'\n');
+    l
+}
+
+fn start_daemon(dir: &Path, config: &str) -> Child {
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, config).expect("config");
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+    Command::new(env!("CARGO_BIN_EXE_logcatch"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("logcatch")
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+/// Plain rdkafka producer, same durability settings: the broker's ceiling.
+fn ceiling(addr: &str, n: u64, bytes: usize) -> f64 {
+    common::create_topic(addr, "ceiling", 1);
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let c = consumer(addr, "ceiling");
+    let start = Instant::now();
+    let counter = std::thread::scope(|s| {
+        let h = s.spawn(|| count(&c, n, Duration::from_secs(600)));
+        for i in 0..n {
+            let line = line_text(i, bytes);
+            let mut rec = BaseRecord::to("ceiling").key("w1").payload(&line[..bytes]);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        rec = r;
+                        p.poll(Duration::from_millis(1));
+                    }
+                }
+            }
+            if i % 1024 == 0 {
+                p.poll(Duration::ZERO);
+            }
+        }
+        let _ = p.flush(Duration::from_secs(120));
+        h.join().expect("counter")
+    });
+    assert_eq!(counter.0, n, "ceiling: consumed {} of {n}", counter.0);
+    n as f64 / (counter.1 - start).as_secs_f64()
+}
+
+fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
+    let addr = broker.addr();
+    let dir = tempfile::Builder::new()
+        .prefix("bench-w1-")
+        .tempdir()
+        .expect("tempdir");
+    let file = dir.path().join("w1.log");
+    {
+        let mut f = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&file).expect("w1.log"),
+        );
+        for i in 0..a.lines {
+            f.write_all(&line_text(i, a.line_bytes)).expect("write");
+        }
+        f.flush().expect("flush");
+    }
+    let mb = (a.lines * (a.line_bytes as u64 + 1)) as f64 / 1e6;
+    eprintln!(
+        "W1: {} lines of {} bytes ({mb:.0} MB); measuring the plain producer ceiling…",
+        a.lines, a.line_bytes
+    );
+    let ceiling = ceiling(&addr, a.lines, a.line_bytes);
+    eprintln!("ceiling: {ceiling:.0} lines/s; starting logcatch");
+
+    let config = format!(
+        "data_dir: {}\nkafka:\n  brokers: {addr}\n  topic: w1\nconfigpath:\n  w1: {}\n",
+        dir.path().join("data").display(),
+        file.display()
+    );
+    let start = Instant::now();
+    let mut daemon = start_daemon(dir.path(), &config);
+    let c = consumer(&addr, "w1");
+    let (got, last) = count(&c, a.lines, Duration::from_secs(1800));
+    let pid = daemon.id();
+    let cpu = cpu_secs(pid, tck);
+    let hwm_kib = status_kib(pid, "VmHWM:");
+    stop(&mut daemon);
+    assert_eq!(got, a.lines, "W1: consumed {got} of {}", a.lines);
+    let secs = (last - start).as_secs_f64();
+    let lps = a.lines as f64 / secs;
+    let r = serde_json::json!({
+        "workload": "W1",
+        "lines": a.lines,
+        "line_bytes": a.line_bytes,
+        "seconds": secs,
+        "lines_per_sec": lps,
+        "mb_per_sec": mb / secs,
+        "cpu_seconds": cpu,
+        "cpu_seconds_per_million_lines": cpu / (a.lines as f64 / 1e6),
+        "peak_rss_mib": hwm_kib as f64 / 1024.0,
+        "ceiling_lines_per_sec": ceiling,
+        "ratio_to_ceiling": lps / ceiling,
+    });
+    println!(
+        "W1 {} lines: {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
+        a.lines, lps, mb / secs, cpu / (a.lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
+    );
+    r
+}
+
+fn many_files(broker: &common::Broker, tck: f64) -> serde_json::Value {
+    let addr = broker.addr();
+    let dir = tempfile::Builder::new()
+        .prefix("bench-many-")
+        .tempdir()
+        .expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let mut config = format!(
+        "data_dir: {}\nkafka:\n  brokers: {addr}\n  topic: many\nconfigpath:\n",
+        dir.path().join("data").display()
+    );
+    for i in 0..1000 {
+        let p = logs.join(format!("f{i:04}.log"));
+        std::fs::write(&p, b"").expect("file");
+        config.push_str(&format!("  f{i:04}: {}\n", p.display()));
+    }
+    let mut daemon = start_daemon(dir.path(), &config);
+    let pid = daemon.id();
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_secs = 10.0;
+    let c0 = cpu_secs(pid, tck);
+    std::thread::sleep(Duration::from_secs_f64(idle_secs));
+    let idle_cpu = (cpu_secs(pid, tck) - c0) / idle_secs * 100.0;
+    eprintln!(
+        "many files: idle CPU {idle_cpu:.2}% of a core; writing 1000 lines/s to 10 files for 20 s"
+    );
+
+    let total = 20_000u64;
+    let c = consumer_when_ready(&addr, "many");
+    let c1 = cpu_secs(pid, tck);
+    let active_start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let mut files: Vec<std::fs::File> = (0..10)
+            .map(|i| {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(logs.join(format!("f{i:04}.log")))
+                    .expect("open")
+            })
+            .collect();
+        let start = Instant::now();
+        for n in 0..total {
+            let due = start + Duration::from_micros(n * 1000);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let line = format!("{} line {n} of the many-files workload\n", now_ns());
+            files[(n % 10) as usize]
+                .write_all(line.as_bytes())
+                .expect("write");
+        }
+    });
+    let mut latencies = Vec::with_capacity(total as usize);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (latencies.len() as u64) < total && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let arrived = now_ns();
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            if let Some(sent) = v
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<u128>().ok())
+            {
+                latencies.push((arrived.saturating_sub(sent)) as f64 / 1e6);
+            }
+        }
+    }
+    let _ = writer.join();
+    let active_secs = active_start.elapsed().as_secs_f64();
+    let active_cpu = (cpu_secs(pid, tck) - c1) / active_secs * 100.0;
+    let rss = status_kib(pid, "VmRSS:") as f64 / 1024.0;
+    let hwm = status_kib(pid, "VmHWM:") as f64 / 1024.0;
+    stop(&mut daemon);
+    assert_eq!(
+        latencies.len() as u64,
+        total,
+        "many files: consumed {} of {total}",
+        latencies.len()
+    );
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    let (p50, p99) = (pct(0.50), pct(0.99));
+    println!(
+        "many files (1000 tailed, 10 active at 1000 lines/s): idle CPU {idle_cpu:.2}%, active CPU {active_cpu:.2}% of a core, RSS {rss:.1} MiB (peak {hwm:.1}), latency p50 {p50:.1} ms, p99 {p99:.1} ms"
+    );
+    serde_json::json!({
+        "workload": "many-files",
+        "files": 1000,
+        "active_files": 10,
+        "lines_per_sec": 1000,
+        "idle_cpu_percent": idle_cpu,
+        "active_cpu_percent": active_cpu,
+        "rss_mib": rss,
+        "peak_rss_mib": hwm,
+        "latency_p50_ms": p50,
+        "latency_p99_ms": p99,
+    })
+}
+
+fn consumer_when_ready(addr: &str, topic: &str) -> BaseConsumer {
+    // The daemon creates the topic on its first line: write nothing until
+    // the consumer is assigned, so create it here.
+    common::create_topic(addr, topic, 1);
+    consumer(addr, topic)
+}
+
+fn main() {
+    let a = args();
+    let tck = clk_tck();
+    let broker = common::Broker::start();
+    let mut results = vec![w1(&broker, &a, tck)];
+    if a.many_files {
+        results.push(many_files(&broker, tck));
+    }
+    let out = serde_json::json!({ "results": results });
+    if let Some(parent) = a.json.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    match std::fs::write(
+        &a.json,
+        serde_json::to_string_pretty(&out).unwrap_or_default(),
+    ) {
+        Ok(()) => eprintln!("figures written to {}", a.json.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", a.json.display()),
+    }
+}
