@@ -102,6 +102,9 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(200))
+            // The store is a few records per source: a small page cache
+            // (sled's default is 1 GiB) keeps the daemon's memory low.
+            .cache_capacity(4 << 20)
             .open()
             .map_err(|source| match source {
                 sled::Error::Io(ref e) if e.to_string().contains("lock") => {

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's test command: unit tests, doc tests and integration tests
+# (which need the tansu broker, installed here if missing).
+# Extra arguments are passed to the test binaries as filters/flags, e.g.
+#   scripts/test.sh c1_          # only tests whose name contains c1_
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ -z "${TANSU_BIN:-}" ] || [ ! -x "${TANSU_BIN}" ]; then
+    TANSU_BIN="$(scripts/install-tansu.sh | tail -n1)"
+fi
+export TANSU_BIN
+echo "test.sh: TANSU_BIN=$TANSU_BIN"
+
+# Two cores: two tests at a time (each e2e test runs a broker and a daemon).
+threads="${TEST_THREADS:-2}"
+
+out="$(mktemp "${TMPDIR:-/tmp}/logcatch-test.XXXXXX")"
+trap 'rm -f "$out"' EXIT
+status=0
+
+# Doc tests (cargo test with target selectors skips them otherwise).
+cargo test --doc -- --test-threads="$threads" "$@" 2>&1 | tee -a "$out" || status=$?
+# Unit tests of the library and binaries, and every integration test in
+# tests/. Benches are compiled (by clippy in CI) but not run.
+if [ "$status" -eq 0 ]; then
+    cargo test --lib --bins --tests -- --test-threads="$threads" "$@" 2>&1 | tee -a "$out" || status=$?
+fi
+
+passed="$(sed -n 's/^test result: .*[^0-9]\([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')"
+failed="$(sed -n 's/^test result: .*[^0-9]\([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\2/p' "$out" | awk '{s+=$1} END {print s+0}')"
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"
