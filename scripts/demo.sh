@@ -31,7 +31,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-live() { for i in $(seq "$1" "$2"); do echo "live line $i $(date +%T.%N)"; done >>"$DEMO/live.log"; }
+live() { seq "$1" "$2" | sed "s/^/$(date +%T) live line /" >>"$DEMO/live.log"; }
 live 1 1000
 
 echo "== starting logcatch (log: $DEMO/logcatch.log)"

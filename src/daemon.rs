@@ -411,7 +411,7 @@ pub async fn run(
         r.config_file = config.file.display().to_string();
         r.loaded_ms = now_ms();
     }
-    let (tx, rx) = mpsc::channel::<WriterMsg>(64);
+    let (tx, rx) = mpsc::channel::<WriterMsg>(8);
     let writer_stop = CancellationToken::new();
     let writer = spool.spawn_writer(store.clone(), rx, first_seq, writer_stop.clone())?;
 

@@ -314,7 +314,10 @@ pub fn client_config(k: &KafkaConfig, host: &str) -> ClientConfig {
         .set("message.timeout.ms", "0")
         .set("compression.type", &k.compression)
         .set("linger.ms", k.linger_ms.to_string())
-        .set("queue.buffering.max.kbytes", "32768")
+        // Bounds what librdkafka holds (each queued line costs it a few
+        // hundred bytes besides the line): the spool is the buffer, not RAM.
+        .set("queue.buffering.max.kbytes", "8192")
+        .set("queue.buffering.max.messages", "20000")
         .set("message.max.bytes", (300u64 << 20).to_string())
         .set("log_level", "4");
     for (key, v) in &k.properties {
@@ -451,7 +454,8 @@ impl Forwarder {
                             );
                         let path = b.path.as_bytes();
                         for (offset, line) in b.iter_lines().skip(done as usize) {
-                            let offset = offset.to_string();
+                            let mut digits = itoa::Buffer::new();
+                            let offset = digits.format(offset);
                             let headers = OwnedHeaders::new_with_capacity(4)
                                 .insert(Header {
                                     key: "source",

@@ -29,7 +29,7 @@
 //! retried, e.g. on a full disk), or hand the reader bytes that are not yet
 //! durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -175,6 +175,21 @@ struct SpoolState {
     closed: bool,
     damaged_frames: u64,
     damaged_bytes: u64,
+    /// The newest durable frames, kept in memory so that a forwarder that
+    /// keeps up does not read back what was just written. Exact copies of
+    /// what is on disk; evicted oldest first past `HOT_BYTES`.
+    hot: VecDeque<HotFrame>,
+    hot_bytes: usize,
+}
+
+/// How many line bytes of recent frames stay in memory for the reader.
+const HOT_BYTES: usize = 4 << 20;
+
+#[derive(Debug)]
+struct HotFrame {
+    at: Position,
+    next: Position,
+    batch: Arc<SpoolBatch>,
 }
 
 struct Shared {
@@ -512,7 +527,7 @@ impl SpoolWriter {
             // `SetRecord` ends the group so that it applies after the
             // batches before it.
             let mut bytes = 0usize;
-            let max_group = (self.spool.config.segment_bytes as usize).min(8 << 20);
+            let max_group = (self.spool.config.segment_bytes as usize).min(4 << 20);
             let mut set = None;
             let mut next = Some(first);
             while let Some(m) = next.take() {
@@ -551,7 +566,7 @@ impl SpoolWriter {
     /// before it could be written.
     fn write_group(
         &mut self,
-        group: &mut [SpoolBatch],
+        group: &mut Vec<SpoolBatch>,
         buf: &mut Vec<u8>,
     ) -> Result<bool, SpoolError> {
         if self.size >= self.spool.config.segment_bytes {
@@ -567,8 +582,16 @@ impl SpoolWriter {
             self.next_seq += 1;
         }
         buf.clear();
-        for b in group.iter().filter(|b| !b.lines.is_empty()) {
-            encode_frame(b, buf)?;
+        // Where each frame lands, for the in-memory copies.
+        let mut spans = Vec::with_capacity(group.len());
+        for b in group.iter() {
+            if b.lines.is_empty() {
+                spans.push(None);
+            } else {
+                let start = buf.len() as u64;
+                encode_frame(b, buf)?;
+                spans.push(Some((self.size + start, self.size + buf.len() as u64)));
+            }
         }
         let path = segment_path(&self.spool.dir, self.segment);
         let mut failures = 0u32;
@@ -617,6 +640,25 @@ impl SpoolWriter {
             self.store.put_source(&b.source, &rec)?;
             self.counts.insert(b.source.clone(), rec);
         }
+        let segment = self.segment;
+        let mut s = self.spool.state();
+        for (b, span) in group.drain(..).zip(spans) {
+            let Some((at, next)) = span else { continue };
+            s.hot_bytes += b.data.len();
+            s.hot.push_back(HotFrame {
+                at: Position { segment, pos: at },
+                next: Position { segment, pos: next },
+                batch: Arc::new(b),
+            });
+        }
+        while s.hot_bytes > HOT_BYTES {
+            match s.hot.pop_front() {
+                Some(f) => s.hot_bytes -= f.batch.data.len(),
+                None => break,
+            }
+        }
+        drop(s);
+        self.spool.shared.changed.notify_all();
         Ok(true)
     }
 
@@ -713,7 +755,7 @@ impl SpoolWriter {
 pub struct Frame {
     pub at: Position,
     pub next: Position,
-    pub batch: SpoolBatch,
+    pub batch: Arc<SpoolBatch>,
 }
 
 pub enum ReadOutcome {
@@ -819,6 +861,9 @@ impl SpoolReader {
                 }
                 continue;
             }
+            if let Some(frame) = self.take_hot() {
+                return Ok(ReadOutcome::Frame(Box::new(frame)));
+            }
             let path = segment_path(&self.spool.dir, self.segment);
             let limit = if self.segment < durable.segment {
                 match std::fs::metadata(&path) {
@@ -843,7 +888,7 @@ impl SpoolReader {
                     return Ok(ReadOutcome::Frame(Box::new(Frame {
                         at,
                         next: self.position(),
-                        batch,
+                        batch: Arc::new(batch),
                     })));
                 }
                 Err(fault) => {
@@ -863,6 +908,34 @@ impl SpoolReader {
                 }
             }
         }
+    }
+
+    /// The frame at the reader's position from memory, if it is there.
+    fn take_hot(&mut self) -> Option<Frame> {
+        let here = self.position();
+        let mut s = self.spool.state();
+        while let Some(f) = s.hot.front() {
+            if f.at >= here {
+                break;
+            }
+            let f = s.hot.pop_front()?;
+            s.hot_bytes -= f.batch.data.len();
+        }
+        if s.hot.front().is_some_and(|f| f.at == here) {
+            let f = s.hot.pop_front()?;
+            s.hot_bytes -= f.batch.data.len();
+            drop(s);
+            self.segment = f.next.segment;
+            self.pos = f.next.pos;
+            // The file reader, if any, is now behind: reopen when needed.
+            self.file = None;
+            return Some(Frame {
+                at: f.at,
+                next: f.next,
+                batch: f.batch,
+            });
+        }
+        None
     }
 
     fn read_frame(
