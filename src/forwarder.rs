@@ -41,7 +41,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
-use crate::spool::{Position, ReadOutcome, Spool, SpoolCursor, SpoolError};
+use crate::ledger::{self, DeliveryLedger, Redelivery, Verdict};
+use crate::spool::{Position, ReadOutcome, Spool, SpoolBatch, SpoolCursor, SpoolError};
 use crate::store::{Store, StoreError};
 
 /// How often the cursor is written and flushed to the store.
@@ -124,6 +125,8 @@ impl ForwardStats {
 
 struct InFlightFrame {
     spooled_ms: u64,
+    source: String,
+    topic: String,
     at: Position,
     next: Position,
     /// Lines in the frame, and how many of them are done (skipped because
@@ -140,34 +143,55 @@ pub struct AckTracker {
     cursor: Option<SpoolCursor>,
     /// Set when a delivery failed in a way that needs a producer rebuild.
     failed: Option<String>,
+    /// Where each source's acknowledged lines are in Kafka.
+    ledger: DeliveryLedger,
+    /// An ack arrived since the progress was last written.
+    dirty: bool,
 }
 
 impl AckTracker {
-    fn push(
-        &mut self,
-        spooled_ms: u64,
-        at: Position,
-        next: Position,
-        lines: u32,
-        done: u32,
-    ) -> u64 {
+    fn push(&mut self, batch: &SpoolBatch, at: Position, next: Position, done: u32) -> u64 {
         self.frames.push_back(InFlightFrame {
-            spooled_ms,
+            spooled_ms: batch.spooled_ms,
+            source: batch.source.clone(),
+            topic: batch.topic.clone(),
             at,
             next,
-            lines,
+            lines: batch.lines.len() as u32,
             done,
         });
         self.base + self.frames.len() as u64 - 1
     }
 
-    fn ack(&mut self, frame: u64) {
+    /// One more line of `frame` is in Kafka, at `at` (partition, offset)
+    /// when known.
+    fn ack(&mut self, frame: u64, at: Option<(i32, i64)>) {
         if let Some(f) = frame
             .checked_sub(self.base)
             .and_then(|i| self.frames.get_mut(i as usize))
         {
             f.done += 1;
+            if let Some((partition, offset)) = at {
+                self.ledger.acked(&f.source, &f.topic, partition, offset);
+            }
+            self.dirty = true;
         }
+    }
+
+    /// The ledger to persist with the cursor `advance` just computed: lines
+    /// done in frames after the front one are past the cursor.
+    fn ledger_snapshot(&self) -> DeliveryLedger {
+        let mut l = self.ledger.clone();
+        l.clean = false;
+        for e in l.entries.values_mut().flat_map(|t| t.values_mut()) {
+            e.acked_beyond_cursor = 0;
+        }
+        for f in self.frames.iter().skip(1) {
+            if let Some(e) = l.entry_mut(&f.source, &f.topic) {
+                e.acked_beyond_cursor += f.done as u64;
+            }
+        }
+        l
     }
 
     /// Moves the cursor over every fully acknowledged frame.
@@ -234,8 +258,8 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, frame: usize) {
         let mut t = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(_) => {
-                t.ack(frame as u64);
+            Ok(m) => {
+                t.ack(frame as u64, Some((m.partition(), m.offset())));
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 self.stats.broker_state.store(1, Ordering::Relaxed);
             }
@@ -283,7 +307,7 @@ impl ProducerContext for DeliveryContext {
                             });
                         match written {
                             Ok(()) => {
-                                t.ack(frame as u64);
+                                t.ack(frame as u64, None);
                                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(e) => {
@@ -394,6 +418,31 @@ impl Forwarder {
         };
 
         let start = self.store.cursor()?;
+        let stored_ledger = self.store.ledger()?;
+        // Exactly-once across crashes: find what Kafka already has past the
+        // cursor before sending anything (see `ledger`).
+        let Some(mut redelivery) = self.read_back(&config, &stored_ledger, finish) else {
+            return Ok(SessionEnd::Done);
+        };
+        if !redelivery.is_empty() {
+            tracing::info!("Kafka already has lines past the spool cursor (sent before a crash); they are skipped, not sent again");
+        }
+        {
+            let mut t = producer
+                .context()
+                .tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            t.ledger = stored_ledger.clone();
+            t.ledger.clean = false;
+        }
+        if stored_ledger.clean {
+            // From here on, lines may be sent past the cursor.
+            let mut l = stored_ledger.clone();
+            l.clean = false;
+            self.store.put_progress(start.as_ref(), &l)?;
+            self.store.flush()?;
+        }
         let mut reader = self.spool.reader(start);
         let mut skip = start.map(|c| {
             (
@@ -445,15 +494,23 @@ impl Forwarder {
                             .tracker
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(
-                                b.spooled_ms,
-                                frame.at,
-                                frame.next,
-                                b.lines.len() as u32,
-                                done,
-                            );
+                            .push(b, frame.at, frame.next, done);
                         let path = b.path.as_bytes();
                         for (offset, line) in b.iter_lines().skip(done as usize) {
+                            if !redelivery.is_empty() {
+                                if let Verdict::Skip(at) =
+                                    redelivery.check(&b.source, &b.topic, offset)
+                                {
+                                    // Kafka already has it (sent before a crash).
+                                    producer
+                                        .context()
+                                        .tracker
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .ack(id, at);
+                                    continue;
+                                }
+                            }
                             let mut digits = itoa::Buffer::new();
                             let offset = digits.format(offset);
                             let headers = OwnedHeaders::new_with_capacity(4)
@@ -505,7 +562,7 @@ impl Forwarder {
             }
             producer.poll(Duration::ZERO);
 
-            let (cursor, in_flight, failed) = {
+            let (cursor, in_flight, failed, dirty) = {
                 let mut t = producer
                     .context()
                     .tracker
@@ -515,19 +572,26 @@ impl Forwarder {
                 self.stats
                     .oldest_unacked_spooled_ms
                     .store(t.oldest_spooled_ms(), Ordering::Relaxed);
-                (c, t.in_flight(), t.failed.take())
+                (c, t.in_flight(), t.failed.take(), t.dirty)
             };
             let finished = !reading && in_flight == 0;
             let give_up = past_deadline;
-            if cursor != persisted
-                && (finished
-                    || give_up
-                    || last_persist.elapsed() >= CURSOR_EVERY
-                    || failed.is_some())
-            {
-                if let Some(c) = cursor {
-                    self.persist(&c)?;
-                }
+            let due =
+                finished || give_up || failed.is_some() || last_persist.elapsed() >= CURSOR_EVERY;
+            if due && (cursor != persisted || dirty || finished) {
+                let mut ledger = {
+                    let mut t = producer
+                        .context()
+                        .tracker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    t.dirty = false;
+                    t.ledger_snapshot()
+                };
+                // Nothing in flight and nothing sent past the cursor: the
+                // next start needs no read-back.
+                ledger.clean = finished && !give_up;
+                self.persist(cursor.as_ref(), &ledger)?;
                 persisted = cursor;
                 last_persist = Instant::now();
             }
@@ -560,12 +624,44 @@ impl Forwarder {
         }
     }
 
-    fn persist(&self, c: &SpoolCursor) -> Result<(), ForwardError> {
-        self.store.put_cursor(c)?;
+    fn persist(
+        &self,
+        c: Option<&SpoolCursor>,
+        ledger: &DeliveryLedger,
+    ) -> Result<(), ForwardError> {
+        self.store.put_progress(c, ledger)?;
         // The cursor is durable before any segment it passes is deleted.
         self.store.flush()?;
-        self.spool.release_before(c)?;
+        if let Some(c) = c {
+            self.spool.release_before(c)?;
+        }
         Ok(())
+    }
+
+    /// Reads back what Kafka has past the cursor, retrying while the broker
+    /// is unreachable. `None` if told to finish first.
+    fn read_back(
+        &self,
+        config: &ClientConfig,
+        stored: &DeliveryLedger,
+        finish: &CancellationToken,
+    ) -> Option<Redelivery> {
+        let mut logged = false;
+        loop {
+            match ledger::read_back(config, stored, &self.host) {
+                Ok(r) => return Some(r),
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(error = %e, "cannot read back what Kafka already has yet; retrying before sending (lines wait in the spool)");
+                        logged = true;
+                    }
+                    if finish.is_cancelled() {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
     }
 }
 
@@ -638,16 +734,56 @@ mod tests {
         Position { segment: s, pos: p }
     }
 
+    fn batch(lines: usize) -> SpoolBatch {
+        SpoolBatch {
+            seq: 0,
+            spooled_ms: 0,
+            source: "a".into(),
+            path: "/a".into(),
+            topic: "t".into(),
+            identity: Default::default(),
+            end_offset: 0,
+            tail_len: 0,
+            tail_crc: 0,
+            data: vec![b'x'; lines],
+            lines: (0..lines as u64)
+                .map(|i| crate::spool::LineRef {
+                    offset: i * 2,
+                    len: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ledger_counts_acks_past_the_cursor() {
+        let mut t = AckTracker::default();
+        let a = t.push(&batch(2), pos(1, 0), pos(1, 100), 0);
+        let b = t.push(&batch(2), pos(1, 100), pos(1, 200), 0);
+        t.ack(a, Some((0, 7)));
+        t.ack(b, Some((0, 9)));
+        t.ack(b, Some((0, 10)));
+        t.advance();
+        let l = t.ledger_snapshot();
+        let e = l.entries["a"]["t"];
+        assert_eq!(e.last_offset, 10);
+        assert_eq!(
+            e.acked_beyond_cursor, 2,
+            "both lines of b are past the cursor"
+        );
+        assert!(!l.clean);
+    }
+
     #[test]
     fn cursor_moves_only_over_acknowledged_prefix() {
         let mut t = AckTracker::default();
-        let a = t.push(0, pos(1, 0), pos(1, 100), 2, 0);
-        let b = t.push(0, pos(1, 100), pos(1, 200), 2, 0);
+        let a = t.push(&batch(2), pos(1, 0), pos(1, 100), 0);
+        let b = t.push(&batch(2), pos(1, 100), pos(1, 200), 0);
         assert_eq!(t.advance(), None);
-        t.ack(b);
-        t.ack(b);
+        t.ack(b, None);
+        t.ack(b, None);
         assert_eq!(t.advance(), None, "b is acked but a is not");
-        t.ack(a);
+        t.ack(a, None);
         assert_eq!(
             t.advance(),
             Some(SpoolCursor {
@@ -656,7 +792,7 @@ mod tests {
                 lines_done: 1
             })
         );
-        t.ack(a);
+        t.ack(a, None);
         assert_eq!(
             t.advance(),
             Some(SpoolCursor {
@@ -671,7 +807,7 @@ mod tests {
     #[test]
     fn skipped_lines_count_as_done() {
         let mut t = AckTracker::default();
-        let a = t.push(0, pos(2, 0), pos(2, 50), 3, 2);
+        let a = t.push(&batch(3), pos(2, 0), pos(2, 50), 2);
         assert_eq!(
             t.advance(),
             Some(SpoolCursor {
@@ -680,7 +816,7 @@ mod tests {
                 lines_done: 2
             })
         );
-        t.ack(a);
+        t.ack(a, None);
         assert_eq!(
             t.advance(),
             Some(SpoolCursor {

@@ -12,6 +12,7 @@ pub mod store;
 
 pub mod daemon;
 pub mod forwarder;
+pub mod ledger;
 pub mod logging;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;

@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::DeliveryLedger;
 use crate::migrations;
 use crate::spool::SpoolCursor;
 
 const VERSION_KEY: &[u8] = b"schema_version";
 const CURSOR_KEY: &[u8] = b"cursor";
+const LEDGER_KEY: &[u8] = b"ledger";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -241,6 +243,30 @@ impl Store {
             .insert(CURSOR_KEY, v)
             .map_err(|e| self.sled_err(e))?;
         Ok(())
+    }
+
+    /// The delivery ledger written with the cursor (empty if none yet: a
+    /// v1 store written before the ledger existed has none, which is safe).
+    pub fn ledger(&self) -> Result<DeliveryLedger, StoreError> {
+        match self.spool.get(LEDGER_KEY).map_err(|e| self.sled_err(e))? {
+            None => Ok(DeliveryLedger::default()),
+            Some(v) => self.decode("spool.ledger", &v),
+        }
+    }
+
+    /// Writes the cursor and the ledger in one atomic batch (not yet
+    /// durable: `flush`).
+    pub fn put_progress(
+        &self,
+        cursor: Option<&SpoolCursor>,
+        ledger: &DeliveryLedger,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        if let Some(c) = cursor {
+            batch.insert(CURSOR_KEY, self.encode("spool.cursor", c)?);
+        }
+        batch.insert(LEDGER_KEY, self.encode("spool.ledger", ledger)?);
+        self.spool.apply_batch(batch).map_err(|e| self.sled_err(e))
     }
 
     /// Makes every write so far durable.
