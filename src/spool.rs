@@ -750,6 +750,34 @@ impl SpoolWriter {
     }
 }
 
+/// The first position in `[from, limit)` of `path` where a complete frame
+/// with a valid checksum starts.
+fn resync(path: &Path, from: u64, limit: u64) -> Result<Option<u64>, SpoolError> {
+    if from >= limit {
+        return Ok(None);
+    }
+    let mut f = File::open(path).map_err(io_err(path))?;
+    f.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
+    let mut bytes = Vec::new();
+    f.take(limit - from)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    for i in 0..bytes.len() {
+        // Cheap filter before the checksum: a plausible length that fits.
+        if bytes.len() - i < HEADER as usize {
+            break;
+        }
+        let len = u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        if len == 0 || HEADER as usize + len as usize > bytes.len() - i {
+            continue;
+        }
+        if decode_frame(&bytes[i..]).is_ok() {
+            return Ok(Some(from + i as u64));
+        }
+    }
+    Ok(None)
+}
+
 /// One frame read from the spool.
 #[derive(Debug)]
 pub struct Frame {
@@ -896,13 +924,18 @@ impl SpoolReader {
                         FrameFault::Incomplete => "frame cut short".to_string(),
                         FrameFault::Damaged(w) => w,
                     };
-                    let skip_to = if self.segment < durable.segment {
-                        Position {
+                    // Resynchronise: the next place in this segment where a
+                    // whole valid frame starts, else the segment's end.
+                    let skip_to = match resync(&path, self.pos + 1, limit)? {
+                        Some(pos) => Position {
+                            segment: self.segment,
+                            pos,
+                        },
+                        None if self.segment < durable.segment => Position {
                             segment: self.segment + 1,
                             pos: 0,
-                        }
-                    } else {
-                        durable
+                        },
+                        None => durable,
                     };
                     self.report_damage(&why, skip_to);
                 }
@@ -1140,7 +1173,9 @@ mod tests {
         while let ReadOutcome::Frame(f) = r.next(Duration::from_millis(10)).unwrap() {
             got.push(f.batch.iter_lines().next().unwrap().1.to_vec());
         }
-        assert_eq!(got, vec![b"three".to_vec()]);
+        // "one" was damaged; "two" after it in the same segment is found
+        // again by resynchronising; "three" is in the next segment.
+        assert_eq!(got, vec![b"two".to_vec(), b"three".to_vec()]);
         assert_eq!(spool.stats().damaged_frames, 1);
     }
 }
