@@ -283,79 +283,83 @@ impl AdminState {
             "Bytes of the file not yet read.",
             &per_source(&|r| r.lag_bytes),
         );
-        let one = |v: u64| vec![(String::new(), v)];
-        family(
-            "logcatch_spool_bytes",
-            "gauge",
-            "Bytes in spool segment files.",
-            &one(q.bytes),
-        );
-        family(
-            "logcatch_spool_segments",
-            "gauge",
-            "Spool segment files.",
-            &one(q.segments as u64),
-        );
-        family(
-            "logcatch_spool_waiting_bytes",
-            "gauge",
-            "Spooled bytes not yet acknowledged by Kafka.",
-            &one(q.waiting_bytes),
-        );
-        family(
-            "logcatch_spool_paused",
-            "gauge",
-            "1 while tailers wait for spool room.",
-            &one(q.paused_by_backpressure as u64),
-        );
-        family(
-            "logcatch_spool_damaged_frames_total",
-            "counter",
-            "Damaged spool frames skipped.",
-            &one(q.damaged_frames),
-        );
-        family(
-            "logcatch_records_sent_total",
-            "counter",
-            "Lines handed to the Kafka producer.",
-            &one(q.sent.unwrap_or(0)),
-        );
-        family(
-            "logcatch_records_delivered_total",
-            "counter",
-            "Lines Kafka acknowledged.",
-            &one(q.delivered.unwrap_or(0)),
-        );
-        family(
-            "logcatch_delivery_errors_total",
-            "counter",
-            "Failed deliveries (resent after a producer rebuild).",
-            &one(q.producer_errors.unwrap_or(0)),
-        );
-        family(
-            "logcatch_dead_lettered_total",
-            "counter",
-            "Lines Kafka refused permanently, written to the dead-letter file.",
-            &one(q.dead_lettered.unwrap_or(0)),
-        );
-        family(
-            "logcatch_reloads_total",
-            "counter",
-            "Config reloads applied.",
-            &one(st.reloads),
-        );
-        family(
-            "logcatch_reload_failures_total",
-            "counter",
-            "Config reloads rejected.",
-            &one(st.reload_failures),
-        );
-        family(
-            "logcatch_running_tailers",
-            "gauge",
-            "Tailer tasks running.",
-            &one(st.running_tailers as u64),
-        );
+        let scalars: [(&str, &str, &str, u64); 12] = [
+            (
+                "logcatch_spool_bytes",
+                "gauge",
+                "Bytes in spool segment files.",
+                q.bytes,
+            ),
+            (
+                "logcatch_spool_segments",
+                "gauge",
+                "Spool segment files.",
+                q.segments as u64,
+            ),
+            (
+                "logcatch_spool_waiting_bytes",
+                "gauge",
+                "Spooled bytes not yet acknowledged by Kafka.",
+                q.waiting_bytes,
+            ),
+            (
+                "logcatch_spool_paused",
+                "gauge",
+                "1 while tailers wait for spool room.",
+                q.paused_by_backpressure as u64,
+            ),
+            (
+                "logcatch_spool_damaged_frames_total",
+                "counter",
+                "Damaged spool frames skipped.",
+                q.damaged_frames,
+            ),
+            (
+                "logcatch_records_sent_total",
+                "counter",
+                "Lines handed to the Kafka producer.",
+                q.sent.unwrap_or(0),
+            ),
+            (
+                "logcatch_records_delivered_total",
+                "counter",
+                "Lines Kafka acknowledged.",
+                q.delivered.unwrap_or(0),
+            ),
+            (
+                "logcatch_delivery_errors_total",
+                "counter",
+                "Failed deliveries (resent after a producer rebuild).",
+                q.producer_errors.unwrap_or(0),
+            ),
+            (
+                "logcatch_dead_lettered_total",
+                "counter",
+                "Lines Kafka refused permanently, written to the dead-letter file.",
+                q.dead_lettered.unwrap_or(0),
+            ),
+            (
+                "logcatch_reloads_total",
+                "counter",
+                "Config reloads applied.",
+                st.reloads,
+            ),
+            (
+                "logcatch_reload_failures_total",
+                "counter",
+                "Config reloads rejected.",
+                st.reload_failures,
+            ),
+            (
+                "logcatch_running_tailers",
+                "gauge",
+                "Tailer tasks running.",
+                st.running_tailers as u64,
+            ),
+        ];
+        for (name, kind, help, v) in scalars {
+            family(name, kind, help, &[(String::new(), v)]);
+        }
         Ok(m)
     }
 }

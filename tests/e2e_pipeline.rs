@@ -317,6 +317,81 @@ fn c4_truncate_and_rewrite_while_stopped() {
     d.stop();
 }
 
+/// Scenario c5: rename rotation while stopped with unread lines: 1,000
+/// lines are appended after the clean stop, then the file is renamed away
+/// and a new one with 500 lines takes its path. The daemon must find the
+/// old file beside the path by inode, finish it from the stored offset, and
+/// then read the new file: every line exactly once, in file order.
+#[test]
+fn c5_rotation_while_stopped_with_unread_lines() {
+    let env = Env::new();
+    let log = env.path("app.log");
+    let rotated = env.path("app.log.1");
+    write_numbered(&log, 0, 1000);
+    let mut d = env.start(&env.config().source("app", &log));
+    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
+    assert_exactly_once(&msgs, 0..1000);
+    d.stop();
+
+    write_numbered(&log, 1000, 2000); // unread: written while stopped
+    let old_ino = std::fs::metadata(&log).unwrap().ino();
+    std::fs::rename(&log, &rotated).expect("rename");
+    write_numbered(&log, 2000, 2500);
+    assert_ne!(std::fs::metadata(&log).unwrap().ino(), old_ino);
+    d.restart();
+
+    let msgs = d.consume(&env.addr(), TOPIC, 2500, WAIT);
+    assert_exactly_once(&msgs, 0..2500);
+    assert_file_order(&msgs);
+    check_headers(&msgs, "app", &log, 2000..2500);
+    // The old file's lines carry their offsets in the old file.
+    let old_offsets = line_offsets(&rotated);
+    for m in &msgs {
+        let n = number_of(&m.value).unwrap();
+        if (1000..2000).contains(&n) {
+            assert_eq!(
+                m.header("offset"),
+                old_offsets.get(&n).map(|o| o.to_string()),
+                "offset header of line {n} (read from the rotated file)"
+            );
+        }
+    }
+    d.stop();
+}
+
+/// Scenario c6: rewritten in place while stopped with LONGER content (same
+/// inode, different numbered lines, more bytes than the stored offset): the
+/// first bytes changed, so the new content is read from 0, exactly once.
+#[test]
+fn c6_rewrite_longer_while_stopped() {
+    let env = Env::new();
+    let log = env.path("app.log");
+    write_numbered(&log, 0, 1000);
+    let mut d = env.start(&env.config().source("app", &log));
+    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
+    assert_exactly_once(&msgs, 0..1000);
+    d.stop();
+
+    let before = std::fs::metadata(&log).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    write_numbered(&log, 1000, 2500);
+    let after = std::fs::metadata(&log).unwrap();
+    assert_eq!(after.ino(), before.ino());
+    assert!(after.len() > before.len());
+    d.restart();
+
+    let msgs = d.consume(&env.addr(), TOPIC, 2500, WAIT);
+    assert_exactly_once(&msgs, 0..2500);
+    assert_file_order(&msgs);
+    check_headers(&msgs, "app", &log, 1000..2500);
+    d.stop();
+}
+
 /// Scenario d: the broker is unreachable for 10 s while lines are written;
 /// all arrive exactly once after it returns.
 #[test]

@@ -588,6 +588,20 @@ pub fn consume_inner(
     addr: &str,
     topic: &str,
     timeout: Duration,
+    done: impl FnMut(&[Msg]) -> bool,
+    abort: &mut dyn FnMut() -> Option<String>,
+) -> Vec<Msg> {
+    consume_inner_quiet(addr, topic, timeout, QUIET, done, abort)
+}
+
+/// [`consume_inner`] with its own quiet time (how long to keep reading
+/// after `done` holds). A short quiet suits waits in the middle of a test
+/// whose final check uses the full [`QUIET`].
+pub fn consume_inner_quiet(
+    addr: &str,
+    topic: &str,
+    timeout: Duration,
+    quiet: Duration,
     mut done: impl FnMut(&[Msg]) -> bool,
     abort: &mut dyn FnMut() -> Option<String>,
 ) -> Vec<Msg> {
@@ -688,7 +702,7 @@ pub fn consume_inner(
                 satisfied = true;
             }
         }
-        if satisfied && last_new.elapsed() >= QUIET {
+        if satisfied && last_new.elapsed() >= quiet {
             break;
         }
         check_abort(&mut last_abort_check);
@@ -1350,4 +1364,346 @@ pub fn assert_file_order(msgs: &[Msg]) {
         "lines out of file order:\n{}",
         bad.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Reload and logcatch-ctl helpers
+// ---------------------------------------------------------------------------
+
+/// A temp dir and a broker of its own, for one test.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub broker: Broker,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let broker = Broker::start();
+        let dir = tempfile::Builder::new()
+            .prefix("logcatch-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        TestEnv { dir, broker }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn addr(&self) -> String {
+        self.broker.addr()
+    }
+
+    /// A config with the test-friendly defaults, data in `<dir>/data`, the
+    /// default topic `topic`, and no sources yet.
+    pub fn config(&self, topic: &str) -> ConfigBuilder {
+        ConfigBuilder::new(self.path("data"), &self.addr(), topic)
+    }
+
+    pub fn start(&self, cfg: &ConfigBuilder) -> Daemon {
+        Daemon::with(self.dir.path(), cfg)
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon on an existing config file (which may be a
+    /// symlink); the log goes to `<dir>/daemon.log`.
+    pub fn start_with_file(dir: &Path, config: &Path) -> Daemon {
+        let mut d = Daemon {
+            dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
+            child: None,
+            exited: None,
+            starts: 0,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Sends SIGHUP (reload the config). Does not wait.
+    pub fn sighup(&mut self) {
+        self.signal("HUP");
+    }
+
+    /// How many lines of the log (all runs) contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until at least `n` log lines contain `needle` and returns the
+    /// `n`th; fails at once if the daemon exits.
+    pub fn wait_log(&mut self, needle: &str, n: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.log_lines(needle);
+            if lines.len() >= n {
+                return lines[n - 1].clone();
+            }
+            self.assert_running();
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for log line #{n} containing {needle:?} (have {})",
+                    lines.len()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (reading with a short quiet time) until `done` holds for the
+    /// messages of `topic`; returns them. Fails at once if the daemon exits
+    /// and, unlike `consume`, panics with `what` on timeout.
+    pub fn wait_delivered(
+        &mut self,
+        addr: &str,
+        topic: &str,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&[Msg]) -> bool,
+    ) -> Vec<Msg> {
+        let mut ok = false;
+        let msgs = consume_inner_quiet(
+            addr,
+            topic,
+            timeout,
+            Duration::from_millis(200),
+            |m| {
+                ok = done(m);
+                ok
+            },
+            &mut || {
+                if self.is_running() {
+                    return None;
+                }
+                Some(format!(
+                    "logcatch exited ({}); its log follows the panic",
+                    self.exited.map(|s| s.to_string()).unwrap_or_default()
+                ))
+            },
+        );
+        assert!(
+            ok,
+            "timed out after {timeout:?} waiting for {what} on topic {topic} ({} messages, numbers {})",
+            msgs.len(),
+            ranges(counts_of(&msgs).keys().copied())
+        );
+        msgs
+    }
+}
+
+/// Whether every number of `range` is among the messages.
+pub fn has_all(msgs: &[Msg], range: Range<u64>) -> bool {
+    let got: std::collections::HashSet<u64> =
+        msgs.iter().filter_map(|m| number_of(&m.value)).collect();
+    range.into_iter().all(|n| got.contains(&n))
+}
+
+/// How many times each number arrived.
+pub fn counts_of(msgs: &[Msg]) -> BTreeMap<u64, usize> {
+    let mut c = BTreeMap::new();
+    for n in numbers_of(msgs) {
+        *c.entry(n).or_default() += 1;
+    }
+    c
+}
+
+/// Writes `text` to `path` the way careful editors do: a temp file in the
+/// same directory, then rename over.
+pub fn write_by_rename(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp-edit");
+    std::fs::write(&tmp, text).expect("write temp config");
+    std::fs::rename(&tmp, path).expect("rename config into place");
+}
+
+/// `logcatch-ctl` output, parsed.
+pub struct CtlOut {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CtlOut {
+    pub fn describe(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// stdout as JSON; panics (with the output) if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("logcatch-ctl printed no JSON ({e}):\n{}", self.describe()))
+    }
+}
+
+/// Runs `logcatch-ctl --config <config> <args...>` and collects its output.
+pub fn ctl_run(config: &Path, args: &[&str]) -> CtlOut {
+    let out = ctl(config, args);
+    CtlOut {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `logcatch-ctl` and returns its JSON; panics unless it exits 0.
+pub fn ctl_json(config: &Path, args: &[&str]) -> serde_json::Value {
+    let out = ctl_run(config, args);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "logcatch-ctl {args:?} failed:\n{}",
+        out.describe()
+    );
+    out.json()
+}
+
+/// The row named `name` of `logcatch-ctl offsets --json` output, if any.
+pub fn offsets_row<'a>(rows: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    rows.as_array()
+        .unwrap_or_else(|| panic!("offsets output is not a JSON array: {rows}"))
+        .iter()
+        .find(|r| r["name"] == name)
+}
+
+/// One HTTP/1.1 GET over a stream; returns (status, body).
+fn http_get_over(mut s: impl Read + Write, path: &str) -> (u16, String) {
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: logcatch\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read reply");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("malformed HTTP reply: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// GET `path` from a loopback TCP address.
+pub fn http_get_tcp(addr: &str, path: &str) -> (u16, String) {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    http_get_over(s, path)
+}
+
+/// GET `path` from a Unix socket.
+pub fn http_get_unix(sock: &Path, path: &str) -> (u16, String) {
+    let s = std::os::unix::net::UnixStream::connect(sock)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    http_get_over(s, path)
+}
+
+/// Prometheus text: `name{labels}` (exactly as written) -> value.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad metrics line {line:?}"));
+        let v: f64 = v
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in metrics line {line:?}"));
+        out.insert(k.to_string(), v);
+    }
+    out
+}
+
+/// Asserts every number in the union of `expected` arrived exactly once and
+/// nothing else did.
+pub fn assert_exactly_once_in(msgs: &[Msg], expected: &[Range<u64>]) {
+    let counts = counts_of(msgs);
+    let want: std::collections::BTreeSet<u64> = expected.iter().flat_map(|r| r.clone()).collect();
+    let missing: Vec<u64> = want
+        .iter()
+        .copied()
+        .filter(|n| !counts.contains_key(n))
+        .collect();
+    let duplicated: Vec<u64> = counts
+        .iter()
+        .filter(|(n, c)| want.contains(n) && **c > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    let unexpected: Vec<u64> = counts
+        .keys()
+        .copied()
+        .filter(|n| !want.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty() && duplicated.is_empty() && unexpected.is_empty(),
+        "delivery of lines {expected:?} was not exactly once ({} messages):\nmissing: {}\nduplicated: {}\nunexpected: {}",
+        msgs.len(),
+        ranges(missing),
+        ranges(duplicated),
+        ranges(unexpected)
+    );
+}
+
+/// Polls `logcatch-ctl status --json` until `pred` holds; returns it.
+pub fn wait_status(
+    config: &Path,
+    what: &str,
+    timeout: Duration,
+    mut pred: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = ctl_run(config, &["status", "--json"]);
+        if out.code == Some(0) {
+            last = out.json();
+            if pred(&last) {
+                return last;
+            }
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for status: {what}; last status:\n{last:#}"
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
