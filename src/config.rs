@@ -318,7 +318,36 @@ impl Config {
             };
             // Parsing to a plain value first rejects duplicate keys, which a
             // typed map would silently overwrite.
-            serde_yaml::from_str::<serde_yaml::Value>(text).map_err(syntax)?;
+            serde_yaml::from_str::<serde_yaml::Value>(text).map_err(|e| {
+                let mut err = syntax(e);
+                // serde_yaml places a duplicate at its map's start: point at
+                // the second occurrence of the key instead.
+                if let ConfigError::Syntax {
+                    line,
+                    column,
+                    message,
+                    ..
+                } = &mut err
+                {
+                    if let Some(key) = message
+                        .split("duplicate entry with key \"")
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                    {
+                        let wanted = format!("{key}:");
+                        if let Some((i, l)) = text
+                            .lines()
+                            .enumerate()
+                            .filter(|(_, l)| l.trim_start().starts_with(&wanted))
+                            .nth(1)
+                        {
+                            *line = i + 1;
+                            *column = l.len() - l.trim_start().len() + 1;
+                        }
+                    }
+                }
+                err
+            })?;
             serde_yaml::from_str(text).map_err(syntax)?
         };
         Validator { path, text }.validate(raw)
@@ -687,8 +716,10 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_key_is_rejected() {
-        assert!(parse("configpath:\n  a: /x\n  a: /y\n").is_err());
+    fn duplicate_key_is_rejected_at_its_line() {
+        let e = parse("configpath:\n  a: /x\n  a: /y\n").unwrap_err();
+        assert!(e.to_string().contains("config.yaml:3:3"), "{e}");
+        assert!(e.to_string().contains("\"a\""), "{e}");
     }
 
     #[test]
