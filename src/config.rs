@@ -89,7 +89,7 @@ mod defaults {
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
     pub const SEGMENT_BYTES: u64 = 64 << 20;
     pub const FSYNC: FsyncPolicy = FsyncPolicy::Batch;
-    pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
     pub const MAX_LINE_BYTES: u64 = 1 << 20;
     pub const LONG_LINES: LongLines = LongLines::Split;
     pub const START_AT: StartAt = StartAt::Beginning;

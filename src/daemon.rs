@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminCommand, AdminState};
 use crate::config::{Config, KafkaConfig, SourceConfig};
+use crate::filewatch::FileWatch;
 use crate::forwarder::{ForwardError, ForwardStats, Forwarder};
 use crate::reload::{self, SourceDiff, Trigger};
 use crate::spool::{Recovery, Spool, SpoolError, WriterMsg};
@@ -162,6 +163,8 @@ struct Supervisor {
     /// Shutdown for every tailer at once.
     hard_stop: CancellationToken,
     kafka: watch::Sender<KafkaConfig>,
+    /// Wakes idle tailers (inotify + one poll thread).
+    watch: FileWatch,
     live: Live,
 }
 
@@ -185,7 +188,7 @@ impl Supervisor {
             tail,
             self.tx.clone(),
             stop.clone(),
-            self.config.poll_interval,
+            self.watch.clone(),
         ));
         self.tailers
             .insert(source.name.clone(), RunningTailer { stop, task });
@@ -262,6 +265,7 @@ impl Supervisor {
         if d.kafka_changed {
             self.kafka.send_replace(self.config.kafka.clone());
         }
+        self.watch.set_poll(self.config.poll_interval);
         d
     }
 
@@ -444,6 +448,7 @@ pub async fn run(
         tailers: BTreeMap::new(),
         hard_stop: CancellationToken::new(),
         kafka: kafka_tx,
+        watch: FileWatch::start(config.poll_interval),
         live: live.clone(),
     };
     for source in config.sources.values() {
@@ -505,6 +510,7 @@ pub async fn run(
     tracing::info!("shutting down: stopping tailers, flushing the spool, waiting for Kafka acks");
     writer_stop.cancel();
     sup.stop_all().await;
+    sup.watch.shutdown();
     drop(sup);
     admin_stop.cancel();
     while admin_tasks.join_next().await.is_some() {}

@@ -471,7 +471,9 @@ impl Forwarder {
             }
             let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
             if reading && !past_deadline {
-                match reader.next(Duration::from_millis(10))? {
+                // The reader is woken by new spool data; the timeout only
+                // bounds how late a shutdown or config change is noticed.
+                match reader.next(Duration::from_millis(50))? {
                     ReadOutcome::Frame(frame) => {
                         let done = match skip.take() {
                             Some((at, n)) if at == frame.at => {

@@ -11,6 +11,7 @@ pub mod spool;
 pub mod store;
 
 pub mod daemon;
+pub mod filewatch;
 pub mod forwarder;
 pub mod ledger;
 pub mod logging;

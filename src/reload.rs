@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn global_tailer_settings_restart_everything_and_kafka_is_noticed() {
         let old = cfg("configpath:\n  a: /a\n");
-        let new = cfg("configpath:\n  a: /a\ntailer:\n  poll_interval: 1s\nkafka:\n  brokers: other:9092\nspool:\n  max_bytes: 2GiB\n");
+        let new = cfg("configpath:\n  a: /a\ntailer:\n  poll_interval: 5s\nkafka:\n  brokers: other:9092\nspool:\n  max_bytes: 2GiB\n");
         let d = diff(&old, &new);
         assert_eq!(d.changed, vec!["a"]);
         assert!(d.kafka_changed);

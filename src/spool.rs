@@ -182,6 +182,11 @@ struct SpoolState {
     hot_bytes: usize,
 }
 
+/// A first batch smaller than this waits `GROUP_WINDOW` for company
+/// before the group is written and synced.
+const GROUP_WINDOW_BELOW: usize = 64 << 10;
+const GROUP_WINDOW: Duration = Duration::from_millis(2);
+
 /// How many line bytes of recent frames stay in memory for the reader.
 const HOT_BYTES: usize = 4 << 20;
 
@@ -529,6 +534,11 @@ impl SpoolWriter {
             let mut bytes = 0usize;
             let max_group = (self.spool.config.segment_bytes as usize).min(4 << 20);
             let mut set = None;
+            if matches!(&first, WriterMsg::Batch(b) if b.data.len() < GROUP_WINDOW_BELOW) {
+                // A trickle (e.g. many slow files): give other batches a
+                // moment to arrive and share this fsync.
+                std::thread::sleep(GROUP_WINDOW);
+            }
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 match m {

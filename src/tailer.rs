@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceConfig, StartAt};
+use crate::filewatch::{FileWatch, Seen};
 use crate::lines::{LineBatch, LineSplitter};
 use crate::spool::{SpoolBatch, WriterMsg};
 use crate::store::{FileIdentity, SourceRecord, Store, StoreError};
@@ -39,6 +40,10 @@ use crate::store::{FileIdentity, SourceRecord, Store, StoreError};
 pub const HEAD_BYTES: u32 = 1024;
 /// How many bytes before the committed offset are checked on resume.
 pub const TAIL_BYTES: u64 = 64;
+/// The read buffer of an idle source.
+const MIN_READ_BUFFER: usize = 16 << 10;
+/// How often a growing file's first bytes are compared with its identity.
+const HEAD_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
@@ -101,6 +106,8 @@ struct OpenFile {
     splitter: LineSplitter,
     /// Size seen at the last end-of-file check.
     last_size: u64,
+    /// When the head checksum was last compared with the file.
+    head_checked: std::time::Instant,
     tail: (u32, u32),
 }
 
@@ -111,7 +118,11 @@ pub struct FileTail {
     current: Option<OpenFile>,
     /// Set after a rotation: the next file at the path is new, read from 0.
     rotated: bool,
+    /// Read buffer: grows (up to `max_buf`) while reads fill it, and goes
+    /// back to `MIN_READ_BUFFER` when the file is idle, so a thousand idle
+    /// sources cost little memory.
     buf: Vec<u8>,
+    max_buf: usize,
     status: Arc<Mutex<TailStatus>>,
     /// The last error logged, to log each distinct error once.
     last_logged: Option<String>,
@@ -122,6 +133,9 @@ pub struct Step {
     pub batches: Vec<SpoolBatch>,
     /// More bytes are probably waiting: step again without sleeping.
     pub more: bool,
+    /// When idle: what is at the path as far as this tailer knows (a
+    /// change wakes it).
+    pub seen: Option<Seen>,
 }
 
 impl FileTail {
@@ -131,7 +145,8 @@ impl FileTail {
             store,
             current: None,
             rotated: false,
-            buf: vec![0u8; read_buffer],
+            buf: vec![0u8; MIN_READ_BUFFER.min(read_buffer)],
+            max_buf: read_buffer,
             status: Arc::new(Mutex::new(TailStatus::default())),
             last_logged: None,
         }
@@ -169,6 +184,33 @@ impl FileTail {
     /// One unit of work: open the file if needed, read one buffer, check
     /// for rotation at end of file.
     pub fn step(&mut self) -> Step {
+        let mut step = self.step_logged();
+        if !step.more {
+            step.seen = self.idle_seen();
+            if self.buf.len() > MIN_READ_BUFFER {
+                self.buf = vec![0u8; MIN_READ_BUFFER];
+            }
+        }
+        step
+    }
+
+    /// What is at the path as far as this tailer knows, for `FileWatch`.
+    fn idle_seen(&self) -> Option<Seen> {
+        match &self.current {
+            Some(c) if c.opened_as == self.source.path => Some(Seen {
+                dev: c.identity.dev,
+                ino: c.identity.ino,
+                size: c.read_pos,
+            }),
+            _ => std::fs::metadata(&self.source.path).ok().map(|m| Seen {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.len(),
+            }),
+        }
+    }
+
+    fn step_logged(&mut self) -> Step {
         match self.step_inner() {
             Ok(step) => {
                 if self.last_logged.take().is_some() {
@@ -196,6 +238,7 @@ impl FileTail {
                 Step {
                     batches: Vec::new(),
                     more: false,
+                    seen: None,
                 }
             }
         }
@@ -211,6 +254,7 @@ impl FileTail {
                     return Ok(Step {
                         batches,
                         more: false,
+                        seen: None,
                     });
                 }
             }
@@ -219,8 +263,10 @@ impl FileTail {
             return Ok(Step {
                 batches,
                 more: false,
+                seen: None,
             });
         };
+        let asked = self.buf.len();
         let n = cur
             .file
             .read_at(&mut self.buf, cur.read_pos)
@@ -229,6 +275,11 @@ impl FileTail {
                 path: cur.opened_as.clone(),
                 source,
             })?;
+        if n == self.buf.len() && n < self.max_buf {
+            // Catching up: read more per step next time.
+            let grown = (n * 2).min(self.max_buf);
+            self.buf.resize(grown, 0);
+        }
         if n > 0 {
             let at = cur.read_pos;
             let mut out = LineBatch::default();
@@ -263,9 +314,23 @@ impl FileTail {
                 TailState::Tailing
             };
             self.set_state(state, None);
+            // A short read reached the end of the file: do the end-of-file
+            // checks now rather than in one more step.
+            let more = if n < asked {
+                match self.check_at_eof()? {
+                    Some(b) => {
+                        batches.push(b);
+                        true
+                    }
+                    None => self.current.is_none(),
+                }
+            } else {
+                true
+            };
             return Ok(Step {
                 batches,
-                more: true,
+                more,
+                seen: None,
             });
         }
         // End of file: was it truncated, replaced, or rotated away?
@@ -274,11 +339,13 @@ impl FileTail {
             return Ok(Step {
                 batches,
                 more: true,
+                seen: None,
             });
         }
         Ok(Step {
             batches,
             more: self.current.is_none(),
+            seen: None,
         })
     }
 
@@ -385,6 +452,7 @@ impl FileTail {
             read_pos: start,
             splitter: LineSplitter::new(self.source.max_line_bytes, self.source.long_lines, start),
             last_size: meta.len(),
+            head_checked: std::time::Instant::now(),
             tail,
         });
         self.set_state(TailState::Tailing, None);
@@ -407,12 +475,17 @@ impl FileTail {
         let size = cur.file.metadata().map_err(io)?.len();
         if size != cur.last_size {
             cur.last_size = size;
+            // Rereading the head on every growth would cost a read per
+            // wake-up of a busy file: once a second is enough to catch a
+            // truncate-and-rewrite that outgrew our offset in between.
+            let head_due = cur.head_checked.elapsed() >= HEAD_RECHECK;
             let changed = if size < cur.read_pos {
                 Some("the file was truncated (copytruncate?)")
-            } else if cur.identity.head_len > 0
-                && crc_at(&cur.file, 0, cur.identity.head_len as u64).map_err(io)?
+            } else if head_due && cur.identity.head_len > 0 && {
+                cur.head_checked = std::time::Instant::now();
+                crc_at(&cur.file, 0, cur.identity.head_len as u64).map_err(io)?
                     != Some(cur.identity.head_crc)
-            {
+            } {
                 Some("the file's first bytes were rewritten")
             } else {
                 None
@@ -577,11 +650,28 @@ impl TailStop {
     }
 }
 
+/// How long an idle tailer waits without any wake-up before checking
+/// anyway (a safety net; `FileWatch` normally wakes it).
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
+/// How long a woken tailer of a busy file waits before reading, and what
+/// counts as busy (woken again within this).
+const WAKE_LINGER: Duration = Duration::from_millis(20);
+const BUSY_WITHIN: Duration = Duration::from_millis(100);
+
 /// The async half of a tailer: steps the file on the blocking pool and
-/// sends batches to the spool writer until stopped.
-pub async fn run(mut tail: FileTail, tx: mpsc::Sender<WriterMsg>, stop: TailStop, poll: Duration) {
+/// sends batches to the spool writer until stopped. When idle it waits for
+/// `watch` to report a change at its path.
+pub async fn run(
+    mut tail: FileTail,
+    tx: mpsc::Sender<WriterMsg>,
+    stop: TailStop,
+    watch: FileWatch,
+) {
     let name = tail.source.name.clone();
+    let path = tail.source.path.clone();
     let status = tail.status();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut last_wake = tokio::time::Instant::now() - BUSY_WITHIN;
     'outer: loop {
         if stop.requested() {
             break;
@@ -609,10 +699,23 @@ pub async fn run(mut tail: FileTail, tx: mpsc::Sender<WriterMsg>, stop: TailStop
             }
         }
         if !step.more {
-            tokio::select! {
-                _ = stop.graceful.cancelled() => break,
-                _ = stop.hard.cancelled() => break,
-                _ = tokio::time::sleep(poll) => {}
+            watch.idle(&path, step.seen, wake.clone());
+            let woken = tokio::select! {
+                _ = stop.graceful.cancelled() => false,
+                _ = stop.hard.cancelled() => false,
+                _ = wake.notified() => true,
+                _ = tokio::time::sleep(IDLE_RECHECK) => false,
+            };
+            watch.busy(&path);
+            if woken {
+                // A file that is written continuously: let a few more lines
+                // land, so one read (and one spool fsync) takes several
+                // lines rather than one. The first line after a quiet spell
+                // is read at once.
+                if last_wake.elapsed() < BUSY_WITHIN {
+                    tokio::time::sleep(WAKE_LINGER).await;
+                }
+                last_wake = tokio::time::Instant::now();
             }
         }
     }

@@ -1,0 +1,229 @@
+//! filewatch: owns waking idle tailers. A tailer that reached the end of
+//! its file registers what it last saw (device, inode, size at the path)
+//! and waits; this wakes it when that changes, from two sources:
+//! - inotify (through `notify`) on the sources' directories: a write, a
+//!   rename, a create wakes the tailer of that path at once (low latency);
+//! - one thread that `stat`s every idle path each `poll_interval`: the
+//!   safety net for filesystems without events (NFS), and for a file that
+//!   appears where the directory did not exist yet.
+//!
+//! So an idle source costs one `stat` per poll interval on a shared thread,
+//! not a task wake-up and a blocking-pool hop.
+//!
+//! Must never: lose a wake-up (a `Notify` keeps one permit, so a change
+//! between registering and waiting still wakes), or do a tailer's reading.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::Notify;
+
+/// What a tailer last saw at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+}
+
+struct Idle {
+    seen: Option<Seen>,
+    wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// By path (one source per path, checked at config load).
+    idle: HashMap<PathBuf, Idle>,
+    watched_dirs: BTreeSet<PathBuf>,
+}
+
+/// Shared by every tailer. Cheap to clone.
+#[derive(Clone)]
+pub struct FileWatch {
+    registry: Arc<Mutex<Registry>>,
+    watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    poll_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn changed(path: &Path, seen: Option<Seen>) -> bool {
+    let now = std::fs::metadata(path).ok().map(|m| Seen {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.len(),
+    });
+    now != seen
+}
+
+impl FileWatch {
+    /// Starts the poll thread and the inotify watcher (if the system has
+    /// one; without it, polling alone still works).
+    pub fn start(poll: Duration) -> FileWatch {
+        let registry: Arc<Mutex<Registry>> = Arc::default();
+        let reg = registry.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            let r = reg.lock().unwrap_or_else(|p| p.into_inner());
+            for p in &ev.paths {
+                if let Some(idle) = r.idle.get(p) {
+                    idle.wake.notify_one();
+                }
+            }
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "no file events available; idle files are polled only");
+                None
+            }
+        };
+        let fw = FileWatch {
+            registry,
+            watcher: Arc::new(Mutex::new(watcher)),
+            stop: Arc::default(),
+            poll_ms: Arc::new(std::sync::atomic::AtomicU64::new(poll.as_millis() as u64)),
+        };
+        let poller = fw.clone();
+        let spawned = std::thread::Builder::new()
+            .name("file-poll".into())
+            .spawn(move || poller.poll_loop());
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the file poll thread; tailers fall back to timed checks");
+        }
+        fw
+    }
+
+    /// Changes the poll period (a config reload).
+    pub fn set_poll(&self, poll: Duration) {
+        self.poll_ms.store(
+            poll.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn poll_loop(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        while !self.stop.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(self.poll_ms.load(Relaxed).max(1)));
+            // One stat per idle path, under the lock: a pass over a
+            // thousand paths takes a millisecond or two.
+            let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            for (path, idle) in &r.idle {
+                if changed(path, idle.seen) {
+                    idle.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Registers the tailer of `path` as idle, having seen `seen` there.
+    /// Wakes it at once if that is already out of date.
+    pub fn idle(&self, path: &Path, seen: Option<Seen>, wake: Arc<Notify>) {
+        let dir = path.parent().map(Path::to_path_buf);
+        let mut r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = dir {
+            if !r.watched_dirs.contains(&dir) {
+                let mut w = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(w) = w.as_mut() {
+                    // A directory that does not exist yet is covered by the
+                    // poll; try again at the next idle.
+                    if w.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+                        r.watched_dirs.insert(dir);
+                    }
+                }
+            }
+        }
+        r.idle.insert(
+            path.to_path_buf(),
+            Idle {
+                seen,
+                wake: wake.clone(),
+            },
+        );
+        drop(r);
+        if changed(path, seen) {
+            wake.notify_one();
+        }
+    }
+
+    /// The tailer of `path` is working (or gone): no wake-ups needed.
+    pub fn busy(&self, path: &Path) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .idle
+            .remove(path);
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_wakes_the_idle_tailer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"x\n").unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        let seen = Seen {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+        };
+        let fw = FileWatch::start(Duration::from_secs(30));
+        let wake = Arc::new(Notify::new());
+        fw.idle(&path, Some(seen), wake.clone());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at_end(b"y\n");
+        // inotify, not the 30 s poll, must wake it.
+        tokio::time::timeout(Duration::from_secs(5), wake.notified())
+            .await
+            .expect("woken by the file event");
+        fw.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_stale_registration_wakes_at_once_and_polling_sees_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/late.log");
+        let fw = FileWatch::start(Duration::from_millis(20));
+        let wake = Arc::new(Notify::new());
+        fw.idle(&path, None, wake.clone());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"now\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wake.notified())
+            .await
+            .expect("woken by the poll");
+        fw.shutdown();
+    }
+
+    trait AppendExt {
+        fn write_all_at_end(self, b: &[u8]);
+    }
+    impl AppendExt for std::fs::File {
+        fn write_all_at_end(mut self, b: &[u8]) {
+            use std::io::Write;
+            self.write_all(b).unwrap();
+        }
+    }
+}
