@@ -302,7 +302,14 @@ impl Config {
     /// Parses and validates config text that was read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = if text.trim().is_empty() {
-            RawConfig::default()
+            // Most likely caught mid-write (truncated, not yet rewritten):
+            // an empty file would remove every source.
+            return Err(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: "the config file is empty".into(),
+            });
         } else {
             let syntax = |e: serde_yaml::Error| {
                 let (line, column) = e
@@ -352,6 +359,36 @@ impl Config {
         };
         Validator { path, text }.validate(raw)
     }
+}
+
+/// The admin endpoint named by a config file, found even when the file
+/// does not validate (so that `logcatch-ctl status` can still ask the daemon
+/// why its last reload failed): only `data_dir` and `admin.listen` are read.
+pub fn admin_endpoint_lenient(path: &Path) -> Option<AdminListen> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or(serde_yaml::Value::Null);
+    let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let listen = v
+        .get("admin")
+        .and_then(|a| a.get("listen"))
+        .and_then(|x| x.as_str())
+        .map(str::to_string);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    let validator = Validator {
+        path: &path,
+        text: &text,
+    };
+    let data_dir = validator.resolve(get("data_dir").as_deref().unwrap_or(defaults::DATA_DIR));
+    let raw = RawAdmin {
+        listen,
+        metrics_listen: None,
+        allow_non_loopback: Some(true),
+    };
+    validator.admin(raw, &data_dir).ok().map(|a| a.listen)
 }
 
 struct Validator<'a> {
@@ -751,6 +788,12 @@ mod tests {
         let e = parse("admin:\n  listen: 0.0.0.0:9601\n").unwrap_err();
         assert!(e.to_string().contains("allow_non_loopback"), "{e}");
         assert!(parse("admin:\n  listen: 0.0.0.0:9601\n  allow_non_loopback: true\n").is_ok());
+    }
+
+    #[test]
+    fn an_empty_file_is_rejected() {
+        let e = parse("  \n").unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
     }
 
     #[test]

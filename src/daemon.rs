@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminCommand, AdminState};
-use crate::config::{Config, KafkaConfig, SourceConfig};
+use crate::config::{Config, ConfigError, KafkaConfig, SourceConfig};
 use crate::filewatch::FileWatch;
 use crate::forwarder::{ForwardError, ForwardStats, Forwarder};
 use crate::reload::{self, SourceDiff, Trigger};
@@ -280,9 +280,32 @@ impl Supervisor {
         if !forced && text == self.last_text {
             return Ok(None);
         }
-        self.last_text = text;
+        // A tool may still be writing the file (truncate, then write): a
+        // half-written file can be valid YAML that drops sources, whose
+        // records would then be deleted. Wait until two reads agree.
+        let mut text = text;
+        for _ in 0..20 {
+            tokio::time::sleep(reload::SETTLE).await;
+            let path = self.config.file.clone();
+            let again = blocking(move || std::fs::read(&path).ok()).await?;
+            if again == text {
+                break;
+            }
+            text = again;
+        }
         let path = self.config.file.clone();
-        let loaded = blocking(move || Config::load(&path)).await?;
+        let loaded = match text.as_deref().map(std::str::from_utf8) {
+            // Parse exactly the bytes that settled.
+            Some(Ok(t)) => Config::parse(&path, t),
+            Some(Err(_)) => Err(ConfigError::Syntax {
+                path: path.clone(),
+                line: 0,
+                column: 0,
+                message: "the config file is not valid UTF-8".into(),
+            }),
+            None => blocking(move || Config::load(&path)).await?,
+        };
+        self.last_text = text;
         let outcome = match loaded {
             Ok(new) => {
                 let d = self.apply(new).await;

@@ -421,8 +421,12 @@ impl Forwarder {
         let stored_ledger = self.store.ledger()?;
         // Exactly-once across crashes: find what Kafka already has past the
         // cursor before sending anything (see `ledger`).
-        let Some(mut redelivery) = self.read_back(&config, &stored_ledger, finish) else {
-            return Ok(SessionEnd::Done);
+        let Some(mut redelivery) = self.read_back(&config, &stored_ledger, finish, kafka_rx) else {
+            return Ok(if finish.is_cancelled() {
+                SessionEnd::Done
+            } else {
+                SessionEnd::Reconfigure
+            });
         };
         if !redelivery.is_empty() {
             tracing::info!("Kafka already has lines past the spool cursor (sent before a crash); they are skipped, not sent again");
@@ -485,9 +489,15 @@ impl Forwarder {
                             }
                         };
                         let b = &frame.batch;
-                        if done < b.lines.len() as u32 && !topics.ensure(&b.topic, finish, deadline)
-                        {
-                            // Shutting down before the topic could be made.
+                        let give_up = || {
+                            kafka_rx.has_changed().unwrap_or(false)
+                                || (finish.is_cancelled()
+                                    && deadline.is_none_or(|d| Instant::now() >= d))
+                        };
+                        if done < b.lines.len() as u32 && !topics.ensure(&b.topic, &give_up) {
+                            // Shutting down, or new settings, before the
+                            // topic could be made: this frame was not
+                            // pushed, so the cursor stays before it.
                             reading = false;
                             continue;
                         }
@@ -647,6 +657,7 @@ impl Forwarder {
         config: &ClientConfig,
         stored: &DeliveryLedger,
         finish: &CancellationToken,
+        kafka_rx: &tokio::sync::watch::Receiver<KafkaConfig>,
     ) -> Option<Redelivery> {
         let mut logged = false;
         loop {
@@ -657,7 +668,7 @@ impl Forwarder {
                         tracing::warn!(error = %e, "cannot read back what Kafka already has yet; retrying before sending (lines wait in the spool)");
                         logged = true;
                     }
-                    if finish.is_cancelled() {
+                    if finish.is_cancelled() || kafka_rx.has_changed().unwrap_or(false) {
                         return None;
                     }
                     std::thread::sleep(Duration::from_millis(500));
@@ -682,13 +693,9 @@ struct TopicCreator {
 }
 
 impl TopicCreator {
-    /// Returns false if shutdown came first.
-    fn ensure(
-        &mut self,
-        topic: &str,
-        finish: &CancellationToken,
-        deadline: Option<Instant>,
-    ) -> bool {
+    /// Returns false if `give_up` said so first (shutdown past its
+    /// deadline, or new Kafka settings to apply).
+    fn ensure(&mut self, topic: &str, give_up: &dyn Fn() -> bool) -> bool {
         let Some(admin) = &self.admin else {
             return true;
         };
@@ -718,7 +725,7 @@ impl TopicCreator {
                         tracing::warn!(topic, error = %e, "cannot create or check the topic yet; retrying (lines wait in the spool)");
                         logged = true;
                     }
-                    if finish.is_cancelled() && deadline.is_none_or(|d| Instant::now() >= d) {
+                    if give_up() {
                         return false;
                     }
                     std::thread::sleep(Duration::from_millis(500));

@@ -28,6 +28,8 @@ use crate::config::{Config, SourceConfig};
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 /// A burst never delays a reload longer than this.
 pub const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
+/// Two reads of the file this far apart must agree before it is applied.
+pub const SETTLE: Duration = Duration::from_millis(100);
 /// How often the file's content is compared even without events.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 
@@ -59,9 +61,29 @@ pub struct ConfigWatch {
 /// sending `Trigger::FileEvent` (coalesced: the channel is small and a full
 /// channel already means "reload pending").
 pub fn watch(config_path: &Path, tx: mpsc::Sender<Trigger>) -> Result<ConfigWatch, ReloadError> {
+    // Only events that can change what the config path reads as: the file
+    // itself (by name, in either watched directory), and Kubernetes-style
+    // `..data` links. Logs written beside the config do not count.
+    let mut names: Vec<std::ffi::OsString> = config_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .into_iter()
+        .collect();
+    if let Some(n) = std::fs::canonicalize(config_path)
+        .ok()
+        .and_then(|r| r.file_name().map(|n| n.to_os_string()))
+    {
+        names.push(n);
+    }
+    let relevant = move |p: &Path| match p.file_name() {
+        Some(f) => names.iter().any(|n| n == f) || f.to_string_lossy().starts_with(".."),
+        None => false,
+    };
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+            if !matches!(ev.kind, notify::EventKind::Access(_))
+                && ev.paths.iter().any(|p| relevant(p))
+            {
                 let _ = tx.try_send(Trigger::FileEvent);
             }
         }

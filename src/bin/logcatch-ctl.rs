@@ -80,9 +80,20 @@ fn run(args: Args) -> Result<(), Failure> {
     let config_path = args
         .config
         .ok_or_else(|| Failure("--config PATH is required".into(), 2))?;
-    let config = Config::load(&config_path).map_err(fail)?;
-    let endpoint = config.admin.listen.clone();
     let json = args.json;
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            // A running daemon keeps its last good config: still ask it.
+            let Some(endpoint) = logcatch::config::admin_endpoint_lenient(&config_path) else {
+                return Err(fail(e));
+            };
+            eprintln!("logcatch-ctl: warning: {e}");
+            return run_without_config(&args.command, &endpoint, json)
+                .unwrap_or_else(|| Err(fail(e)));
+        }
+    };
+    let endpoint = config.admin.listen.clone();
     match args.command {
         Command::Offsets => {
             let rows: Vec<OffsetRow> = match get(&endpoint, "GET", "/offsets")? {
@@ -180,6 +191,56 @@ fn run(args: Args) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Commands that a running daemon can answer when the config file itself
+/// does not validate. `None`: the command needs the config, or no daemon
+/// answers.
+fn run_without_config(
+    command: &Command,
+    endpoint: &AdminListen,
+    json: bool,
+) -> Option<Result<(), Failure>> {
+    let path = match command {
+        Command::Offsets => "/offsets",
+        Command::Queue => "/queue",
+        Command::Status => "/status",
+        _ => return None,
+    };
+    let body = match get(endpoint, "GET", path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    Some((|| match command {
+        Command::Offsets => {
+            let rows: Vec<OffsetRow> = parse(&body)?;
+            if json {
+                print_json(&rows)
+            } else {
+                print_offsets(&rows);
+                Ok(())
+            }
+        }
+        Command::Queue => {
+            let q: QueueReport = parse(&body)?;
+            if json {
+                print_json(&q)
+            } else {
+                print_queue(&q);
+                Ok(())
+            }
+        }
+        _ => {
+            let st: StatusReport = parse(&body)?;
+            if json {
+                print_json(&st)
+            } else {
+                print_status(&st);
+                Ok(())
+            }
+        }
+    })())
 }
 
 fn describe(to: ResetTo) -> String {
