@@ -1,0 +1,339 @@
+//! The store's schema versions against the real binaries: a version-0
+//! store built by hand with `sled` is upgraded (by `logcatch-ctl offsets`
+//! offline, and by the daemon), and a store from a newer logcatch is
+//! refused by both, with a message naming the path, before anything is
+//! written.
+//!
+//! The v1 layout these tests read (see `migrations/v0_to_v1.rs`): default
+//! tree key `schema_version` = u32 big-endian; trees `sources` and `spool`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(120);
+const TOPIC: &str = "logs";
+const VERSION_KEY: &[u8] = b"schema_version";
+/// A key a v0 store may hold that no migration knows about: it must survive.
+const FOREIGN_KEY: &[u8] = b"fixture-note";
+const FOREIGN_VALUE: &[u8] = b"written by tests/store_migration.rs as a v0 store";
+
+/// Opens a sled db the way a test fixture needs: plain `sled::open`, which
+/// is what any earlier logcatch build would have produced on disk.
+fn open_sled(dir: &Path) -> sled::Db {
+    // The daemon or logcatch-ctl may have just exited; sled's file lock is
+    // released with the process, but retry briefly to be safe.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("sled::open({}) failed ({e}); retrying", dir.display());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("sled::open({}): {e}", dir.display()),
+        }
+    }
+}
+
+/// Builds a version-0 store at `dir`: a sled db with no `schema_version`
+/// key (and one unrelated key), flushed and closed.
+fn make_v0_store(dir: &Path) {
+    let db = open_sled(dir);
+    assert!(db.get(VERSION_KEY).unwrap().is_none());
+    db.insert(FOREIGN_KEY, FOREIGN_VALUE).unwrap();
+    db.flush().unwrap();
+    drop(db);
+}
+
+/// Builds a store whose `schema_version` is `v`.
+fn make_store_with_version(dir: &Path, v: u32) {
+    let db = open_sled(dir);
+    db.insert(VERSION_KEY, &v.to_be_bytes()).unwrap();
+    db.insert(FOREIGN_KEY, FOREIGN_VALUE).unwrap();
+    db.flush().unwrap();
+    drop(db);
+}
+
+/// What is in the store now: (schema_version if present, tree names other
+/// than the default one, the foreign key's value, `sources` tree keys).
+struct StoreView {
+    version: Option<Vec<u8>>,
+    trees: Vec<String>,
+    foreign: Option<Vec<u8>>,
+    source_names: Vec<String>,
+}
+
+fn inspect(dir: &Path) -> StoreView {
+    let db = open_sled(dir);
+    let version = db.get(VERSION_KEY).unwrap().map(|v| v.to_vec());
+    let default_name = db.name();
+    let mut trees: Vec<String> = db
+        .tree_names()
+        .into_iter()
+        .filter(|n| *n != default_name)
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .collect();
+    trees.sort();
+    let foreign = db.get(FOREIGN_KEY).unwrap().map(|v| v.to_vec());
+    let source_names = if trees.iter().any(|t| t == "sources") {
+        db.open_tree("sources")
+            .unwrap()
+            .iter()
+            .keys()
+            .map(|k| String::from_utf8_lossy(&k.unwrap()).into_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    drop(db);
+    StoreView {
+        version,
+        trees,
+        foreign,
+        source_names,
+    }
+}
+
+fn assert_is_v1(view: &StoreView, after: &str) {
+    assert_eq!(
+        view.version.as_deref(),
+        Some(&1u32.to_be_bytes()[..]),
+        "after {after}: schema_version should be 1 as 4 bytes big-endian, found {:?}",
+        view.version
+    );
+    for t in ["sources", "spool"] {
+        assert!(
+            view.trees.iter().any(|n| n == t),
+            "after {after}: the v1 tree `{t}` is missing (trees: {:?})",
+            view.trees
+        );
+    }
+    assert_eq!(
+        view.foreign.as_deref(),
+        Some(FOREIGN_VALUE),
+        "after {after}: an unrelated key of the v0 store was lost"
+    );
+}
+
+/// A temp dir with `data/store` as a v0 fixture and a config naming one
+/// source. The broker address is only used by the daemon test.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("logcatch-migr-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        Fixture { dir }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn store(&self) -> PathBuf {
+        self.path("data/store")
+    }
+    fn config(&self, brokers: &str) -> ConfigBuilder {
+        ConfigBuilder::new(self.path("data"), brokers, TOPIC).source("app", self.path("app.log"))
+    }
+    fn write_config(&self, cfg: &ConfigBuilder) -> PathBuf {
+        let p = self.path("logcatch.yaml");
+        std::fs::write(&p, cfg.render()).unwrap();
+        p
+    }
+}
+
+/// `logcatch-ctl offsets` on a stopped v0 store: works, upgrades it to v1
+/// (and only adds what v1 needs).
+#[test]
+fn v0_store_is_upgraded_by_ctl_offline() {
+    let fx = Fixture::new();
+    make_v0_store(&fx.store());
+    let v = inspect(&fx.store());
+    assert!(
+        v.version.is_none(),
+        "the fixture must have no schema_version"
+    );
+    write_numbered(&fx.path("app.log"), 0, 10);
+    // No broker: logcatch-ctl never talks to Kafka.
+    let config = fx.write_config(&fx.config("127.0.0.1:1"));
+
+    let out = ctl_run(&config, &["offsets", "--json"]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "logcatch-ctl offsets on a v0 store failed:\n{}",
+        out.describe()
+    );
+    let rows = out.json();
+    let row = offsets_row(&rows, "app")
+        .unwrap_or_else(|| panic!("no row for the configured source `app`: {rows:#}"));
+    assert!(
+        row["offset"].is_null(),
+        "a v0 store has no record for `app`, yet offsets shows one: {row:#}"
+    );
+    assert_is_v1(&inspect(&fx.store()), "logcatch-ctl offsets");
+
+    // A second run finds v1 and changes nothing.
+    let out = ctl_run(&config, &["offsets", "--json"]);
+    assert_eq!(out.code, Some(0), "second run:\n{}", out.describe());
+    assert_is_v1(&inspect(&fx.store()), "a second logcatch-ctl offsets");
+}
+
+/// The daemon on a v0 store: upgrades it, tails and delivers, and the
+/// store afterwards is v1 with the source's record.
+#[test]
+fn v0_store_is_upgraded_by_the_daemon() {
+    let broker = Broker::start();
+    let fx = Fixture::new();
+    make_v0_store(&fx.store());
+    write_numbered(&fx.path("app.log"), 0, 1000);
+    let cfg = fx.config(&broker.addr());
+    let mut d = Daemon::with(fx.dir.path(), &cfg);
+    let msgs = d.consume(&broker.addr(), TOPIC, 1000, WAIT);
+    assert_exactly_once(&msgs, 0..1000);
+    d.stop();
+
+    let v = inspect(&fx.store());
+    assert_is_v1(&v, "the daemon ran");
+    assert_eq!(
+        v.source_names,
+        vec!["app".to_string()],
+        "the upgraded store should hold the record of source `app`"
+    );
+    // And it is a store the daemon takes again (no second migration, no
+    // line read twice).
+    write_numbered(&fx.path("app.log"), 1000, 1200);
+    d.restart();
+    let msgs = d.consume(&broker.addr(), TOPIC, 1200, WAIT);
+    assert_exactly_once(&msgs, 0..1200);
+    d.stop();
+    // The step ran once, at the first start, and said so.
+    let migrated = d.log_lines("migrating store");
+    eprintln!("migration log lines:\n{}", migrated.join("\n"));
+    assert_eq!(
+        migrated.len(),
+        1,
+        "the v0 -> v1 step should run (and be logged) exactly once over two starts"
+    );
+    assert!(
+        migrated[0].contains("from=0") && migrated[0].contains("to=1"),
+        "the migration log line does not name the versions: {}",
+        migrated[0]
+    );
+    assert_is_v1(&inspect(&fx.store()), "the second run");
+}
+
+/// Runs the daemon on `config` and waits (bounded) for it to exit.
+fn run_daemon_expecting_exit(config: &Path, timeout: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(Daemon::bin())
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn logcatch");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "logcatch kept running on a store it must refuse (killed after {timeout:?}); output:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// A store written by a newer logcatch (schema_version 99) is refused by
+/// the daemon and by `logcatch-ctl`, naming the path and saying it is
+/// newer, and left as it was.
+#[test]
+fn newer_store_is_refused() {
+    let fx = Fixture::new();
+    make_store_with_version(&fx.store(), 99);
+    write_numbered(&fx.path("app.log"), 0, 10);
+    // Nothing listens on port 1: the daemon must fail before it would
+    // connect anywhere.
+    let config = fx.write_config(&fx.config("127.0.0.1:1"));
+    let store = fx.store();
+    let store_s = store.to_str().unwrap();
+
+    let (code, text) = run_daemon_expecting_exit(&config, Duration::from_secs(30));
+    eprintln!("logcatch on a v99 store: exit {code:?}\n{text}");
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "logcatch must exit non-zero on a newer store, got {code:?}:\n{text}"
+    );
+    assert!(
+        text.contains("newer"),
+        "the refusal does not say the store is newer:\n{text}"
+    );
+    assert!(
+        text.contains(store_s),
+        "the refusal does not name the store path {store_s}:\n{text}"
+    );
+    assert!(
+        text.contains("99"),
+        "the refusal does not name the store's version 99:\n{text}"
+    );
+    assert!(
+        !fx.path("data/spool").exists(),
+        "the daemon created data/spool before refusing the store"
+    );
+
+    let out = ctl_run(&config, &["offsets", "--json"]);
+    eprintln!("logcatch-ctl offsets on a v99 store:\n{}", out.describe());
+    assert_eq!(
+        out.code,
+        Some(1),
+        "logcatch-ctl offsets must exit 1 on a newer store:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("newer") && out.stderr.contains(store_s),
+        "logcatch-ctl's message does not say `newer` and name {store_s}:\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stdout.trim().is_empty(),
+        "logcatch-ctl printed output despite failing:\n{}",
+        out.describe()
+    );
+
+    let v = inspect(&store);
+    assert_eq!(
+        v.version.as_deref(),
+        Some(&99u32.to_be_bytes()[..]),
+        "the refused store's schema_version was changed"
+    );
+    assert!(
+        v.trees.is_empty(),
+        "trees were created in a refused store: {:?}",
+        v.trees
+    );
+    assert_eq!(v.foreign.as_deref(), Some(FOREIGN_VALUE));
+}
