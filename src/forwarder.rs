@@ -462,6 +462,8 @@ impl Forwarder {
         let mut deadline: Option<Instant> = None;
         let mut reconfigure = false;
         let mut reading = true;
+        // The reader reached the end of a closed spool.
+        let mut drained = false;
 
         loop {
             if deadline.is_none() && finish.is_cancelled() {
@@ -567,7 +569,10 @@ impl Forwarder {
                         }
                     }
                     ReadOutcome::Idle => {}
-                    ReadOutcome::Closed => reading = false,
+                    ReadOutcome::Closed => {
+                        reading = false;
+                        drained = true;
+                    }
                 }
             } else {
                 std::thread::sleep(Duration::from_millis(5));
@@ -616,7 +621,13 @@ impl Forwarder {
                 return Ok(SessionEnd::Reconfigure);
             }
             if finished {
-                tracing::info!("forwarder delivered everything spooled");
+                if drained {
+                    tracing::info!("forwarder delivered everything spooled");
+                } else {
+                    tracing::warn!(
+                        "forwarder stopped before the spool was delivered (Kafka unreachable?); the rest is sent on the next start"
+                    );
+                }
                 return Ok(SessionEnd::Done);
             }
             if give_up && reconfigure {

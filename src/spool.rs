@@ -346,7 +346,7 @@ impl Spool {
                         // Invariant 4: written but never synced nor committed.
                         recovery.torn_bytes = (bytes.len() - at) as u64;
                         tracing::warn!(segment = %p.display(), at, bytes = recovery.torn_bytes,
-                            "cutting off a torn frame at the end of the newest spool segment (a crash during a write; its lines were never committed and will be read again)");
+                            "cutting off a torn frame at the end of the newest spool segment: normal after a crash during a write (its lines were never committed and are read again); if the file was cut by other damage, the lines in those bytes are lost");
                         let f = OpenOptions::new()
                             .write(true)
                             .open(&p)
@@ -422,9 +422,15 @@ impl Spool {
         let doomed: Vec<u64> = {
             let s = self.state();
             s.sizes
-                .keys()
-                .copied()
-                .filter(|id| *id < cursor.segment && *id < s.durable.segment)
+                .iter()
+                .filter(|(id, size)| {
+                    // Sealed, and wholly before the cursor (a cursor at the
+                    // very end of a sealed segment has passed all of it).
+                    **id < s.durable.segment
+                        && (**id < cursor.segment
+                            || (**id == cursor.segment && cursor.position >= **size))
+                })
+                .map(|(id, _)| *id)
                 .collect()
         };
         for id in doomed {
@@ -579,7 +585,10 @@ impl SpoolWriter {
         group: &mut Vec<SpoolBatch>,
         buf: &mut Vec<u8>,
     ) -> Result<bool, SpoolError> {
-        if self.size >= self.spool.config.segment_bytes {
+        // Seal before a segment would outgrow its size (a single group
+        // larger than a segment still gets a segment of its own).
+        let incoming: u64 = group.iter().map(|b| b.data.len() as u64).sum();
+        if self.size > 0 && self.size + incoming > self.spool.config.segment_bytes {
             self.roll()?;
         }
         if !self.wait_for_space() {
@@ -731,9 +740,21 @@ impl SpoolWriter {
     /// false if told to stop meanwhile.
     fn wait_for_space(&mut self) -> bool {
         let max = self.spool.config.max_bytes;
-        let mut s = self.spool.state();
         let mut warned = false;
-        while s.sizes.values().sum::<u64>() >= max {
+        loop {
+            // Segments the forwarder's cursor has passed since it last
+            // released any (e.g. one that was sealed only afterwards) make
+            // room too.
+            if let Ok(Some(c)) = self.store.cursor() {
+                if let Err(e) = self.spool.release_before(&c) {
+                    tracing::warn!(error = %e, "cannot delete a delivered spool segment");
+                }
+            }
+            let mut s = self.spool.state();
+            if s.sizes.values().sum::<u64>() < max {
+                s.paused = false;
+                break;
+            }
             if !warned {
                 tracing::warn!(spool = %self.spool.dir.display(), max_bytes = max,
                     "spool is full; tailers pause until the forwarder delivers (nothing is dropped)");
@@ -744,7 +765,7 @@ impl SpoolWriter {
                 s.paused = false;
                 return false;
             }
-            s = self
+            let _unused = self
                 .spool
                 .shared
                 .changed
@@ -755,7 +776,6 @@ impl SpoolWriter {
         if warned {
             tracing::info!(spool = %self.spool.dir.display(), "spool has room again; tailers resume");
         }
-        s.paused = false;
         true
     }
 }

@@ -518,6 +518,12 @@ impl FileTail {
         if m.dev() == cur.identity.dev && m.ino() == cur.identity.ino {
             return Ok(None);
         }
+        // Rotated. Bytes may have reached the old file after the read that
+        // hit its end: read those first.
+        let old_size = cur.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if old_size > cur.read_pos {
+            return Ok(None);
+        }
         // The old file is finished: we just read to its end. Its last line
         // will never get a newline, so it is complete as it is.
         let mut out = LineBatch::default();

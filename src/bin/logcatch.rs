@@ -35,8 +35,17 @@ fn main() -> std::process::ExitCode {
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("logcatch: {e:#}");
+            // Our error types already name their cause; add a cause from
+            // the chain only when it says something new.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg = format!("{msg}: {c}");
+                }
+            }
+            tracing::error!("{msg}");
+            eprintln!("logcatch: {msg}");
             std::process::ExitCode::FAILURE
         }
     }
