@@ -13,7 +13,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,45 +24,8 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(120);
 const TOPIC: &str = "logs";
 
-struct Env {
-    dir: tempfile::TempDir,
-    broker: Broker,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env::with_broker(Broker::start())
-    }
-
-    fn with_proxy() -> Env {
-        Env::with_broker(Broker::start_with_proxy())
-    }
-
-    fn with_broker(broker: Broker) -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("logcatch-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        Env { dir, broker }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn addr(&self) -> String {
-        self.broker.addr()
-    }
-
-    /// A config with the test-friendly defaults and no sources yet.
-    fn config(&self) -> ConfigBuilder {
-        ConfigBuilder::new(self.path("data"), &self.addr(), TOPIC)
-    }
-
-    fn start(&self, cfg: &ConfigBuilder) -> Daemon {
-        Daemon::with(self.dir.path(), cfg)
-    }
-}
+/// Each test's temp dir and broker (`common::TestEnv`).
+use common::TestEnv as Env;
 
 /// Checks the key and headers of every numbered-line message from `source`
 /// against the file: `offset` must be the byte offset where that line
@@ -131,7 +94,7 @@ fn a_clean_restart_delivers_exactly_once() {
     let env = Env::new();
     let log = env.path("app.log");
     write_numbered(&log, 0, 100_000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
 
     let t = Instant::now();
     let msgs = d.consume(&env.addr(), TOPIC, 100_000, WAIT);
@@ -166,7 +129,7 @@ fn b_kill9_three_times_loses_nothing() {
     let log = env.path("app.log");
     const TOTAL: u64 = 60_000;
     write_numbered(&log, 0, 10_000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
     // 50,000 more lines over ~4 s, so kills land while lines are being
     // both appended and delivered.
     let writer = write_numbered_slowly(&log, 10_000, TOTAL, 250, Duration::from_millis(20));
@@ -218,7 +181,7 @@ fn c1_rotation_by_rename_while_running() {
     let log = env.path("app.log");
     let rotated = env.path("app.log.1");
     write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
     let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
     assert_exactly_once(&msgs, 0..1000);
 
@@ -243,7 +206,7 @@ fn c2_rotation_by_rename_while_stopped() {
     let env = Env::new();
     let log = env.path("app.log");
     write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
     let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
     assert_exactly_once(&msgs, 0..1000);
     d.stop();
@@ -266,7 +229,7 @@ fn c3_copytruncate_while_running() {
     let env = Env::new();
     let log = env.path("app.log");
     write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
     let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
     assert_exactly_once(&msgs, 0..1000);
 
@@ -294,7 +257,7 @@ fn c4_truncate_and_rewrite_while_stopped() {
     let env = Env::new();
     let log = env.path("app.log");
     write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
     let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
     assert_exactly_once(&msgs, 0..1000);
     d.stop();
@@ -328,7 +291,7 @@ fn c5_rotation_while_stopped_with_unread_lines() {
     let log = env.path("app.log");
     let rotated = env.path("app.log.1");
     write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
     let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
     assert_exactly_once(&msgs, 0..1000);
     d.stop();
@@ -367,7 +330,7 @@ fn c6_rewrite_longer_while_stopped() {
     let env = Env::new();
     let log = env.path("app.log");
     write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
     let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
     assert_exactly_once(&msgs, 0..1000);
     d.stop();
@@ -399,7 +362,7 @@ fn d_broker_outage_then_recovery() {
     let mut env = Env::with_proxy();
     let log = env.path("app.log");
     write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config().source("app", &log));
+    let mut d = env.start(&env.config(TOPIC).source("app", &log));
     let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
     assert_exactly_once(&msgs, 0..1000);
 
@@ -437,7 +400,7 @@ fn e_ctl_offsets_after_clean_stop() {
     let b = env.path("b.log");
     write_numbered(&a, 0, 1000);
     write_numbered(&b, 1000, 1500);
-    let mut d = env.start(&env.config().source("alpha", &a).source("beta", &b));
+    let mut d = env.start(&env.config(TOPIC).source("alpha", &a).source("beta", &b));
     let msgs = d.consume(&env.addr(), TOPIC, 1500, WAIT);
     assert_exactly_once(&msgs, 0..1500);
     d.stop();
@@ -492,7 +455,7 @@ fn f_two_sources_two_topics() {
     write_numbered(&web, 0, 2000);
     write_numbered(&db, 10_000, 13_000);
     let cfg = env
-        .config()
+        .config(TOPIC)
         .configpath("web", &web)
         .source_to("db", &db, "db-logs");
     let mut d = env.start(&cfg);
@@ -518,7 +481,7 @@ fn g_check_validates_config() {
     let env = Env::new();
     let log = env.path("app.log");
     let good = env.path("good.yaml");
-    std::fs::write(&good, env.config().source("app", &log).render()).unwrap();
+    std::fs::write(&good, env.config(TOPIC).source("app", &log).render()).unwrap();
     let out = std::process::Command::new(Daemon::bin())
         .arg("--config")
         .arg(&good)
@@ -535,7 +498,7 @@ fn g_check_validates_config() {
     let bad = env.path("bad.yaml");
     std::fs::write(
         &bad,
-        env.config()
+        env.config(TOPIC)
             .source("app", &log)
             .kafka("brokerz", "\"x\"")
             .render(),
@@ -566,7 +529,7 @@ fn h_crlf_line_endings_are_stripped() {
         text.push_str("\r\n");
     }
     std::fs::write(&log, text).unwrap();
-    let mut d = env.start(&env.config().source("win", &log));
+    let mut d = env.start(&env.config(TOPIC).source("win", &log));
     let msgs = d.consume(&env.addr(), TOPIC, 500, WAIT);
     assert_exactly_once(&msgs, 0..500);
     assert_file_order(&msgs);

@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,38 +30,8 @@ const WAIT: Duration = Duration::from_secs(120);
 const TOPIC: &str = "logs";
 const MIB: usize = 1 << 20;
 
-struct Env {
-    dir: tempfile::TempDir,
-    broker: Broker,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env::with_broker(Broker::start())
-    }
-    fn with_proxy() -> Env {
-        Env::with_broker(Broker::start_with_proxy())
-    }
-    fn with_broker(broker: Broker) -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("logcatch-hostile-")
-            .tempdir()
-            .expect("tempdir");
-        Env { dir, broker }
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-    fn addr(&self) -> String {
-        self.broker.addr()
-    }
-    fn config(&self) -> ConfigBuilder {
-        ConfigBuilder::new(self.path("data"), &self.addr(), TOPIC)
-    }
-    fn start(&self, cfg: &ConfigBuilder) -> Daemon {
-        Daemon::with(self.dir.path(), cfg)
-    }
-}
+/// Each test's temp dir and broker (`common::TestEnv`).
+use common::TestEnv as Env;
 
 /// The messages whose key is `source`, in partition/offset order.
 fn of_source<'a>(msgs: &'a [Msg], source: &str) -> Vec<&'a Msg> {
@@ -297,7 +267,7 @@ fn long_line(policy: &str) {
     std::fs::write(&big, b"").unwrap();
     write_numbered(&small, SMALL_BASE, SMALL_BASE + 100);
     let cfg = env
-        .config()
+        .config(TOPIC)
         .source("big", &big)
         .source("small", &small)
         .tailer("long_lines", policy);
@@ -536,7 +506,7 @@ fn random_binary_bytes_arrive_unchanged() {
     let want = expected_lines(&bytes);
     eprintln!("random_binary: {} bytes, {} lines", bytes.len(), want.len());
 
-    let mut d = env.start(&env.config().source("bin", &bin));
+    let mut d = env.start(&env.config(TOPIC).source("bin", &bin));
     let msgs = d.consume(&env.addr(), TOPIC, want.len(), WAIT);
     let got: Vec<&Msg> = of_source(&msgs, "bin");
     assert_eq!(
@@ -613,7 +583,7 @@ fn mixed_lf_and_crlf_line_endings() {
     let cut = text.len() / 2;
     let cut = cut + text[cut..].windows(2).position(|w| w == b"\r\n").unwrap() + 1;
     std::fs::write(&log, &text[..cut]).unwrap();
-    let mut d = env.start(&env.config().source("mixed", &log));
+    let mut d = env.start(&env.config(TOPIC).source("mixed", &log));
     let complete = text[..cut].iter().filter(|b| **b == b'\n').count();
     d.wait_delivered(&env.addr(), TOPIC, "the first half", WAIT, |m| {
         m.len() >= complete
@@ -687,7 +657,7 @@ fn file_shrinks_while_being_read() {
     // part way (backpressure): it is certainly mid-file at the truncation.
     env.broker.proxy_mut().down();
     let cfg = env
-        .config()
+        .config(TOPIC)
         .source("app", &log)
         .spool("max_bytes", "2MiB")
         .spool("segment_bytes", "256KiB");
@@ -798,7 +768,7 @@ fn directory_and_fifo_sources() {
     let ok = env.path("ok.log");
     write_numbered(&ok, 0, 500);
     let cfg = env
-        .config()
+        .config(TOPIC)
         .source("dir", &dir)
         .source("fifo", &fifo)
         .source("ok", &ok);
@@ -874,7 +844,7 @@ fn missing_file_appears_later() {
     let late = env.path("late.log");
     let ok = env.path("ok.log");
     write_numbered(&ok, 0, 100);
-    let cfg = env.config().source("late", &late).source("ok", &ok);
+    let cfg = env.config(TOPIC).source("late", &late).source("ok", &ok);
     let mut d = env.start(&cfg);
     let msgs = d.consume(&env.addr(), TOPIC, 100, WAIT);
     assert_exactly_once(&msgs, 0..100);
@@ -959,7 +929,7 @@ fn spool_damage(damage: Damage) {
     let log = env.path("app.log");
     std::fs::write(&log, b"").unwrap();
     let cfg = env
-        .config()
+        .config(TOPIC)
         .source("app", &log)
         .spool("segment_bytes", "64KiB")
         .kafka("shutdown_ack_timeout", "1s");
@@ -1157,7 +1127,7 @@ fn missing_and_broken_config() {
     );
 
     let log = env.path("app.log");
-    let good = env.config().source("app", &log).render();
+    let good = env.config(TOPIC).source("app", &log).render();
     let broken_path = env.path("broken.yaml");
     // An unknown key under `tailer:` (typo), on a known line.
     let broken = format!("{good}tailer:\n  poll_intervall: 50ms\n");
@@ -1188,7 +1158,7 @@ fn missing_and_broken_config() {
 
     // Deleted while running: keeps running and delivering.
     write_numbered(&log, 0, 300);
-    let cfg = env.config().source("app", &log);
+    let cfg = env.config(TOPIC).source("app", &log);
     let mut d = env.start(&cfg);
     let msgs = d.consume(&env.addr(), TOPIC, 300, WAIT);
     assert_exactly_once(&msgs, 0..300);

@@ -96,45 +96,19 @@ fn run(args: Args) -> Result<(), Failure> {
     let endpoint = config.admin.listen.clone();
     match args.command {
         Command::Offsets => {
-            let rows: Vec<OffsetRow> = match get(&endpoint, "GET", "/offsets")? {
-                Some(body) => parse(&body)?,
-                None => {
-                    offline_note(&config);
-                    logcatch::offsets::read_offline(&config).map_err(fail)?
-                }
-            };
-            if json {
-                print_json(&rows)
-            } else {
-                print_offsets(&rows);
-                Ok(())
-            }
+            let rows = live_or_offline(&endpoint, "/offsets", &config, |c| {
+                logcatch::offsets::read_offline(c)
+            })?;
+            show(&rows[..], json, print_offsets)
         }
         Command::Queue => {
-            let q: QueueReport = match get(&endpoint, "GET", "/queue")? {
-                Some(body) => parse(&body)?,
-                None => {
-                    offline_note(&config);
-                    logcatch::admin::queue_offline(&config).map_err(fail)?
-                }
-            };
-            if json {
-                print_json(&q)
-            } else {
-                print_queue(&q);
-                Ok(())
-            }
+            let q = live_or_offline(&endpoint, "/queue", &config, |c| {
+                logcatch::admin::queue_offline(c)
+            })?;
+            show(&q, json, print_queue)
         }
         Command::Status => match get(&endpoint, "GET", "/status")? {
-            Some(body) => {
-                let s: StatusReport = parse(&body)?;
-                if json {
-                    print_json(&s)
-                } else {
-                    print_status(&s);
-                    Ok(())
-                }
-            }
+            Some(body) => show(&parse::<StatusReport>(&body)?, json, print_status),
             None => Err(fail(format!(
                 "no daemon is running (nothing answers at {endpoint}); config {}",
                 config.file.display()
@@ -212,35 +186,40 @@ fn run_without_config(
         Ok(None) => return None,
         Err(e) => return Some(Err(e)),
     };
-    Some((|| match command {
+    Some(match command {
         Command::Offsets => {
-            let rows: Vec<OffsetRow> = parse(&body)?;
-            if json {
-                print_json(&rows)
-            } else {
-                print_offsets(&rows);
-                Ok(())
-            }
+            parse::<Vec<OffsetRow>>(&body).and_then(|r| show(&r[..], json, print_offsets))
         }
-        Command::Queue => {
-            let q: QueueReport = parse(&body)?;
-            if json {
-                print_json(&q)
-            } else {
-                print_queue(&q);
-                Ok(())
-            }
+        Command::Queue => parse::<QueueReport>(&body).and_then(|q| show(&q, json, print_queue)),
+        _ => parse::<StatusReport>(&body).and_then(|st| show(&st, json, print_status)),
+    })
+}
+
+/// The daemon's answer at `path`, or with no daemon running, `offline`
+/// on the stopped store (and a note saying so).
+fn live_or_offline<T: serde::de::DeserializeOwned, E: std::fmt::Display>(
+    endpoint: &AdminListen,
+    path: &str,
+    config: &Config,
+    offline: impl FnOnce(&Config) -> Result<T, E>,
+) -> Result<T, Failure> {
+    match get(endpoint, "GET", path)? {
+        Some(body) => parse(&body),
+        None => {
+            offline_note(config);
+            offline(config).map_err(fail)
         }
-        _ => {
-            let st: StatusReport = parse(&body)?;
-            if json {
-                print_json(&st)
-            } else {
-                print_status(&st);
-                Ok(())
-            }
-        }
-    })())
+    }
+}
+
+/// Prints a report as JSON or as its table.
+fn show<T: serde::Serialize + ?Sized>(v: &T, json: bool, table: fn(&T)) -> Result<(), Failure> {
+    if json {
+        print_json(v)
+    } else {
+        table(v);
+        Ok(())
+    }
 }
 
 fn describe(to: ResetTo) -> String {
@@ -357,7 +336,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
     serde_json::from_slice(body).map_err(|e| fail(format!("bad reply from the daemon: {e}")))
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Failure> {
+fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<(), Failure> {
     let s = serde_json::to_string_pretty(v).map_err(fail)?;
     println!("{s}");
     Ok(())

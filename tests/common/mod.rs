@@ -1378,7 +1378,15 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> TestEnv {
-        let broker = Broker::start();
+        TestEnv::with_broker(Broker::start())
+    }
+
+    /// With the broker behind a [`Proxy`] (for outages).
+    pub fn with_proxy() -> TestEnv {
+        TestEnv::with_broker(Broker::start_with_proxy())
+    }
+
+    pub fn with_broker(broker: Broker) -> TestEnv {
         let dir = tempfile::Builder::new()
             .prefix("logcatch-e2e-")
             .tempdir()
