@@ -229,12 +229,34 @@ pub fn read_back(
             *s = (*s).min(e.last_offset + 1);
         }
     }
+    // A topic or partition that no longer exists (deleted by an operator,
+    // or a topic a source no longer uses) has nothing to read back; an
+    // unreachable broker is an error, retried by the caller.
+    let mut present: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for topic in starts
+        .keys()
+        .map(|(t, _)| t.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let parts = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        present.insert(topic, parts);
+    }
+    starts.retain(|(t, p), _| present.get(t).is_some_and(|ps| ps.contains(p)));
     let mut tpl = TopicPartitionList::new();
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for ((topic, p), start) in &starts {
         let (_, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
         ends.insert((topic.clone(), *p), high);
         tpl.add_partition_offset(topic, *p, Offset::Offset(*start))?;
+    }
+    if starts.is_empty() {
+        return Ok(Redelivery::from_found(ledger, HashMap::new()));
     }
     consumer.assign(&tpl)?;
     let mut found: HashMap<(String, String), VecDeque<(i64, u64)>> = HashMap::new();
