@@ -270,7 +270,7 @@ pub fn read_back(
     let mut last_message = Instant::now();
     loop {
         let all = reached.values().all(|r| *r);
-        if all && last_message.elapsed() >= Duration::from_millis(500) {
+        if all && last_message.elapsed() >= Duration::from_secs(1) {
             break;
         }
         if Instant::now() >= deadline {
