@@ -216,11 +216,20 @@ impl AdminState {
             tailers: &tailers,
             spool_paused: self.spool.stats().paused,
         };
-        Ok(offsets::rows(
-            &self.config(),
-            self.store.sources()?,
-            Some(&view),
-        ))
+        let mut rows = offsets::rows(&self.config(), self.store.sources()?, Some(&view));
+        // Removed sources stay listed until the cursor passes their lines.
+        let cursor = self.store.cursor()?.map(|c| Position {
+            segment: c.segment,
+            pos: c.position,
+        });
+        let mut draining = self.live.draining.lock().unwrap_or_else(|p| p.into_inner());
+        draining.retain(|_, (_, end)| cursor.is_none_or(|c| c < *end));
+        for (name, (path, _)) in draining.iter() {
+            if !rows.iter().any(|r| &r.name == name) {
+                rows.push(OffsetRow::removed_draining(name, path));
+            }
+        }
+        Ok(rows)
     }
 
     fn status(&self) -> StatusReport {

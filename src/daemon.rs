@@ -31,7 +31,7 @@ use crate::config::{Config, ConfigError, KafkaConfig, SourceConfig};
 use crate::filewatch::FileWatch;
 use crate::forwarder::{ForwardError, ForwardStats, Forwarder};
 use crate::reload::{self, SourceDiff, Trigger};
-use crate::spool::{Recovery, Spool, SpoolError, WriterMsg};
+use crate::spool::{Position, Recovery, Spool, SpoolError, WriterMsg};
 use crate::store::{now_ms, SourceRecord, Store, StoreError};
 use crate::tailer::{self, FileTail, ResetTo, TailStatus, TailStop};
 
@@ -143,6 +143,9 @@ pub struct Live {
     pub tailers: Arc<Mutex<BTreeMap<String, Arc<Mutex<TailStatus>>>>>,
     pub forward: Arc<ForwardStats>,
     pub reload: Arc<Mutex<ReloadStatus>>,
+    /// Sources removed from the config whose spooled lines may not all be
+    /// delivered yet: name -> (path, spool end when it was removed).
+    pub draining: Arc<Mutex<BTreeMap<String, (String, Position)>>>,
 }
 
 struct RunningTailer {
@@ -153,6 +156,7 @@ struct RunningTailer {
 /// Owns the tailer tasks: one per configured source, never two.
 struct Supervisor {
     config: Config,
+    spool: Spool,
     /// The running config, as the admin endpoint sees it.
     shared: Arc<Mutex<Config>>,
     /// The config file's bytes at the last reload attempt.
@@ -250,6 +254,18 @@ impl Supervisor {
         for name in d.removed.iter().chain(&d.moved) {
             self.stop(name).await;
             self.forget(name).await;
+        }
+        for name in &d.removed {
+            if let Some(s) = old.sources.get(name) {
+                self.live
+                    .draining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        name.clone(),
+                        (s.path.display().to_string(), self.spool.durable_end()),
+                    );
+            }
         }
         for name in &d.changed {
             self.stop(name).await;
@@ -467,6 +483,7 @@ pub async fn run(
         last_text: std::fs::read(&config.file).ok(),
         config: config.clone(),
         store: store.clone(),
+        spool: spool.clone(),
         tx,
         tailers: BTreeMap::new(),
         hard_stop: CancellationToken::new(),

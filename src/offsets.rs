@@ -37,11 +37,35 @@ pub struct OffsetRow {
     pub last_read_ms: Option<u64>,
     /// tailing | waiting_for_file | paused_by_backpressure |
     /// draining_rotated | error | stopped | not_running (no daemon) |
-    /// not_configured
+    /// not_configured | removed_draining (removed from the config, its
+    /// spooled lines not all delivered yet)
     pub state: String,
     pub last_error: Option<String>,
     /// Whether the current config names this source.
     pub configured: bool,
+}
+
+impl OffsetRow {
+    /// A source removed from the config whose spooled lines are still
+    /// being delivered.
+    pub fn removed_draining(name: &str, path: &str) -> OffsetRow {
+        OffsetRow {
+            name: name.to_string(),
+            path: path.to_string(),
+            device: None,
+            inode: None,
+            offset: None,
+            size: None,
+            lag_bytes: None,
+            lines: None,
+            bytes: None,
+            updated_ms: None,
+            last_read_ms: None,
+            state: "removed_draining".into(),
+            last_error: None,
+            configured: false,
+        }
+    }
 }
 
 /// What the running daemon adds to the stored records.
