@@ -56,9 +56,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Message;
 
 const TOPIC: &str = "logs";
 const WAIT: Duration = Duration::from_secs(180);
@@ -257,18 +256,9 @@ fn consumer_from_start(addr: &str, topic: &str, purpose: &str) -> BaseConsumer {
         .set("log_level", "0")
         .create()
         .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-    }
-    assert!(tpl.count() > 0, "topic {topic} has no partitions");
-    consumer.assign(&tpl).expect("assign");
+    let parts = common::current_partitions(&consumer, topic);
+    assert!(!parts.is_empty(), "topic {topic} has no partitions");
+    common::assign_from_start(&consumer, topic, &parts);
     consumer
 }
 
@@ -369,21 +359,7 @@ fn find_messages(addr: &str, topic: &str, want: impl Fn(u64) -> bool, limit: usi
         last_new = Instant::now();
         let value = m.payload().unwrap_or_default();
         if number_of(value).is_some_and(&want) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Msg {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(|k| k.to_vec()),
-                value: value.to_vec(),
-                headers,
-            });
+            out.push(Msg::from_message(&m));
         }
     }
     out

@@ -22,9 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::Message;
 
 const WAIT: Duration = Duration::from_secs(120);
 const TOPIC: &str = "logs";
@@ -121,18 +120,9 @@ impl Collector {
             .set("log_level", "3")
             .create()
             .expect("collector consumer");
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        let mut tpl = TopicPartitionList::new();
-        for t in md.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .unwrap();
-            }
-        }
-        assert!(tpl.count() > 0, "topic {topic} has no partitions");
-        consumer.assign(&tpl).expect("assign");
+        let parts = common::current_partitions(&consumer, topic);
+        assert!(!parts.is_empty(), "topic {topic} has no partitions");
+        common::assign_from_start(&consumer, topic, &parts);
         let got = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (g, s) = (got.clone(), stop.clone());
@@ -143,22 +133,9 @@ impl Collector {
                     if !seen.insert((m.partition(), m.offset())) {
                         continue;
                     }
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let msg = Msg {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(|k| k.to_vec()),
-                        value: m.payload().unwrap_or_default().to_vec(),
-                        headers,
-                    };
-                    g.lock().unwrap().push((msg, Instant::now()));
+                    g.lock()
+                        .unwrap()
+                        .push((Msg::from_message(&m), Instant::now()));
                 }
             }
         });

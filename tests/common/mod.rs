@@ -542,6 +542,25 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// Copies what the tests look at out of a consumed message.
+    pub fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> Msg {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Msg {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| k.to_vec()),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+
     pub fn value_str(&self) -> String {
         String::from_utf8_lossy(&self.value).into_owned()
     }
@@ -556,6 +575,28 @@ impl Msg {
             .get(name)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     }
+}
+
+/// Assigns `partitions` of `topic` to `consumer`, each from offset 0 (tansu
+/// does not deliver through consumer groups).
+pub fn assign_from_start(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("add partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+}
+
+/// The partitions of `topic` as the broker reports them now.
+pub fn current_partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
 }
 
 /// How long `consume` keeps reading after it has what it expected, to catch
@@ -648,12 +689,7 @@ pub fn consume_inner_quiet(
         check_abort(&mut last_abort_check);
         thread::sleep(Duration::from_millis(200));
     };
-    let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .expect("add partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    assign_from_start(&consumer, topic, &parts);
 
     // Deduplicated by (partition, offset): a message fetched twice (after a
     // reconnect, say) is still one message in the log.
@@ -667,21 +703,7 @@ pub fn consume_inner_quiet(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 if seen.insert((m.partition(), m.offset())) {
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    got.push(Msg {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(|k| k.to_vec()),
-                        value: m.payload().unwrap_or_default().to_vec(),
-                        headers,
-                    });
+                    got.push(Msg::from_message(&m));
                     dirty = true;
                     last_new = Instant::now();
                 }
