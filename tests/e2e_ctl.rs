@@ -384,11 +384,8 @@ fn k2_reset_live() {
 fn k3_reset_to_end_offline() {
     let env = TestEnv::new();
     let a = env.path("a.log");
-    write_numbered(&a, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("a", &a));
+    let mut d = env.start_delivered(TOPIC, "a", &a, 0..1000, WAIT);
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
     d.stop();
 
     write_numbered(&a, 1000, 1500); // skipped by the reset
@@ -420,11 +417,8 @@ fn k3_reset_to_end_offline() {
 fn k4_forget_offline() {
     let env = TestEnv::new();
     let a = env.path("a.log");
-    write_numbered(&a, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("a", &a));
+    let mut d = env.start_delivered(TOPIC, "a", &a, 0..1000, WAIT);
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
     d.stop();
 
     let out = ctl_run(&cfg, &["forget", "a", "--yes"]);

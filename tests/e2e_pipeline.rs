@@ -180,10 +180,7 @@ fn c1_rotation_by_rename_while_running() {
     let env = Env::new();
     let log = env.path("app.log");
     let rotated = env.path("app.log.1");
-    write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("app", &log));
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
+    let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
 
     std::fs::rename(&log, &rotated).expect("rename");
     // The old writer still holds the old file for a moment.
@@ -205,10 +202,7 @@ fn c1_rotation_by_rename_while_running() {
 fn c2_rotation_by_rename_while_stopped() {
     let env = Env::new();
     let log = env.path("app.log");
-    write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("app", &log));
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
+    let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
     d.stop();
 
     std::fs::rename(&log, env.path("app.log.1")).expect("rename");
@@ -228,18 +222,10 @@ fn c2_rotation_by_rename_while_stopped() {
 fn c3_copytruncate_while_running() {
     let env = Env::new();
     let log = env.path("app.log");
-    write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("app", &log));
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
+    let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
 
     std::fs::copy(&log, env.path("app.log.1")).expect("copy");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
+    common::truncate(&log);
     thread::sleep(Duration::from_millis(300));
     write_numbered(&log, 1000, 1500);
 
@@ -256,19 +242,11 @@ fn c3_copytruncate_while_running() {
 fn c4_truncate_and_rewrite_while_stopped() {
     let env = Env::new();
     let log = env.path("app.log");
-    write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("app", &log));
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
+    let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
     d.stop();
 
     let ino_before = std::fs::metadata(&log).unwrap().ino();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
+    common::truncate(&log);
     write_numbered(&log, 1000, 1300);
     assert_eq!(std::fs::metadata(&log).unwrap().ino(), ino_before);
     d.restart();
@@ -290,10 +268,7 @@ fn c5_rotation_while_stopped_with_unread_lines() {
     let env = Env::new();
     let log = env.path("app.log");
     let rotated = env.path("app.log.1");
-    write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("app", &log));
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
+    let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
     d.stop();
 
     write_numbered(&log, 1000, 2000); // unread: written while stopped
@@ -329,19 +304,11 @@ fn c5_rotation_while_stopped_with_unread_lines() {
 fn c6_rewrite_longer_while_stopped() {
     let env = Env::new();
     let log = env.path("app.log");
-    write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("app", &log));
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
+    let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
     d.stop();
 
     let before = std::fs::metadata(&log).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .expect("open")
-        .set_len(0)
-        .expect("truncate");
+    common::truncate(&log);
     write_numbered(&log, 1000, 2500);
     let after = std::fs::metadata(&log).unwrap();
     assert_eq!(after.ino(), before.ino());
@@ -361,10 +328,7 @@ fn c6_rewrite_longer_while_stopped() {
 fn d_broker_outage_then_recovery() {
     let mut env = Env::with_proxy();
     let log = env.path("app.log");
-    write_numbered(&log, 0, 1000);
-    let mut d = env.start(&env.config(TOPIC).source("app", &log));
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
-    assert_exactly_once(&msgs, 0..1000);
+    let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
 
     env.broker.proxy_mut().down();
     let down_at = Instant::now();

@@ -1433,6 +1433,39 @@ impl TestEnv {
     pub fn start(&self, cfg: &ConfigBuilder) -> Daemon {
         Daemon::with(self.dir.path(), cfg)
     }
+
+    /// The common prologue: writes `lines` to `path`, starts a daemon
+    /// tailing it as source `name` into `topic`, and waits until every line
+    /// arrived exactly once.
+    pub fn start_delivered(
+        &self,
+        topic: &str,
+        name: &str,
+        path: &Path,
+        lines: Range<u64>,
+        wait: Duration,
+    ) -> Daemon {
+        write_numbered(path, lines.start, lines.end);
+        let mut d = self.start(&self.config(topic).source(name, path));
+        let msgs = d.consume(
+            &self.addr(),
+            topic,
+            (lines.end - lines.start) as usize,
+            wait,
+        );
+        assert_exactly_once(&msgs, lines);
+        d
+    }
+}
+
+/// Truncates `path` to 0 bytes in place (same inode).
+pub fn truncate(path: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open for truncate")
+        .set_len(0)
+        .expect("truncate");
 }
 
 impl Daemon {
