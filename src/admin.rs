@@ -187,7 +187,7 @@ impl AdminState {
     fn queue(&self) -> Result<QueueReport, StoreError> {
         let cursor = self.store.cursor()?;
         let stats = self.spool.stats();
-        let sizes = segment_sizes(self.spool.dir());
+        let sizes = self.spool.segment_sizes();
         let f: ForwardSnapshot = self.live.forward.snapshot();
         Ok(QueueReport {
             spool_dir: self.spool.dir().display().to_string(),

@@ -412,6 +412,16 @@ impl Spool {
         }
     }
 
+    /// (segment id, bytes on disk) of every segment, as the writer and
+    /// the deletions keep them (no directory listing).
+    pub fn segment_sizes(&self) -> Vec<(u64, u64)> {
+        self.state()
+            .sizes
+            .iter()
+            .map(|(id, len)| (*id, *len))
+            .collect()
+    }
+
     pub fn durable_end(&self) -> Position {
         self.state().durable
     }
