@@ -3,7 +3,7 @@
 //! idempotence).
 //!
 //! `cargo bench --bench e2e -- [--lines N] [--line-bytes B] [--many-files]
-//!  [--json PATH]`
+//!  [--compression none|lz4] [--json PATH]`
 //!
 //! W1 ("catch-up"): one file of N unique lines is written first; the
 //! collector starts, reads it from the beginning and delivers it while a
@@ -34,6 +34,8 @@ struct Args {
     line_bytes: usize,
     many_files: bool,
     json: PathBuf,
+    /// Kafka compression for both logcatch and the plain producer.
+    compression: String,
 }
 
 fn args() -> Args {
@@ -42,6 +44,7 @@ fn args() -> Args {
         line_bytes: 146,
         many_files: false,
         json: PathBuf::from("target/bench-e2e.json"),
+        compression: "lz4".into(),
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -56,6 +59,10 @@ fn args() -> Args {
                 a.line_bytes = v[i].parse().expect("--line-bytes B");
             }
             "--many-files" => a.many_files = true,
+            "--compression" => {
+                i += 1;
+                a.compression = v[i].clone();
+            }
             "--json" => {
                 i += 1;
                 a.json = PathBuf::from(&v[i]);
@@ -180,13 +187,13 @@ fn stop(child: &mut Child) {
 }
 
 /// Plain rdkafka producer, same durability settings: the broker's ceiling.
-fn ceiling(addr: &str, n: u64, bytes: usize) -> f64 {
+fn ceiling(addr: &str, n: u64, bytes: usize, compression: &str) -> f64 {
     common::create_topic(addr, "ceiling", 1);
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
+        .set("compression.type", compression)
         .set("linger.ms", "5")
         .create()
         .expect("producer");
@@ -239,12 +246,13 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
         "W1: {} lines of {} bytes ({mb:.0} MB); measuring the plain producer ceiling…",
         a.lines, a.line_bytes
     );
-    let ceiling = ceiling(&addr, a.lines, a.line_bytes);
+    let ceiling = ceiling(&addr, a.lines, a.line_bytes, &a.compression);
     eprintln!("ceiling: {ceiling:.0} lines/s; starting logcatch");
 
     let config = format!(
-        "data_dir: {}\nkafka:\n  brokers: {addr}\n  topic: w1\nconfigpath:\n  w1: {}\n",
+        "data_dir: {}\nkafka:\n  brokers: {addr}\n  topic: w1\n  compression: {}\nconfigpath:\n  w1: {}\n",
         dir.path().join("data").display(),
+        a.compression,
         file.display()
     );
     let start = Instant::now();
@@ -262,6 +270,7 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
         "workload": "W1",
         "lines": a.lines,
         "line_bytes": a.line_bytes,
+        "compression": a.compression,
         "seconds": secs,
         "lines_per_sec": lps,
         "mb_per_sec": mb / secs,

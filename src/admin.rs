@@ -112,6 +112,9 @@ pub struct StatusReport {
     pub running_tailers: usize,
     /// unknown | up | down
     pub broker: String,
+    /// native | librdkafka (see `config::KafkaClient`)
+    #[serde(default)]
+    pub kafka_client: String,
     pub last_kafka_error: Option<String>,
 }
 
@@ -254,6 +257,10 @@ impl AdminState {
             sources: config.sources.len(),
             running_tailers: self.live.tailers.lock().map(|t| t.len()).unwrap_or(0),
             broker: f.broker.to_string(),
+            kafka_client: match config.kafka.client {
+                crate::config::KafkaClient::Native => "native".into(),
+                crate::config::KafkaClient::Librdkafka => "librdkafka".into(),
+            },
             last_kafka_error: f.last_error,
         }
     }

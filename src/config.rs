@@ -134,6 +134,7 @@ struct RawKafka {
     #[serde(default)]
     properties: BTreeMap<String, serde_yaml::Value>,
     compression: Option<String>,
+    client: Option<String>,
     linger_ms: Option<u64>,
     create_topics: Option<bool>,
     topic_partitions: Option<i32>,
@@ -254,12 +255,34 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
     pub compression: String,
+    /// Which Kafka client the forwarder sends with.
+    pub client: KafkaClient,
     pub linger_ms: u64,
     pub create_topics: bool,
     pub topic_partitions: i32,
     pub shutdown_ack_timeout: Duration,
     /// Extra librdkafka settings, passed through as given.
     pub properties: BTreeMap<String, String>,
+}
+
+/// The forwarder's Kafka client. `Native` (the default) encodes record
+/// batches itself and costs far less per line; `Librdkafka` is needed for
+/// TLS, SASL, gzip/snappy/zstd and `kafka.properties`, and is chosen by
+/// itself when those are configured and `client` is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaClient {
+    Native,
+    Librdkafka,
+}
+
+impl std::fmt::Display for KafkaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KafkaClient::Native => "native",
+            KafkaClient::Librdkafka => "librdkafka",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -492,6 +515,39 @@ impl Validator<'_> {
             };
             properties.insert(k, v);
         }
+        // What only librdkafka can do decides the client unless it is set.
+        let needs_librdkafka = if !properties.is_empty() {
+            Some("kafka.properties is set")
+        } else if !["none", "lz4"].contains(&compression.as_str()) {
+            Some("kafka.compression needs librdkafka")
+        } else {
+            None
+        };
+        let client = match kafka.client.as_deref() {
+            None => {
+                if needs_librdkafka.is_some() {
+                    KafkaClient::Librdkafka
+                } else {
+                    KafkaClient::Native
+                }
+            }
+            Some("librdkafka") => KafkaClient::Librdkafka,
+            Some("native") => {
+                if let Some(why) = needs_librdkafka {
+                    return Err(self.invalid(
+                        "kafka.client",
+                        format!("`native` cannot be used here: {why} (use `librdkafka`, or leave `client` unset)"),
+                    ));
+                }
+                KafkaClient::Native
+            }
+            Some(other) => {
+                return Err(self.invalid(
+                    "kafka.client",
+                    format!("`{other}` is not one of native, librdkafka"),
+                ))
+            }
+        };
         let topic_partitions = kafka.topic_partitions.unwrap_or(defaults::TOPIC_PARTITIONS);
         if topic_partitions < 1 {
             return Err(self.invalid("kafka.topic_partitions", "must be at least 1"));
@@ -500,6 +556,7 @@ impl Validator<'_> {
             brokers,
             topic: topic.clone(),
             compression,
+            client,
             linger_ms: kafka.linger_ms.unwrap_or(defaults::LINGER_MS),
             create_topics: kafka.create_topics.unwrap_or(defaults::CREATE_TOPICS),
             topic_partitions,
@@ -722,6 +779,39 @@ mod tests {
         assert_eq!(s.topic, "app-logs");
         assert_eq!(s.start_at, StartAt::End);
         assert_eq!(s.max_line_bytes, 64 << 10);
+    }
+
+    #[test]
+    fn kafka_client_defaults_to_native_unless_librdkafka_is_needed() {
+        let c = parse("configpath:\n  a: /x\n").unwrap();
+        assert_eq!(c.kafka.client, KafkaClient::Native);
+        let c = parse("kafka:\n  compression: none\n").unwrap();
+        assert_eq!(c.kafka.client, KafkaClient::Native);
+        let c = parse("kafka:\n  properties:\n    security.protocol: ssl\n").unwrap();
+        assert_eq!(
+            c.kafka.client,
+            KafkaClient::Librdkafka,
+            "properties are librdkafka's"
+        );
+        let c = parse("kafka:\n  compression: zstd\n").unwrap();
+        assert_eq!(
+            c.kafka.client,
+            KafkaClient::Librdkafka,
+            "zstd is librdkafka's"
+        );
+        let c = parse("kafka:\n  client: librdkafka\n").unwrap();
+        assert_eq!(c.kafka.client, KafkaClient::Librdkafka);
+    }
+
+    #[test]
+    fn native_client_with_librdkafka_settings_is_rejected_with_line() {
+        let e = parse("kafka:\n  compression: gzip\n  client: native\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("config.yaml:3"), "{msg}");
+        assert!(msg.contains("kafka.client"), "{msg}");
+        assert!(msg.contains("librdkafka"), "{msg}");
+        let e = parse("kafka:\n  client: rust\n").unwrap_err();
+        assert!(e.to_string().contains("`rust` is not one of"), "{e}");
     }
 
     #[test]

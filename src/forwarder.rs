@@ -40,8 +40,9 @@ use rdkafka::{ClientContext, Message};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaClient, KafkaConfig};
 use crate::ledger::{self, DeliveryLedger, Redelivery, Verdict};
+use crate::producer::{self, Event, NativeProducer, ProducerError, ProducerSettings};
 use crate::spool::{Position, ReadOutcome, Spool, SpoolBatch, SpoolCursor, SpoolError};
 use crate::store::{Store, StoreError};
 
@@ -166,11 +167,16 @@ impl AckTracker {
     /// One more line of `frame` is in Kafka, at `at` (partition, offset)
     /// when known.
     fn ack(&mut self, frame: u64, at: Option<(i32, i64)>) {
+        self.ack_lines(frame, 1, at);
+    }
+
+    /// `n` more lines of `frame` are in Kafka, the last at `at`.
+    fn ack_lines(&mut self, frame: u64, n: u32, at: Option<(i32, i64)>) {
         if let Some(f) = frame
             .checked_sub(self.base)
             .and_then(|i| self.frames.get_mut(i as usize))
         {
-            f.done += 1;
+            f.done += n;
             if let Some((partition, offset)) = at {
                 self.ledger.acked(&f.source, &f.topic, partition, offset);
             }
@@ -229,11 +235,101 @@ impl AckTracker {
     }
 }
 
-struct DeliveryContext {
+/// Where either client reports what happened to sent lines.
+struct Delivery {
     tracker: Mutex<AckTracker>,
     stats: Arc<ForwardStats>,
     dead_letter: PathBuf,
 }
+
+/// A line Kafka refused for good, as the dead-letter file records it.
+struct RefusedLine<'a> {
+    source: &'a str,
+    path: Option<&'a str>,
+    offset: &'a str,
+    topic: &'a str,
+    line: &'a [u8],
+}
+
+impl Delivery {
+    fn tracker(&self) -> std::sync::MutexGuard<'_, AckTracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes a refused line to the dead-letter file; only then does it
+    /// count as done (so the cursor can pass it).
+    fn refused(&self, t: &mut AckTracker, frame: u64, r: RefusedLine<'_>, error: &str) {
+        tracing::error!(source = r.source, offset = r.offset, topic = r.topic, error,
+            dead_letter = %self.dead_letter.display(),
+            "Kafka refused this line permanently; it is written to the dead-letter file");
+        let entry = serde_json::json!({
+            "source": r.source,
+            "path": r.path,
+            "offset": r.offset,
+            "topic": r.topic,
+            "error": error,
+            "line": String::from_utf8_lossy(r.line),
+        });
+        let written = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.dead_letter)
+            .and_then(|mut f| {
+                writeln!(f, "{entry}")?;
+                f.sync_data()
+            });
+        match written {
+            Ok(()) => {
+                t.ack(frame, None);
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                t.failed = Some(format!(
+                    "cannot write dead-letter file {}: {e}",
+                    self.dead_letter.display()
+                ));
+            }
+        }
+    }
+
+    /// Takes in the native producer's events.
+    fn apply(&self, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut t = self.tracker();
+        for e in events.drain(..) {
+            match e {
+                Event::Acked {
+                    frame,
+                    lines,
+                    partition,
+                    last_offset,
+                } => {
+                    t.ack_lines(frame, lines, last_offset.map(|o| (partition, o)));
+                    self.stats
+                        .delivered
+                        .fetch_add(lines as u64, Ordering::Relaxed);
+                    self.stats.broker_state.store(1, Ordering::Relaxed);
+                }
+                Event::Refused { frame, line, error } => {
+                    let offset = line.offset.to_string();
+                    let r = RefusedLine {
+                        source: &line.source,
+                        path: Some(&line.path),
+                        offset: &offset,
+                        topic: &line.topic,
+                        line: &line.value,
+                    };
+                    self.refused(&mut t, frame, r, &error);
+                }
+            }
+        }
+    }
+}
+
+/// librdkafka's context: delivery reports go to the shared `Delivery`.
+struct DeliveryContext(Arc<Delivery>);
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -241,10 +337,11 @@ impl ClientContext for DeliveryContext {
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
         ) {
-            self.stats.broker_state.store(2, Ordering::Relaxed);
+            self.0.stats.broker_state.store(2, Ordering::Relaxed);
         }
         tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries by itself)");
         *self
+            .0
             .stats
             .last_error
             .lock()
@@ -256,74 +353,49 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, frame: usize) {
-        let mut t = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let d = &self.0;
+        let mut t = d.tracker();
         match result {
             Ok(m) => {
                 t.ack(frame as u64, Some((m.partition(), m.offset())));
-                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                self.stats.broker_state.store(1, Ordering::Relaxed);
+                d.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                d.stats.broker_state.store(1, Ordering::Relaxed);
             }
-            Err((err, msg)) => {
-                let code = err.rdkafka_error_code();
-                match code {
-                    Some(RDKafkaErrorCode::PurgeQueue) | Some(RDKafkaErrorCode::PurgeInflight) => {
-                        // Purged at shutdown: not delivered, resent next run.
-                    }
-                    Some(
-                        RDKafkaErrorCode::MessageSizeTooLarge
-                        | RDKafkaErrorCode::InvalidMessage
-                        | RDKafkaErrorCode::InvalidMessageSize
-                        | RDKafkaErrorCode::InvalidRecord,
-                    ) => {
-                        let header = |k: &str| {
-                            msg.headers().and_then(|h| {
-                                use rdkafka::message::Headers;
-                                h.iter()
-                                    .find(|x| x.key == k)
-                                    .and_then(|x| x.value)
-                                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                            })
-                        };
-                        let source = header("source").unwrap_or_default();
-                        let offset = header("offset").unwrap_or_default();
-                        tracing::error!(%source, %offset, topic = msg.topic(), error = %err,
-                            dead_letter = %self.dead_letter.display(),
-                            "Kafka refused this line permanently; it is written to the dead-letter file");
-                        let entry = serde_json::json!({
-                            "source": source,
-                            "path": header("path"),
-                            "offset": offset,
-                            "topic": msg.topic(),
-                            "error": err.to_string(),
-                            "line": String::from_utf8_lossy(msg.payload().unwrap_or_default()),
-                        });
-                        let written = OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&self.dead_letter)
-                            .and_then(|mut f| {
-                                writeln!(f, "{entry}")?;
-                                f.sync_data()
-                            });
-                        match written {
-                            Ok(()) => {
-                                t.ack(frame as u64, None);
-                                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                t.failed = Some(format!(
-                                    "cannot write dead-letter file {}: {e}",
-                                    self.dead_letter.display()
-                                ));
-                            }
-                        }
-                    }
-                    _ => {
-                        self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
-                        t.failed = Some(err.to_string());
-                    }
+            Err((err, msg)) => match err.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::PurgeQueue) | Some(RDKafkaErrorCode::PurgeInflight) => {
+                    // Purged at shutdown: not delivered, resent next run.
                 }
-            }
+                Some(
+                    RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::InvalidRecord,
+                ) => {
+                    let header = |k: &str| {
+                        msg.headers().and_then(|h| {
+                            use rdkafka::message::Headers;
+                            h.iter()
+                                .find(|x| x.key == k)
+                                .and_then(|x| x.value)
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                        })
+                    };
+                    let (source, path, offset) =
+                        (header("source"), header("path"), header("offset"));
+                    let r = RefusedLine {
+                        source: source.as_deref().unwrap_or_default(),
+                        path: path.as_deref(),
+                        offset: offset.as_deref().unwrap_or_default(),
+                        topic: msg.topic(),
+                        line: msg.payload().unwrap_or_default(),
+                    };
+                    d.refused(&mut t, frame as u64, r, &err.to_string());
+                }
+                _ => {
+                    d.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
+                    t.failed = Some(err.to_string());
+                }
+            },
         }
     }
 }
@@ -369,9 +441,15 @@ impl Forwarder {
     pub fn run(self, finish: CancellationToken) -> Result<(), ForwardError> {
         let mut backoff = Duration::from_millis(200);
         let mut kafka_rx = self.kafka.clone();
+        // The native producer's batch size; halved after Kafka refuses a
+        // batch of several lines, so a refused line ends up alone and is
+        // dead-lettered instead of blocking the rest.
+        let mut batch_bytes = producer::BATCH_BYTES;
+        tracing::info!(client = %kafka_rx.borrow().client, brokers = %kafka_rx.borrow().brokers,
+            "forwarding to Kafka (acks=all, idempotent)");
         loop {
             let kafka = kafka_rx.borrow_and_update().clone();
-            match self.session(&kafka, &mut kafka_rx, &finish)? {
+            match self.session(&kafka, &mut kafka_rx, &finish, batch_bytes)? {
                 SessionEnd::Done => return Ok(()),
                 SessionEnd::Reconfigure => {
                     tracing::info!(brokers = %kafka_rx.borrow().brokers, "Kafka settings changed; rebuilding the producer from the spool cursor");
@@ -379,11 +457,67 @@ impl Forwarder {
                 }
                 SessionEnd::Rebuild(why) => {
                     self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+                    *self
+                        .stats
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                    if finish.is_cancelled() {
+                        tracing::warn!(error = %why, "Kafka unreachable while stopping; what is not delivered stays in the spool for the next start");
+                        return Ok(());
+                    }
                     tracing::warn!(error = %why, "Kafka producer failed; rebuilding it and resending from the spool cursor");
-                    std::thread::sleep(backoff);
+                    // Back off, but notice a shutdown or new settings at once.
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until
+                        && !finish.is_cancelled()
+                        && !kafka_rx.has_changed().unwrap_or(false)
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+                SessionEnd::SmallerBatches(why) => {
+                    batch_bytes = (batch_bytes / 4).max(1024);
+                    tracing::warn!(error = %why, batch_bytes,
+                        "Kafka refused a whole batch; resending from the spool cursor in smaller batches");
+                }
             }
+        }
+    }
+
+    /// The Kafka client of one session.
+    fn client(
+        &self,
+        kafka: &KafkaConfig,
+        config: &ClientConfig,
+        delivery: &Arc<Delivery>,
+        batch_bytes: usize,
+    ) -> Result<Client, SessionEnd> {
+        match kafka.client {
+            KafkaClient::Native => {
+                let settings = ProducerSettings {
+                    brokers: kafka.brokers.clone(),
+                    client_id: format!("logcatch@{}", self.host),
+                    lz4: kafka.compression == "lz4",
+                    linger: Duration::from_millis(kafka.linger_ms),
+                    batch_bytes,
+                    allow_auto_create: !kafka.create_topics,
+                };
+                match NativeProducer::connect(settings, &self.host) {
+                    Ok(p) => Ok(Client::Native(Box::new(p))),
+                    Err(e) => {
+                        self.stats.broker_state.store(2, Ordering::Relaxed);
+                        Err(SessionEnd::Rebuild(e.to_string()))
+                    }
+                }
+            }
+            KafkaClient::Librdkafka => config
+                .create_with_context(DeliveryContext(delivery.clone()))
+                .map(Client::Librdkafka)
+                .map_err(|e| {
+                    SessionEnd::Rebuild(format!("kafka client for {}: {e}", kafka.brokers))
+                }),
         }
     }
 
@@ -392,30 +526,14 @@ impl Forwarder {
         kafka: &KafkaConfig,
         kafka_rx: &mut tokio::sync::watch::Receiver<KafkaConfig>,
         finish: &CancellationToken,
+        batch_bytes: usize,
     ) -> Result<SessionEnd, ForwardError> {
-        let kafka_err = |source| ForwardError::Kafka {
-            brokers: kafka.brokers.clone(),
-            source,
-        };
         let config = client_config(kafka, &self.host);
-        let ctx = DeliveryContext {
+        let delivery = Arc::new(Delivery {
             tracker: Mutex::new(AckTracker::default()),
             stats: self.stats.clone(),
             dead_letter: self.data_dir.join("dead-letter.jsonl"),
-        };
-        let producer: BaseProducer<DeliveryContext> =
-            config.create_with_context(ctx).map_err(kafka_err)?;
-        let admin: Option<AdminClient<DefaultClientContext>> = if kafka.create_topics {
-            Some(config.create().map_err(kafka_err)?)
-        } else {
-            None
-        };
-        let mut topics = TopicCreator {
-            admin,
-            known: BTreeSet::new(),
-            partitions: kafka.topic_partitions,
-            runtime: self.runtime.clone(),
-        };
+        });
 
         let start = self.store.cursor()?;
         let stored_ledger = self.store.ledger()?;
@@ -431,12 +549,19 @@ impl Forwarder {
         if !redelivery.is_empty() {
             tracing::info!("Kafka already has lines past the spool cursor (sent before a crash); they are skipped, not sent again");
         }
+        let mut client = match self.client(kafka, &config, &delivery, batch_bytes) {
+            Ok(c) => c,
+            Err(end) => return Ok(end),
+        };
+        let mut topics = TopicCreator {
+            admin: None,
+            enabled: kafka.create_topics,
+            known: BTreeSet::new(),
+            partitions: kafka.topic_partitions,
+            runtime: self.runtime.clone(),
+        };
         {
-            let mut t = producer
-                .context()
-                .tracker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut t = delivery.tracker();
             t.ledger = stored_ledger.clone();
             t.ledger.clean = false;
         }
@@ -464,6 +589,7 @@ impl Forwarder {
         let mut reading = true;
         // The reader reached the end of a closed spool.
         let mut drained = false;
+        let mut events = Vec::new();
 
         loop {
             if deadline.is_none() && finish.is_cancelled() {
@@ -476,10 +602,16 @@ impl Forwarder {
                 deadline = Some(Instant::now() + kafka.shutdown_ack_timeout);
             }
             let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+            // Nothing new to read: open batches need not wait for more.
+            let mut idle = !reading;
             if reading && !past_deadline {
                 // The reader is woken by new spool data; the timeout only
-                // bounds how late a shutdown or config change is noticed.
-                match reader.next(Duration::from_millis(50))? {
+                // bounds how late a shutdown, a config change or the end of
+                // a batch's linger is noticed.
+                let wait = client.linger_left().map_or(Duration::from_millis(50), |l| {
+                    l.min(Duration::from_millis(50))
+                });
+                match reader.next(wait)? {
                     ReadOutcome::Frame(frame) => {
                         let done = match skip.take() {
                             Some((at, n)) if at == frame.at => {
@@ -496,95 +628,97 @@ impl Forwarder {
                                 || (finish.is_cancelled()
                                     && deadline.is_none_or(|d| Instant::now() >= d))
                         };
-                        if done < b.lines.len() as u32 && !topics.ensure(&b.topic, &give_up) {
+                        if done < b.lines.len() as u32
+                            && !topics.ensure(&mut client, &config, &b.topic, &give_up)
+                        {
                             // Shutting down, or new settings, before the
                             // topic could be made: this frame was not
                             // pushed, so the cursor stays before it.
                             reading = false;
                             continue;
                         }
-                        let id = producer
-                            .context()
-                            .tracker
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(b, frame.at, frame.next, done);
-                        let path = b.path.as_bytes();
-                        for (offset, line) in b.iter_lines().skip(done as usize) {
-                            if !redelivery.is_empty() {
-                                if let Verdict::Skip(at) =
-                                    redelivery.check(&b.source, &b.topic, offset)
-                                {
-                                    // Kafka already has it (sent before a crash).
-                                    producer
-                                        .context()
-                                        .tracker
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .ack(id, at);
-                                    continue;
-                                }
+                        let id = delivery.tracker().push(b, frame.at, frame.next, done);
+                        // A line Kafka already has (sent before a crash) is
+                        // acknowledged here instead of sent.
+                        let mut in_kafka = |offset: u64| {
+                            if redelivery.is_empty() {
+                                return false;
                             }
-                            let mut digits = itoa::Buffer::new();
-                            let offset = digits.format(offset);
-                            let headers = OwnedHeaders::new_with_capacity(4)
-                                .insert(Header {
-                                    key: "source",
-                                    value: Some(b.source.as_bytes()),
-                                })
-                                .insert(Header {
-                                    key: "path",
-                                    value: Some(path),
-                                })
-                                .insert(Header {
-                                    key: "offset",
-                                    value: Some(offset.as_bytes()),
-                                })
-                                .insert(Header {
-                                    key: "host",
-                                    value: Some(self.host.as_bytes()),
-                                });
-                            let mut record = BaseRecord::with_opaque_to(&b.topic, id as usize)
-                                .key(b.source.as_bytes())
-                                .payload(line)
-                                .headers(headers);
-                            loop {
-                                match producer.send(record) {
-                                    Ok(()) => break,
-                                    Err((
-                                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                        r,
-                                    )) => {
-                                        record = r;
-                                        producer.poll(Duration::from_millis(5));
-                                    }
-                                    Err((e, _)) => {
-                                        return Ok(SessionEnd::Rebuild(format!(
-                                            "send failed: {e}"
-                                        )));
-                                    }
+                            match redelivery.check(&b.source, &b.topic, offset) {
+                                Verdict::Skip(at) => {
+                                    delivery.tracker().ack(id, at);
+                                    true
                                 }
+                                _ => false,
                             }
-                            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        };
+                        let lines = b.iter_lines().skip(done as usize);
+                        let sent = match &mut client {
+                            Client::Native(p) => send_native(p, id, b, lines, &mut in_kafka),
+                            Client::Librdkafka(p) => {
+                                send_librdkafka(p, id, b, &self.host, lines, &mut in_kafka)
+                            }
+                        };
+                        match sent {
+                            Ok(n) => {
+                                self.stats.sent.fetch_add(n, Ordering::Relaxed);
+                            }
+                            Err(why) => return Ok(end_after_failure(&mut client, why)),
                         }
                     }
-                    ReadOutcome::Idle => {}
+                    ReadOutcome::Idle => idle = true,
                     ReadOutcome::Closed => {
                         reading = false;
                         drained = true;
+                        idle = true;
                     }
                 }
-            } else {
-                std::thread::sleep(Duration::from_millis(5));
             }
-            producer.poll(Duration::ZERO);
+            let polled = match &mut client {
+                Client::Native(p) => {
+                    // Not reading: wait for answers here instead of sleeping.
+                    let wait = if reading && !past_deadline {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(5)
+                    };
+                    let r = p.poll(wait, idle);
+                    p.take_events(&mut events);
+                    delivery.apply(&mut events);
+                    r.map_err(|e| {
+                        if matches!(e, ProducerError::Io { .. } | ProducerError::Connect { .. }) {
+                            self.stats.broker_state.store(2, Ordering::Relaxed);
+                        }
+                        e
+                    })
+                }
+                Client::Librdkafka(p) => {
+                    if !reading || past_deadline {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    p.poll(Duration::ZERO);
+                    Ok(())
+                }
+            };
+            if let Err(e) = polled {
+                self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
+                delivery.tracker().failed = Some(e.to_string());
+                if let ProducerError::BatchRefused { .. } = e {
+                    // Progress first (acks that came before), then smaller
+                    // batches.
+                    let (cursor, ledger) = {
+                        let mut t = delivery.tracker();
+                        let c = t.advance();
+                        t.dirty = false;
+                        (c, t.ledger_snapshot())
+                    };
+                    self.persist(cursor.as_ref(), &ledger)?;
+                    return Ok(SessionEnd::SmallerBatches(e.to_string()));
+                }
+            }
 
             let (cursor, in_flight, failed, dirty) = {
-                let mut t = producer
-                    .context()
-                    .tracker
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut t = delivery.tracker();
                 let c = t.advance();
                 self.stats
                     .oldest_unacked_spooled_ms
@@ -597,11 +731,7 @@ impl Forwarder {
                 finished || give_up || failed.is_some() || last_persist.elapsed() >= CURSOR_EVERY;
             if due && (cursor != persisted || dirty || finished) {
                 let mut ledger = {
-                    let mut t = producer
-                        .context()
-                        .tracker
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
+                    let mut t = delivery.tracker();
                     t.dirty = false;
                     t.ledger_snapshot()
                 };
@@ -613,9 +743,7 @@ impl Forwarder {
                 last_persist = Instant::now();
             }
             if let Some(why) = failed {
-                producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-                producer.poll(Duration::from_millis(100));
-                return Ok(SessionEnd::Rebuild(why));
+                return Ok(end_after_failure(&mut client, why));
             }
             if finished && reconfigure {
                 return Ok(SessionEnd::Reconfigure);
@@ -633,15 +761,13 @@ impl Forwarder {
             if give_up && reconfigure {
                 tracing::warn!(in_flight_frames = in_flight,
                     "lines still unacknowledged when rebuilding the producer; they are sent again by the new one");
-                producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-                producer.poll(Duration::from_millis(100));
+                client.abandon();
                 return Ok(SessionEnd::Reconfigure);
             }
             if give_up {
                 tracing::warn!(in_flight_frames = in_flight,
                     "shutdown deadline passed with lines unacknowledged or unsent; they stay in the spool and are sent on the next start");
-                producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-                producer.poll(Duration::from_millis(100));
+                client.abandon();
                 return Ok(SessionEnd::Done);
             }
         }
@@ -693,11 +819,124 @@ enum SessionEnd {
     Done,
     Reconfigure,
     Rebuild(String),
+    /// Kafka refused a batch of several lines: resend in smaller ones.
+    SmallerBatches(String),
+}
+
+/// The Kafka client of one session (see `config::KafkaClient`).
+enum Client {
+    Native(Box<NativeProducer>),
+    Librdkafka(BaseProducer<DeliveryContext>),
+}
+
+impl Client {
+    /// How long until an open batch must be sent (native only).
+    fn linger_left(&self) -> Option<Duration> {
+        match self {
+            Client::Native(p) => p.linger_left(),
+            Client::Librdkafka(_) => None,
+        }
+    }
+
+    /// Drops what is queued or unanswered: not delivered as far as the
+    /// cursor knows, so it is sent again (and the read-back skips what
+    /// Kafka got anyway).
+    fn abandon(&mut self) {
+        if let Client::Librdkafka(p) = self {
+            p.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            p.poll(Duration::from_millis(100));
+        }
+        // The native producer closes its connections when dropped.
+    }
+}
+
+fn end_after_failure(client: &mut Client, why: String) -> SessionEnd {
+    client.abandon();
+    SessionEnd::Rebuild(why)
+}
+
+/// Sends a frame's lines with the native producer; returns how many were
+/// sent (not skipped).
+fn send_native<'a>(
+    p: &mut NativeProducer,
+    id: u64,
+    b: &SpoolBatch,
+    lines: impl Iterator<Item = (u64, &'a [u8])>,
+    in_kafka: &mut dyn FnMut(u64) -> bool,
+) -> Result<u64, String> {
+    let target = p
+        .target(&b.topic, &b.source, &b.path)
+        .map_err(|e| e.to_string())?;
+    let mut sent = 0;
+    for (offset, line) in lines {
+        if in_kafka(offset) {
+            continue;
+        }
+        p.append(&target, id, offset, line)
+            .map_err(|e| e.to_string())?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// Sends a frame's lines with librdkafka, one message each.
+fn send_librdkafka<'a>(
+    producer: &BaseProducer<DeliveryContext>,
+    id: u64,
+    b: &SpoolBatch,
+    host: &str,
+    lines: impl Iterator<Item = (u64, &'a [u8])>,
+    in_kafka: &mut dyn FnMut(u64) -> bool,
+) -> Result<u64, String> {
+    let path = b.path.as_bytes();
+    let mut sent = 0;
+    for (offset, line) in lines {
+        if in_kafka(offset) {
+            continue;
+        }
+        let mut digits = itoa::Buffer::new();
+        let offset = digits.format(offset);
+        let headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: "source",
+                value: Some(b.source.as_bytes()),
+            })
+            .insert(Header {
+                key: "path",
+                value: Some(path),
+            })
+            .insert(Header {
+                key: "offset",
+                value: Some(offset.as_bytes()),
+            })
+            .insert(Header {
+                key: "host",
+                value: Some(host.as_bytes()),
+            });
+        let mut record = BaseRecord::with_opaque_to(&b.topic, id as usize)
+            .key(b.source.as_bytes())
+            .payload(line)
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(format!("send failed: {e}")),
+            }
+        }
+        sent += 1;
+    }
+    Ok(sent)
 }
 
 /// Creates missing topics once each (when `kafka.create_topics` is on).
 struct TopicCreator {
+    /// librdkafka's admin client, made when first needed.
     admin: Option<AdminClient<DefaultClientContext>>,
+    enabled: bool,
     known: BTreeSet<String>,
     partitions: i32,
     runtime: tokio::runtime::Handle,
@@ -706,25 +945,23 @@ struct TopicCreator {
 impl TopicCreator {
     /// Returns false if `give_up` said so first (shutdown past its
     /// deadline, or new Kafka settings to apply).
-    fn ensure(&mut self, topic: &str, give_up: &dyn Fn() -> bool) -> bool {
-        let Some(admin) = &self.admin else {
-            return true;
-        };
-        if self.known.contains(topic) {
+    fn ensure(
+        &mut self,
+        client: &mut Client,
+        config: &ClientConfig,
+        topic: &str,
+        give_up: &dyn Fn() -> bool,
+    ) -> bool {
+        if !self.enabled || self.known.contains(topic) {
             return true;
         }
         let mut logged = false;
         loop {
-            let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
-            let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-            let res = self.runtime.block_on(admin.create_topics([&new], &opts));
-            let outcome = match res {
-                Ok(results) => match results.into_iter().next() {
-                    Some(Ok(_)) | None => Ok(()),
-                    Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
-                    Some(Err((_, code))) => Err(code.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
+            let outcome = match client {
+                Client::Native(p) => p
+                    .create_topic(topic, self.partitions)
+                    .map_err(|e| e.to_string()),
+                Client::Librdkafka(_) => self.create_with_librdkafka(config, topic),
             };
             match outcome {
                 Ok(()) => {
@@ -742,6 +979,25 @@ impl TopicCreator {
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }
+        }
+    }
+
+    fn create_with_librdkafka(&mut self, config: &ClientConfig, topic: &str) -> Result<(), String> {
+        if self.admin.is_none() {
+            self.admin = Some(config.create().map_err(|e| e.to_string())?);
+        }
+        let Some(admin) = &self.admin else {
+            return Err("no admin client".into());
+        };
+        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+        match self.runtime.block_on(admin.create_topics([&new], &opts)) {
+            Ok(results) => match results.into_iter().next() {
+                Some(Ok(_)) | None => Ok(()),
+                Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
+                Some(Err((_, code))) => Err(code.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
         }
     }
 }

@@ -18,5 +18,6 @@ pub mod logging;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
 pub mod offsets;
+pub mod producer;
 pub mod reload;
 pub mod tailer;

@@ -222,6 +222,7 @@ fn k1_reports_live_and_offline() {
     assert!(st["last_reload_error"].is_null(), "status: {st:#}");
     assert!(st["last_reload"].is_null(), "status: {st:#}");
     assert_eq!(st["broker"], "up", "status: {st:#}");
+    assert_eq!(st["kafka_client"], "native", "the default client: {st:#}");
 
     // reload, live: a forced reload of an unchanged file.
     let out = ctl_run(&cfg, &["reload"]);

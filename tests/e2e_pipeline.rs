@@ -502,3 +502,37 @@ fn h_crlf_line_endings_are_stripped() {
     check_headers(&msgs, "win", &log, 0..500);
     d.stop();
 }
+
+/// Scenario i: the librdkafka client (`kafka.client: librdkafka`, what
+/// TLS, SASL and `kafka.properties` setups get) keeps the same guarantees
+/// as the native one across `kill -9`, and `status` names the client.
+#[test]
+fn i_librdkafka_client_is_exactly_once_across_kill9() {
+    let env = Env::new();
+    let log = env.path("app.log");
+    const TOTAL: u64 = 20_000;
+    write_numbered(&log, 0, 5_000);
+    let mut d = env.start(
+        &env.config(TOPIC)
+            .kafka("client", "librdkafka")
+            .source("app", &log),
+    );
+    let writer = write_numbered_slowly(&log, 5_000, TOTAL, 250, Duration::from_millis(20));
+    thread::sleep(Duration::from_millis(800));
+    let status = ctl_json(d.config_path(), &["status", "--json"]);
+    assert_eq!(status["kafka_client"], "librdkafka", "{status:#}");
+    for round in 1..=2 {
+        thread::sleep(Duration::from_millis(500));
+        d.assert_running();
+        d.kill9();
+        eprintln!("i_librdkafka: kill -9 #{round}");
+        d.restart();
+    }
+    writer.join().expect("writer");
+    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |msgs| {
+        Tally::of(msgs, 0..TOTAL).missing.is_empty()
+    });
+    assert_exactly_once(&msgs, 0..TOTAL);
+    check_headers(&msgs, "app", &log, 0..TOTAL);
+    d.stop();
+}

@@ -440,6 +440,7 @@ fn print_status(s: &StatusReport) {
         format!("{} ({})", s.sources, s.running_tailers),
     );
     line("broker", s.broker.clone());
+    line("kafka client", s.kafka_client.clone());
     line(
         "last kafka error",
         s.last_kafka_error.clone().unwrap_or_else(|| "-".into()),
