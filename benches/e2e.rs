@@ -10,7 +10,9 @@
 //! consumer counts the messages. Printed: lines/s and MB/s end to end, the
 //! collector's CPU-seconds per million lines (utime+stime from /proc), its
 //! peak RSS (VmHWM), and the ratio to what a plain rdkafka producer gets
-//! through the same broker (the ceiling, measured in the same run).
+//! through the same broker (the ceiling, measured in the same run). Both
+//! are also timed to the broker's last acknowledgement ("accepted"), which
+//! leaves out how fast the broker serves the counting consumer.
 //!
 //! Many files (`--many-files`): 1,000 files tailed, 10 of them written at
 //! 1,000 lines/s in total; printed: idle and active CPU (% of one core),
@@ -187,7 +189,9 @@ fn stop(child: &mut Child) {
 }
 
 /// Plain rdkafka producer, same durability settings: the broker's ceiling.
-fn ceiling(addr: &str, n: u64, bytes: usize, compression: &str) -> f64 {
+/// Returns lines/s consumed (end to end) and lines/s accepted (all
+/// acknowledged by the broker).
+fn ceiling(addr: &str, n: u64, bytes: usize, compression: &str) -> (f64, f64) {
     common::create_topic(addr, "ceiling", 1);
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", addr)
@@ -218,10 +222,39 @@ fn ceiling(addr: &str, n: u64, bytes: usize, compression: &str) -> f64 {
             }
         }
         let _ = p.flush(Duration::from_secs(120));
-        h.join().expect("counter")
+        let acked = Instant::now();
+        (h.join().expect("counter"), acked)
     });
-    assert_eq!(counter.0, n, "ceiling: consumed {} of {n}", counter.0);
-    n as f64 / (counter.1 - start).as_secs_f64()
+    let ((got, last), acked) = counter;
+    assert_eq!(got, n, "ceiling: consumed {got} of {n}");
+    (
+        n as f64 / (last - start).as_secs_f64(),
+        n as f64 / (acked - start).as_secs_f64(),
+    )
+}
+
+/// When the daemon's `delivered` count (lines Kafka acknowledged, from
+/// `logcatch-ctl queue --json`) first reaches `n`.
+fn acked_at(config: &Path, n: u64, timeout: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let out = Command::new(env!("CARGO_BIN_EXE_logcatch-ctl"))
+            .arg("--config")
+            .arg(config)
+            .args(["queue", "--json"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let delivered = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["delivered"].as_u64())
+            .unwrap_or(0);
+        if delivered >= n {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
@@ -246,8 +279,10 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
         "W1: {} lines of {} bytes ({mb:.0} MB); measuring the plain producer ceiling…",
         a.lines, a.line_bytes
     );
-    let ceiling = ceiling(&addr, a.lines, a.line_bytes, &a.compression);
-    eprintln!("ceiling: {ceiling:.0} lines/s; starting logcatch");
+    let (ceiling, ceiling_accepted) = ceiling(&addr, a.lines, a.line_bytes, &a.compression);
+    eprintln!(
+        "ceiling: {ceiling:.0} lines/s consumed, {ceiling_accepted:.0} lines/s accepted; starting logcatch"
+    );
 
     let config = format!(
         "data_dir: {}\nkafka:\n  brokers: {addr}\n  topic: w1\n  compression: {}\nconfigpath:\n  w1: {}\n",
@@ -258,7 +293,13 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
     let start = Instant::now();
     let mut daemon = start_daemon(dir.path(), &config);
     let c = consumer(&addr, "w1");
-    let (got, last) = count(&c, a.lines, Duration::from_secs(1800));
+    let cfg = dir.path().join("config.yaml");
+    let lines = a.lines;
+    let (acked, (got, last)) = std::thread::scope(|s| {
+        let acked = s.spawn(|| acked_at(&cfg, lines, Duration::from_secs(1800)));
+        let counted = count(&c, lines, Duration::from_secs(1800));
+        (acked.join().ok().flatten(), counted)
+    });
     let pid = daemon.id();
     let cpu = cpu_secs(pid, tck);
     let hwm_kib = status_kib(pid, "VmHWM:");
@@ -266,6 +307,7 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
     assert_eq!(got, a.lines, "W1: consumed {got} of {}", a.lines);
     let secs = (last - start).as_secs_f64();
     let lps = a.lines as f64 / secs;
+    let accepted = acked.map_or(0.0, |t| a.lines as f64 / (t - start).as_secs_f64());
     let r = serde_json::json!({
         "workload": "W1",
         "lines": a.lines,
@@ -279,10 +321,17 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
         "peak_rss_mib": hwm_kib as f64 / 1024.0,
         "ceiling_lines_per_sec": ceiling,
         "ratio_to_ceiling": lps / ceiling,
+        "accepted_lines_per_sec": accepted,
+        "ceiling_accepted_lines_per_sec": ceiling_accepted,
+        "accepted_ratio_to_ceiling": accepted / ceiling_accepted,
     });
     println!(
-        "W1 {} lines: {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
-        a.lines, lps, mb / secs, cpu / (a.lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
+        "W1 {} lines ({}): {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
+        a.lines, a.compression, lps, mb / secs, cpu / (a.lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
+    );
+    println!(
+        "W1 {} lines ({}): accepted by the broker (all acknowledged) at {:.0} lines/s, {:.2}x the plain producer's {:.0} lines/s",
+        a.lines, a.compression, accepted, accepted / ceiling_accepted, ceiling_accepted
     );
     r
 }

@@ -1,23 +1,29 @@
 //! forwarder: owns delivery from the spool to Kafka and the spool's durable
-//! cursor. Runs on a dedicated thread with an rdkafka `BaseProducer`
-//! (acks=all, idempotence on, unlimited delivery time) that it polls itself,
-//! so delivery reports arrive on this thread.
+//! cursor. Runs on a dedicated thread. A session sends with one Kafka
+//! client (`kafka.client`): the native producer (`producer`, the default)
+//! or an rdkafka `BaseProducer` that it polls itself, so delivery reports
+//! arrive on this thread. Both are acks=all and idempotent, and neither
+//! gives up on a line: a failure ends the session and the next one resends
+//! from the cursor.
 //!
 //! Invariants (the crash-safety argument):
 //! - The cursor written to the store only moves over lines whose delivery
-//!   Kafka acknowledged (`AckTracker::cursor` takes the longest fully
+//!   Kafka acknowledged (`AckTracker::advance` takes the longest fully
 //!   acknowledged prefix; a partly acknowledged frame records how many of
 //!   its leading lines are done, which is exact because all lines of a frame
 //!   share one key, hence one partition, whose acks arrive in order).
 //! - The cursor is made durable (`Store::flush`) before any segment before
 //!   it is deleted (`spool` invariant 3).
+//! - With the cursor, the delivery ledger is persisted atomically; each
+//!   session first reads back what Kafka has past it (`ledger`), so lines
+//!   acknowledged after the last cursor write (at most `CURSOR_EVERY` ago)
+//!   or sent but never answered before a crash are skipped, not resent.
 //! - A line that Kafka permanently refuses (e.g. larger than the broker
 //!   allows) is written to `data_dir/dead-letter.jsonl` with an error log
-//!   before the cursor passes it; it is never silently dropped. Any other
-//!   failure rebuilds the producer and resends from the cursor.
-//!
-//! At-least-once across `kill -9`: lines acknowledged after the last cursor
-//! write (at most `CURSOR_EVERY` ago) are sent again after a restart.
+//!   before the cursor passes it; it is never silently dropped. (The native
+//!   producer sends a large line alone; when Kafka refuses a batch of
+//!   several lines, batches shrink until the refused line is alone.) Any
+//!   other failure rebuilds the client and resends from the cursor.
 //!
 //! Must never: advance the cursor on a send that was merely queued, or
 //! delete a segment before the cursor past it is durable.
@@ -48,6 +54,8 @@ use crate::store::{Store, StoreError};
 
 /// How often the cursor is written and flushed to the store.
 pub const CURSOR_EVERY: Duration = Duration::from_millis(100);
+/// How long smaller batches are kept after Kafka refused a whole batch.
+const BATCH_RESTORE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -445,10 +453,16 @@ impl Forwarder {
         // batch of several lines, so a refused line ends up alone and is
         // dead-lettered instead of blocking the rest.
         let mut batch_bytes = producer::BATCH_BYTES;
+        let mut shrunk_at: Option<Instant> = None;
         tracing::info!(client = %kafka_rx.borrow().client, brokers = %kafka_rx.borrow().brokers,
             "forwarding to Kafka (acks=all, idempotent)");
         loop {
             let kafka = kafka_rx.borrow_and_update().clone();
+            if shrunk_at.is_some_and(|t| t.elapsed() >= BATCH_RESTORE) {
+                shrunk_at = None;
+                batch_bytes = producer::BATCH_BYTES;
+                tracing::info!(batch_bytes, "back to full-size batches");
+            }
             match self.session(&kafka, &mut kafka_rx, &finish, batch_bytes)? {
                 SessionEnd::Done => return Ok(()),
                 SessionEnd::Reconfigure => {
@@ -478,7 +492,14 @@ impl Forwarder {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 SessionEnd::SmallerBatches(why) => {
-                    batch_bytes = (batch_bytes / 4).max(1024);
+                    // Down to 0: every line alone, so a refused one is
+                    // dead-lettered by itself and the rest go through.
+                    batch_bytes = if batch_bytes > 4096 {
+                        batch_bytes / 4
+                    } else {
+                        0
+                    };
+                    shrunk_at = Some(Instant::now());
                     tracing::warn!(error = %why, batch_bytes,
                         "Kafka refused a whole batch; resending from the spool cursor in smaller batches");
                 }

@@ -186,7 +186,8 @@ struct Versions {
     produce: i16,
     metadata: i16,
     init_producer_id: i16,
-    create_topics: i16,
+    /// None: the broker does not take CreateTopics at a version we speak.
+    create_topics: Option<i16>,
 }
 
 struct PartitionState {
@@ -566,7 +567,7 @@ impl NativeProducer {
                 produce: 3,
                 metadata: 1,
                 init_producer_id: 0,
-                create_topics: 0,
+                create_topics: None,
             },
             conns: vec![conn],
             by_node: HashMap::new(),
@@ -676,7 +677,7 @@ impl NativeProducer {
             produce: pick(ApiKey::Produce, 3, 8)?,
             metadata: pick(ApiKey::Metadata, 1, 9)?,
             init_producer_id: pick(ApiKey::InitProducerId, 0, 4)?,
-            create_topics: pick(ApiKey::CreateTopics, 2, 5)?,
+            create_topics: pick(ApiKey::CreateTopics, 2, 5).ok(),
         };
         Ok(())
     }
@@ -711,7 +712,12 @@ impl NativeProducer {
                 .with_num_partitions(partitions)
                 .with_replication_factor(1)])
             .with_timeout_ms(5_000);
-        let v = self.versions.create_topics;
+        let Some(v) = self.versions.create_topics else {
+            return Err(ProducerError::Topic {
+                topic: topic.to_string(),
+                error: "the broker does not take CreateTopics v2..v5; create the topic, or set kafka.create_topics: false".into(),
+            });
+        };
         let r: CreateTopicsResponse = self.call(0, ApiKey::CreateTopics, v, &req)?;
         for t in r.topics {
             // TOPIC_ALREADY_EXISTS (36) is what we want too.
@@ -1382,6 +1388,230 @@ mod tests {
             .is_err(),
             "v9 puts tagged fields after the records"
         );
+    }
+
+    /// The native producer against librdkafka's mock broker (a real Kafka
+    /// protocol server in process): many batches over two partitions and
+    /// a line big enough to go alone; every line acknowledged once, then
+    /// read back by rdkafka's consumer with key, value and headers intact.
+    #[test]
+    fn delivers_to_mock_cluster_and_reads_back() {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::{Headers, Message};
+
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        let settings = ProducerSettings {
+            brokers: cluster.bootstrap_servers(),
+            client_id: "test".into(),
+            lz4: true,
+            linger: Duration::from_millis(5),
+            batch_bytes: 64 << 10,
+            allow_auto_create: false,
+        };
+        cluster.create_topic("t1", 2, 1).expect("create topic");
+        let mut p = NativeProducer::connect(settings, "h1").expect("connect");
+        let targets = [
+            p.target("t1", "a", "/a.log").expect("target a"),
+            p.target("t1", "d", "/d.log").expect("target d"),
+        ];
+        assert_ne!(
+            targets[0].partition, targets[1].partition,
+            "sources a and d hash to different partitions of 2"
+        );
+        let big = vec![b'z'; 200 << 10];
+        let mut expected: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+        let mut lines_of = HashMap::new();
+        for frame in 0..40u64 {
+            let who = (frame % 2) as usize;
+            let t = &targets[who];
+            for i in 0..300u64 {
+                let line = if frame == 7 && i == 5 {
+                    big.clone()
+                } else {
+                    format!("frame {frame} line {i}").into_bytes()
+                };
+                let offset = frame * 1_000_000 + i;
+                p.append(t, frame, offset, &line).expect("append");
+                expected.push((who, offset, line));
+                *lines_of.entry(frame).or_insert(0u32) += 1;
+            }
+            p.poll(Duration::ZERO, false).expect("poll");
+        }
+        let mut acked: HashMap<u64, u32> = HashMap::new();
+        let mut last_offset: HashMap<i32, i64> = HashMap::new();
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked.values().sum::<u32>() < expected.len() as u32 {
+            assert!(Instant::now() < deadline, "acks missing: {acked:?}");
+            p.poll(Duration::from_millis(10), true).expect("poll");
+            p.take_events(&mut events);
+            for e in events.drain(..) {
+                let Event::Acked {
+                    frame,
+                    lines,
+                    partition,
+                    last_offset: Some(o),
+                } = e
+                else {
+                    panic!("unexpected event {e:?}");
+                };
+                *acked.entry(frame).or_default() += lines;
+                let prev = last_offset.insert(partition, o).unwrap_or(-1);
+                assert!(o > prev, "offsets go up in a partition: {prev} then {o}");
+            }
+        }
+        assert_eq!(
+            acked, lines_of,
+            "every line of every frame acknowledged once"
+        );
+        assert!(!p.in_flight());
+        drop(p);
+
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "readback")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for part in 0..2 {
+            tpl.add_partition_offset("t1", part, rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut got: HashMap<usize, Vec<(u64, Vec<u8>)>> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got.values().map(Vec::len).sum::<usize>() < expected.len() {
+            assert!(
+                Instant::now() < deadline,
+                "consumed {}",
+                got.values().map(Vec::len).sum::<usize>()
+            );
+            let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = m.expect("message");
+            let key = m.key().expect("key");
+            let who = if key == b"a" { 0 } else { 1 };
+            assert_eq!(m.partition(), targets[who].partition);
+            let h = m.headers().expect("headers");
+            let header = |k: &str| {
+                h.iter()
+                    .find(|x| x.key == k)
+                    .and_then(|x| x.value)
+                    .map(|v| v.to_vec())
+            };
+            assert_eq!(header("source"), Some(key.to_vec()));
+            assert_eq!(header("host"), Some(b"h1".to_vec()));
+            let path = if who == 0 { "/a.log" } else { "/d.log" };
+            assert_eq!(header("path"), Some(path.as_bytes().to_vec()));
+            let offset: u64 = String::from_utf8(header("offset").expect("offset header"))
+                .expect("utf8")
+                .parse()
+                .expect("number");
+            got.entry(who)
+                .or_default()
+                .push((offset, m.payload().unwrap_or_default().to_vec()));
+        }
+        for who in 0..2 {
+            let want: Vec<(u64, Vec<u8>)> = expected
+                .iter()
+                .filter(|e| e.0 == who)
+                .map(|e| (e.1, e.2.clone()))
+                .collect();
+            assert_eq!(got[&who], want, "source {who}: every line once, in order");
+        }
+    }
+
+    /// Kafka's answers other than success: a lone line refused for good
+    /// becomes an `Event::Refused` carrying the line; a refused batch of
+    /// several lines, or any other error, ends the session with `Err`
+    /// and acknowledges nothing.
+    #[test]
+    fn refusals_and_errors_from_mock_cluster() {
+        use rdkafka::types::RDKafkaApiKey;
+        use rdkafka::types::RDKafkaRespErr;
+
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t1", 1, 1).expect("create topic");
+        let connect = || {
+            let settings = ProducerSettings {
+                brokers: cluster.bootstrap_servers(),
+                client_id: "test".into(),
+                lz4: false,
+                linger: Duration::from_millis(5),
+                batch_bytes: 64 << 10,
+                allow_auto_create: false,
+            };
+            let mut p = NativeProducer::connect(settings, "h1").expect("connect");
+            let t = p.target("t1", "a", "/a.log").expect("target");
+            (p, t)
+        };
+        let drain = |p: &mut NativeProducer| -> (Result<(), ProducerError>, Vec<Event>) {
+            let mut events = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let r = loop {
+                let r = p.poll(Duration::from_millis(10), true);
+                p.take_events(&mut events);
+                if r.is_err() || !p.in_flight() || Instant::now() > deadline {
+                    break r;
+                }
+            };
+            (r, events)
+        };
+
+        // A lone line refused as too large.
+        let (mut p, t) = connect();
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        let big = vec![b'q'; 100 << 10];
+        p.append(&t, 9, 4242, &big).expect("append");
+        let (r, events) = drain(&mut p);
+        r.expect("a refused lone line does not end the session");
+        match &events[..] {
+            [Event::Refused {
+                frame: 9,
+                line,
+                error,
+            }] => {
+                assert_eq!(line.offset, 4242);
+                assert_eq!(line.value, big);
+                assert_eq!((line.source.as_str(), line.path.as_str()), ("a", "/a.log"));
+                assert!(error.contains("10"), "{error}");
+            }
+            other => panic!("want one refusal, got {other:?}"),
+        }
+        drop(p);
+
+        // A batch of several lines refused: the session ends.
+        let (mut p, t) = connect();
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        for i in 0..10 {
+            p.append(&t, 1, i * 10, b"small line").expect("append");
+        }
+        let (r, events) = drain(&mut p);
+        assert!(
+            matches!(r, Err(ProducerError::BatchRefused { lines: 10, .. })),
+            "{r:?}"
+        );
+        assert!(events.is_empty(), "nothing acknowledged: {events:?}");
+        drop(p);
+
+        // Any other error ends the session too.
+        let (mut p, t) = connect();
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION],
+        );
+        p.append(&t, 1, 0, b"line").expect("append");
+        let (r, events) = drain(&mut p);
+        assert!(matches!(r, Err(ProducerError::Refused { .. })), "{r:?}");
+        assert!(events.is_empty(), "nothing acknowledged: {events:?}");
     }
 
     #[test]
