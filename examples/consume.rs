@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("bootstrap.servers", brokers)
         .set("group.id", "logcatch-example")
         .set("enable.auto.commit", "false")
+        .set("fetch.queue.backoff.ms", "10")
         .create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();

@@ -206,7 +206,10 @@ pub fn read_back(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_uncommitted")
-        .set("fetch.wait.max.ms", "50");
+        .set("fetch.wait.max.ms", "50")
+        // Not the default 1 s pause after a fetch that filled the queue
+        // (one fetch of lz4 batches does): the read-back holds up sending.
+        .set("fetch.queue.backoff.ms", "10");
     for k in [
         "acks",
         "enable.idempotence",

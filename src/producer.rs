@@ -320,14 +320,20 @@ fn finish_batch(
     if lz4 {
         let mut out = Vec::with_capacity(BATCH_HEADER + buf.len() / 2 + 64);
         out.resize(BATCH_HEADER, 0);
-        let info = lz4_flex::frame::FrameInfo::new()
-            .block_mode(lz4_flex::frame::BlockMode::Independent)
-            .block_size(lz4_flex::frame::BlockSize::Max64KB);
-        let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, out);
-        let compressed = enc
-            .write_all(&buf[BATCH_HEADER..])
-            .map_err(lz4_flex::frame::Error::from)
-            .and_then(|()| enc.finish());
+        // The LZ4 frame format Kafka expects, with liblz4's fast
+        // compressor (level 0) and independent 64 KiB blocks, as librdkafka
+        // writes it.
+        let compressed = lz4::EncoderBuilder::new()
+            .level(0)
+            .block_size(lz4::BlockSize::Max64KB)
+            .block_mode(lz4::BlockMode::Independent)
+            .checksum(lz4::ContentChecksum::NoChecksum)
+            .build(out)
+            .and_then(|mut enc| {
+                enc.write_all(&buf[BATCH_HEADER..])?;
+                let (out, r) = enc.finish();
+                r.map(|()| out)
+            });
         buf = compressed.map_err(|e| ProducerError::Protocol {
             addr: String::new(),
             detail: format!("lz4 compression failed: {e}"),
@@ -1290,7 +1296,7 @@ mod tests {
                 assert_eq!(c == kafka_protocol::records::Compression::Lz4, lz4);
                 let mut out = Vec::new();
                 if lz4 {
-                    lz4_flex::frame::FrameDecoder::new(&b[..]).read_to_end(&mut out)?;
+                    lz4::Decoder::new(&b[..])?.read_to_end(&mut out)?;
                 } else {
                     out.extend_from_slice(b);
                 }

@@ -663,6 +663,8 @@ pub fn consume_inner_quiet(
         .set("auto.offset.reset", "earliest")
         .set("allow.auto.create.topics", "false")
         .set("fetch.wait.max.ms", "100")
+        // Not the default 1 s pause after a fetch that filled the queue.
+        .set("fetch.queue.backoff.ms", "10")
         .set("reconnect.backoff.max.ms", "1000")
         .set("log_level", "3")
         .create()
