@@ -1,12 +1,14 @@
 //! Criterion benches for the hot pieces: line splitting, spool framing,
 //! spool append and read (with and without fsync), offset commits to sled,
-//! and producing to a `MockCluster`. Run: `cargo bench --bench hot_paths`.
+//! and producing to a `MockCluster` with rdkafka and with logcatch's native
+//! producer. Run: `cargo bench --bench hot_paths`.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use logcatch::config::{FsyncPolicy, LongLines, SpoolConfig};
 use logcatch::lines::{LineBatch, LineSplitter};
+use logcatch::producer::{Event, NativeProducer, ProducerSettings};
 use logcatch::spool::{encode_frame, ReadOutcome, Spool, SpoolBatch, WriterMsg};
 use logcatch::store::{FileIdentity, SourceRecord, Store};
 use rdkafka::config::ClientConfig;
@@ -209,6 +211,48 @@ fn produce_mock(c: &mut Criterion) {
                 producer.poll(Duration::ZERO);
             }
             producer.flush(Duration::from_secs(30)).ok()
+        })
+    });
+    // The same lines through logcatch's native producer (the default
+    // client), with all four headers, until every line is acknowledged.
+    let settings = ProducerSettings {
+        brokers: cluster.bootstrap_servers(),
+        client_id: "bench".into(),
+        lz4: true,
+        linger: Duration::from_millis(5),
+        batch_bytes: logcatch::producer::BATCH_BYTES,
+        allow_auto_create: true,
+    };
+    let Ok(mut native) = NativeProducer::connect(settings, "bench-host") else {
+        g.finish();
+        return;
+    };
+    let Ok(target) = native.target("bench", "bench", "/var/log/bench.log") else {
+        g.finish();
+        return;
+    };
+    let mut events = Vec::new();
+    let mut frame = 0u64;
+    g.bench_function("20k lines to MockCluster, native producer, acks=all", |b| {
+        b.iter(|| {
+            frame += 1;
+            for i in 0..n {
+                if native.append(&target, frame, i * 147, &line[..]).is_err() {
+                    return;
+                }
+            }
+            let mut acked = 0u64;
+            while acked < n {
+                if native.poll(Duration::from_millis(1), true).is_err() {
+                    return;
+                }
+                native.take_events(&mut events);
+                for e in events.drain(..) {
+                    if let Event::Acked { lines, .. } = e {
+                        acked += lines as u64;
+                    }
+                }
+            }
         })
     });
     g.finish();
