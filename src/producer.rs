@@ -515,6 +515,38 @@ fn encode_request<R: Encodable>(
     Ok(())
 }
 
+/// The body of an answer read from `addr`, after checking that its header
+/// answers request `correlation`.
+fn answer_body(
+    addr: &str,
+    r: std::io::Result<Bytes>,
+    api: ApiKey,
+    version: i16,
+    correlation: i32,
+) -> Result<Bytes, ProducerError> {
+    let mut buf = r.map_err(|source| ProducerError::Io {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let header =
+        ResponseHeader::decode(&mut buf, api.response_header_version(version)).map_err(|e| {
+            ProducerError::Protocol {
+                addr: addr.to_string(),
+                detail: format!("{api:?} response header: {e}"),
+            }
+        })?;
+    if header.correlation_id != correlation {
+        return Err(ProducerError::Protocol {
+            addr: addr.to_string(),
+            detail: format!(
+                "answer {} arrived where {correlation} was due",
+                header.correlation_id
+            ),
+        });
+    }
+    Ok(buf)
+}
+
 /// One response frame, without its size prefix.
 fn read_response(s: &mut TcpStream) -> std::io::Result<Bytes> {
     let mut size = [0u8; 4];
@@ -620,23 +652,12 @@ impl NativeProducer {
                 self.answer(from, r)?;
                 continue;
             }
-            let addr = self.conns[from].addr.clone();
-            let mut buf = r.map_err(|source| ProducerError::Io {
-                addr: addr.clone(),
-                source,
-            })?;
+            let addr = &self.conns[from].addr;
+            let mut buf = answer_body(addr, r, api, version, correlation)?;
             let proto = |detail: String| ProducerError::Protocol {
                 addr: addr.clone(),
                 detail,
             };
-            let header = ResponseHeader::decode(&mut buf, api.response_header_version(version))
-                .map_err(|e| proto(format!("{api:?} response header: {e}")))?;
-            if header.correlation_id != correlation {
-                return Err(proto(format!(
-                    "answer {} to request {correlation}",
-                    header.correlation_id
-                )));
-            }
             return S::decode(&mut buf, version)
                 .map_err(|e| proto(format!("{api:?} v{version}: {e}")));
         }
@@ -1101,25 +1122,19 @@ impl NativeProducer {
     /// Takes in one answer from connection `from`.
     fn answer(&mut self, from: usize, r: std::io::Result<Bytes>) -> Result<(), ProducerError> {
         let addr = self.conns[from].addr.clone();
-        let mut buf = r.map_err(|source| ProducerError::Io {
-            addr: addr.clone(),
-            source,
-        })?;
         let proto = |detail: String| ProducerError::Protocol {
             addr: addr.clone(),
             detail,
         };
         let Some(f) = self.conns[from].in_flight.pop_front() else {
+            // Also when the connection failed with nothing in flight.
+            r.map_err(|source| ProducerError::Io {
+                addr: addr.clone(),
+                source,
+            })?;
             return Err(proto("an answer arrived for no request".into()));
         };
-        let header = ResponseHeader::decode(&mut buf, f.api.response_header_version(f.version))
-            .map_err(|e| proto(format!("response header: {e}")))?;
-        if header.correlation_id != f.correlation {
-            return Err(proto(format!(
-                "answer {} arrived where {} was due",
-                header.correlation_id, f.correlation
-            )));
-        }
+        let mut buf = answer_body(&addr, r, f.api, f.version, f.correlation)?;
         let Pending::Produce {
             topic,
             partition,
