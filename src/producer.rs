@@ -245,6 +245,9 @@ struct Connection {
     waiting: VecDeque<Sealed>,
     /// Request bytes, reused.
     out: BytesMut,
+    /// The broker closed it while nothing was asked (Kafka closes idle
+    /// connections after `connections.max.idle.ms`): reopened when needed.
+    closed: bool,
 }
 
 impl Drop for Connection {
@@ -435,6 +438,7 @@ impl Connection {
             in_flight: VecDeque::new(),
             waiting: VecDeque::new(),
             out: BytesMut::with_capacity(64 << 10),
+            closed: false,
         })
     }
 
@@ -632,6 +636,7 @@ impl NativeProducer {
         version: i16,
         body: &R,
     ) -> Result<S, ProducerError> {
+        self.reopen_if_closed(c)?;
         let correlation = self.correlation();
         let client_id = self.settings.client_id.clone();
         self.conns[c].write_request(api, version, correlation, &client_id, body, None)?;
@@ -822,8 +827,18 @@ impl NativeProducer {
         Ok(())
     }
 
+    /// Replaces connection `c` if the broker closed it while idle.
+    fn reopen_if_closed(&mut self, c: usize) -> Result<(), ProducerError> {
+        if self.conns[c].closed {
+            let addr = self.conns[c].addr.clone();
+            self.conns[c] = Connection::open(&addr, c, &self.responses_tx)?;
+        }
+        Ok(())
+    }
+
     fn connection_for(&mut self, node: i32) -> Result<usize, ProducerError> {
         if let Some(&i) = self.by_node.get(&node) {
+            self.reopen_if_closed(i)?;
             return Ok(i);
         }
         let addr = self
@@ -1127,7 +1142,12 @@ impl NativeProducer {
             detail,
         };
         let Some(f) = self.conns[from].in_flight.pop_front() else {
-            // Also when the connection failed with nothing in flight.
+            if r.is_err() && self.conns[from].waiting.is_empty() {
+                // Closed while idle: nothing was lost; reopen on next use.
+                tracing::debug!(broker = %addr, "idle Kafka connection closed by the broker");
+                self.conns[from].closed = true;
+                return Ok(());
+            }
             r.map_err(|source| ProducerError::Io {
                 addr: addr.clone(),
                 source,
@@ -1633,6 +1653,49 @@ mod tests {
         let (r, events) = drain(&mut p);
         assert!(matches!(r, Err(ProducerError::Refused { .. })), "{r:?}");
         assert!(events.is_empty(), "nothing acknowledged: {events:?}");
+    }
+
+    /// A connection the broker closes while nothing is asked (as Kafka does
+    /// after `connections.max.idle.ms`) is reopened on the next send, not
+    /// treated as a failure; one closed with a request in flight is.
+    #[test]
+    fn idle_connection_closed_by_broker_is_reopened() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t1", 1, 1).expect("create topic");
+        let settings = ProducerSettings {
+            brokers: cluster.bootstrap_servers(),
+            client_id: "test".into(),
+            lz4: false,
+            linger: Duration::from_millis(1),
+            batch_bytes: 64 << 10,
+            allow_auto_create: false,
+        };
+        let mut p = NativeProducer::connect(settings, "h1").expect("connect");
+        let t = p.target("t1", "a", "/a.log").expect("target");
+        let mut events = Vec::new();
+        let mut send_and_wait = |p: &mut NativeProducer, frame: u64| {
+            p.append(&t, frame, frame, b"line").expect("append");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while p.in_flight() {
+                assert!(Instant::now() < deadline, "no answer");
+                p.poll(Duration::from_millis(10), true).expect("poll");
+            }
+            p.take_events(&mut events);
+            assert!(
+                matches!(events.pop(), Some(Event::Acked { frame: f, lines: 1, .. }) if f == frame),
+                "frame {frame} acknowledged"
+            );
+        };
+        send_and_wait(&mut p, 1);
+        cluster.broker_down(1).expect("down");
+        // Both connections are idle: their closing is no failure.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            p.poll(Duration::from_millis(10), false)
+                .expect("an idle connection closing is not an error");
+        }
+        cluster.broker_up(1).expect("up");
+        send_and_wait(&mut p, 2);
     }
 
     #[test]
