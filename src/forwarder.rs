@@ -675,17 +675,22 @@ impl Forwarder {
                         };
                         let lines = b.iter_lines().skip(done as usize);
                         let sent = match &mut client {
-                            Client::Native(p) => send_native(p, id, b, lines, &mut in_kafka),
+                            Client::Native(p) => {
+                                match send_native(p, id, b, lines, &mut in_kafka) {
+                                    Ok(n) => n,
+                                    Err(e) => {
+                                        return self.end_native(e, &delivery, &mut client);
+                                    }
+                                }
+                            }
                             Client::Librdkafka(p) => {
-                                send_librdkafka(p, id, b, &self.host, lines, &mut in_kafka)
+                                match send_librdkafka(p, id, b, &self.host, lines, &mut in_kafka) {
+                                    Ok(n) => n,
+                                    Err(why) => return Ok(end_after_failure(&mut client, why)),
+                                }
                             }
                         };
-                        match sent {
-                            Ok(n) => {
-                                self.stats.sent.fetch_add(n, Ordering::Relaxed);
-                            }
-                            Err(why) => return Ok(end_after_failure(&mut client, why)),
-                        }
+                        self.stats.sent.fetch_add(sent, Ordering::Relaxed);
                     }
                     ReadOutcome::Idle => idle = true,
                     ReadOutcome::Closed => {
@@ -695,7 +700,7 @@ impl Forwarder {
                     }
                 }
             }
-            let polled = match &mut client {
+            match &mut client {
                 Client::Native(p) => {
                     // Not reading: wait for answers here instead of sleeping.
                     let wait = if reading && !past_deadline {
@@ -706,35 +711,15 @@ impl Forwarder {
                     let r = p.poll(wait, idle);
                     p.take_events(&mut events);
                     delivery.apply(&mut events);
-                    r.map_err(|e| {
-                        if matches!(e, ProducerError::Io { .. } | ProducerError::Connect { .. }) {
-                            self.stats.broker_state.store(2, Ordering::Relaxed);
-                        }
-                        e
-                    })
+                    if let Err(e) = r {
+                        return self.end_native(e, &delivery, &mut client);
+                    }
                 }
                 Client::Librdkafka(p) => {
                     if !reading || past_deadline {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                     p.poll(Duration::ZERO);
-                    Ok(())
-                }
-            };
-            if let Err(e) = polled {
-                self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
-                delivery.tracker().failed = Some(e.to_string());
-                if let ProducerError::BatchRefused { .. } = e {
-                    // Progress first (acks that came before), then smaller
-                    // batches.
-                    let (cursor, ledger) = {
-                        let mut t = delivery.tracker();
-                        let c = t.advance();
-                        t.dirty = false;
-                        (c, t.ledger_snapshot())
-                    };
-                    self.persist(cursor.as_ref(), &ledger)?;
-                    return Ok(SessionEnd::SmallerBatches(e.to_string()));
                 }
             }
 
@@ -792,6 +777,39 @@ impl Forwarder {
                 return Ok(SessionEnd::Done);
             }
         }
+    }
+
+    /// Ends a session whose native producer failed: what was acknowledged
+    /// before is made durable first, then the next session resends the rest
+    /// (in smaller batches if Kafka refused a whole batch).
+    fn end_native(
+        &self,
+        e: ProducerError,
+        delivery: &Delivery,
+        client: &mut Client,
+    ) -> Result<SessionEnd, ForwardError> {
+        self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(e, ProducerError::Io { .. } | ProducerError::Connect { .. }) {
+            self.stats.broker_state.store(2, Ordering::Relaxed);
+        }
+        if let Client::Native(p) = client {
+            // Answers taken in before the failure still count.
+            let mut events = Vec::new();
+            p.take_events(&mut events);
+            delivery.apply(&mut events);
+        }
+        let (cursor, ledger) = {
+            let mut t = delivery.tracker();
+            let c = t.advance();
+            t.dirty = false;
+            (c, t.ledger_snapshot())
+        };
+        self.persist(cursor.as_ref(), &ledger)?;
+        client.abandon();
+        Ok(match e {
+            ProducerError::BatchRefused { .. } => SessionEnd::SmallerBatches(e.to_string()),
+            e => SessionEnd::Rebuild(e.to_string()),
+        })
     }
 
     fn persist(
@@ -884,17 +902,14 @@ fn send_native<'a>(
     b: &SpoolBatch,
     lines: impl Iterator<Item = (u64, &'a [u8])>,
     in_kafka: &mut dyn FnMut(u64) -> bool,
-) -> Result<u64, String> {
-    let target = p
-        .target(&b.topic, &b.source, &b.path)
-        .map_err(|e| e.to_string())?;
+) -> Result<u64, ProducerError> {
+    let target = p.target(&b.topic, &b.source, &b.path)?;
     let mut sent = 0;
     for (offset, line) in lines {
         if in_kafka(offset) {
             continue;
         }
-        p.append(&target, id, offset, line)
-            .map_err(|e| e.to_string())?;
+        p.append(&target, id, offset, line)?;
         sent += 1;
     }
     Ok(sent)
