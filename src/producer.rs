@@ -1265,6 +1265,21 @@ mod tests {
         assert_eq!(varint_len(i64::MAX), 10);
     }
 
+    /// Settings for a producer against a `MockCluster`, with small batches.
+    fn mock_settings(
+        cluster: &rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+        lz4: bool,
+    ) -> ProducerSettings {
+        ProducerSettings {
+            brokers: cluster.bootstrap_servers(),
+            client_id: "test".into(),
+            lz4,
+            linger: Duration::from_millis(5),
+            batch_bytes: 64 << 10,
+            allow_auto_create: false,
+        }
+    }
+
     fn target() -> FrameTarget {
         let mut headers_before = Vec::new();
         put_header(&mut headers_before, "source", b"app");
@@ -1441,16 +1456,8 @@ mod tests {
         use rdkafka::message::{Headers, Message};
 
         let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
-        let settings = ProducerSettings {
-            brokers: cluster.bootstrap_servers(),
-            client_id: "test".into(),
-            lz4: true,
-            linger: Duration::from_millis(5),
-            batch_bytes: 64 << 10,
-            allow_auto_create: false,
-        };
         cluster.create_topic("t1", 2, 1).expect("create topic");
-        let mut p = NativeProducer::connect(settings, "h1").expect("connect");
+        let mut p = NativeProducer::connect(mock_settings(&cluster, true), "h1").expect("connect");
         let targets = [
             p.target("t1", "a", "/a.log").expect("target a"),
             p.target("t1", "d", "/d.log").expect("target d"),
@@ -1576,15 +1583,8 @@ mod tests {
         let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("t1", 1, 1).expect("create topic");
         let connect = || {
-            let settings = ProducerSettings {
-                brokers: cluster.bootstrap_servers(),
-                client_id: "test".into(),
-                lz4: false,
-                linger: Duration::from_millis(5),
-                batch_bytes: 64 << 10,
-                allow_auto_create: false,
-            };
-            let mut p = NativeProducer::connect(settings, "h1").expect("connect");
+            let mut p =
+                NativeProducer::connect(mock_settings(&cluster, false), "h1").expect("connect");
             let t = p.target("t1", "a", "/a.log").expect("target");
             (p, t)
         };
@@ -1657,20 +1657,12 @@ mod tests {
 
     /// A connection the broker closes while nothing is asked (as Kafka does
     /// after `connections.max.idle.ms`) is reopened on the next send, not
-    /// treated as a failure; one closed with a request in flight is.
+    /// treated as a failure.
     #[test]
     fn idle_connection_closed_by_broker_is_reopened() {
         let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("t1", 1, 1).expect("create topic");
-        let settings = ProducerSettings {
-            brokers: cluster.bootstrap_servers(),
-            client_id: "test".into(),
-            lz4: false,
-            linger: Duration::from_millis(1),
-            batch_bytes: 64 << 10,
-            allow_auto_create: false,
-        };
-        let mut p = NativeProducer::connect(settings, "h1").expect("connect");
+        let mut p = NativeProducer::connect(mock_settings(&cluster, false), "h1").expect("connect");
         let t = p.target("t1", "a", "/a.log").expect("target");
         let mut events = Vec::new();
         let mut send_and_wait = |p: &mut NativeProducer, frame: u64| {
