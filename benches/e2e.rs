@@ -2,8 +2,11 @@
 //! broker, with the durable defaults (fsync per group commit, acks=all,
 //! idempotence).
 //!
-//! `cargo bench --bench e2e -- [--lines N] [--line-bytes B] [--many-files]
-//!  [--compression none|lz4] [--json PATH]`
+//! `cargo bench --bench e2e -- [--lines N[,N...]] [--runs R] [--line-bytes B]
+//!  [--many-files] [--compression none|lz4] [--json PATH] [--perf PATH]`
+//!
+//! `scripts/bench-e2e.sh` runs the whole set: W1 at 0.5 M, 2 M and 8 M lines,
+//! three runs each, then the many-files workload.
 //!
 //! W1 ("catch-up"): one file of N unique lines is written first; the
 //! collector starts, reads it from the beginning and delivers it while a
@@ -12,7 +15,16 @@
 //! peak RSS (VmHWM), and the ratio to what a plain rdkafka producer gets
 //! through the same broker (the ceiling, measured in the same run). Both
 //! are also timed to the broker's last acknowledgement ("accepted"), which
-//! leaves out how fast the broker serves the counting consumer.
+//! leaves out how fast the broker serves the counting consumer. Each W1 run
+//! gets a broker of its own (tansu keeps topics in memory). With several
+//! sizes, a table at the end shows how CPU per line and RSS grow, and the
+//! marginal cost: CPU-seconds per further million lines between the
+//! smallest and the largest size, which leaves out the one-off start-up.
+//!
+//! `--perf PATH` records the daemon with `perf record -e cpu-clock
+//! --call-graph dwarf` during each W1 run (PATH, or PATH-LINES-RUN with
+//! several runs); read it with `perf report -i PATH --no-children --sort
+//! comm,dso,sym`.
 //!
 //! Many files (`--many-files`): 1,000 files tailed, 10 of them written at
 //! 1,000 lines/s in total; printed: idle and active CPU (% of one core),
@@ -32,21 +44,27 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 struct Args {
-    lines: u64,
+    /// W1 sizes, each run `runs` times.
+    sizes: Vec<u64>,
+    runs: u32,
     line_bytes: usize,
     many_files: bool,
     json: PathBuf,
     /// Kafka compression for both logcatch and the plain producer.
     compression: String,
+    /// Record the daemon with `perf` during W1 into this file.
+    perf: Option<PathBuf>,
 }
 
 fn args() -> Args {
     let mut a = Args {
-        lines: 2_000_000,
+        sizes: vec![2_000_000],
+        runs: 1,
         line_bytes: 146,
         many_files: false,
         json: PathBuf::from("target/bench-e2e.json"),
         compression: "lz4".into(),
+        perf: None,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -54,7 +72,18 @@ fn args() -> Args {
         match v[i].as_str() {
             "--lines" => {
                 i += 1;
-                a.lines = v[i].replace('_', "").parse().expect("--lines N");
+                a.sizes = v[i]
+                    .split(',')
+                    .map(|n| n.replace('_', "").parse().expect("--lines N[,N...]"))
+                    .collect();
+            }
+            "--runs" => {
+                i += 1;
+                a.runs = v[i].parse::<u32>().expect("--runs R").max(1);
+            }
+            "--perf" => {
+                i += 1;
+                a.perf = Some(PathBuf::from(&v[i]));
             }
             "--line-bytes" => {
                 i += 1;
@@ -186,11 +215,42 @@ fn start_daemon(dir: &Path, config: &str) -> Child {
 }
 
 fn stop(child: &mut Child) {
+    stop_with(child, "-TERM");
+}
+
+fn stop_with(child: &mut Child, signal: &str) {
     let _ = Command::new("kill")
-        .arg("-TERM")
+        .arg(signal)
         .arg(child.id().to_string())
         .status();
     let _ = child.wait();
+}
+
+/// `perf record` of process `pid` into `out`, until sent SIGINT.
+fn perf_record(pid: u32, out: &Path) -> Child {
+    let child = Command::new("perf")
+        .args([
+            "record",
+            "-F",
+            "999",
+            "-e",
+            "cpu-clock",
+            "--call-graph",
+            "dwarf,16384",
+        ])
+        .arg("-p")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perf (Debian's linux-perf) is needed for --perf");
+    eprintln!(
+        "recording logcatch (pid {pid}) with perf into {}",
+        out.display()
+    );
+    child
 }
 
 /// Plain rdkafka producer, same durability settings: the broker's ceiling.
@@ -262,7 +322,14 @@ fn acked_at(config: &Path, n: u64, timeout: Duration) -> Option<Instant> {
     None
 }
 
-fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
+/// One W1 run of `lines` lines; `perf`: record the daemon into this file.
+fn w1(
+    broker: &common::Broker,
+    a: &Args,
+    lines: u64,
+    perf: Option<&Path>,
+    tck: f64,
+) -> serde_json::Value {
     let addr = broker.addr();
     let dir = tempfile::Builder::new()
         .prefix("bench-w1-")
@@ -274,17 +341,17 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
             1 << 20,
             std::fs::File::create(&file).expect("w1.log"),
         );
-        for i in 0..a.lines {
+        for i in 0..lines {
             f.write_all(&line_text(i, a.line_bytes)).expect("write");
         }
         f.flush().expect("flush");
     }
-    let mb = (a.lines * (a.line_bytes as u64 + 1)) as f64 / 1e6;
+    let mb = (lines * (a.line_bytes as u64 + 1)) as f64 / 1e6;
     eprintln!(
         "W1: {} lines of {} bytes ({mb:.0} MB); measuring the plain producer ceiling…",
-        a.lines, a.line_bytes
+        lines, a.line_bytes
     );
-    let (ceiling, ceiling_accepted) = ceiling(&addr, a.lines, a.line_bytes, &a.compression);
+    let (ceiling, ceiling_accepted) = ceiling(&addr, lines, a.line_bytes, &a.compression);
     eprintln!(
         "ceiling: {ceiling:.0} lines/s consumed, {ceiling_accepted:.0} lines/s accepted; starting logcatch"
     );
@@ -297,9 +364,9 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
     );
     let start = Instant::now();
     let mut daemon = start_daemon(dir.path(), &config);
+    let mut recorder = perf.map(|p| perf_record(daemon.id(), p));
     let c = consumer(&addr, "w1");
     let cfg = dir.path().join("config.yaml");
-    let lines = a.lines;
     let (acked, (got, last)) = std::thread::scope(|s| {
         let acked = s.spawn(|| acked_at(&cfg, lines, Duration::from_secs(1800)));
         let counted = count(&c, lines, Duration::from_secs(1800));
@@ -308,21 +375,24 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
     let pid = daemon.id();
     let cpu = cpu_secs(pid, tck);
     let hwm_kib = status_kib(pid, "VmHWM:");
+    if let Some(r) = recorder.as_mut() {
+        stop_with(r, "-INT");
+    }
     stop(&mut daemon);
-    assert_eq!(got, a.lines, "W1: consumed {got} of {}", a.lines);
+    assert_eq!(got, lines, "W1: consumed {got} of {}", lines);
     let secs = (last - start).as_secs_f64();
-    let lps = a.lines as f64 / secs;
-    let accepted = acked.map_or(0.0, |t| a.lines as f64 / (t - start).as_secs_f64());
+    let lps = lines as f64 / secs;
+    let accepted = acked.map_or(0.0, |t| lines as f64 / (t - start).as_secs_f64());
     let r = serde_json::json!({
         "workload": "W1",
-        "lines": a.lines,
+        "lines": lines,
         "line_bytes": a.line_bytes,
         "compression": a.compression,
         "seconds": secs,
         "lines_per_sec": lps,
         "mb_per_sec": mb / secs,
         "cpu_seconds": cpu,
-        "cpu_seconds_per_million_lines": cpu / (a.lines as f64 / 1e6),
+        "cpu_seconds_per_million_lines": cpu / (lines as f64 / 1e6),
         "peak_rss_mib": hwm_kib as f64 / 1024.0,
         "ceiling_lines_per_sec": ceiling,
         "ratio_to_ceiling": lps / ceiling,
@@ -332,11 +402,11 @@ fn w1(broker: &common::Broker, a: &Args, tck: f64) -> serde_json::Value {
     });
     println!(
         "W1 {} lines ({}): {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
-        a.lines, a.compression, lps, mb / secs, cpu / (a.lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
+        lines, a.compression, lps, mb / secs, cpu / (lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
     );
     println!(
         "W1 {} lines ({}): accepted by the broker (all acknowledged) at {:.0} lines/s, {:.2}x the plain producer's {:.0} lines/s",
-        a.lines, a.compression, accepted, accepted / ceiling_accepted, ceiling_accepted
+        lines, a.compression, accepted, accepted / ceiling_accepted, ceiling_accepted
     );
     r
 }
@@ -448,12 +518,86 @@ fn consumer_when_ready(addr: &str, topic: &str) -> BaseConsumer {
     consumer(addr, topic)
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// How W1's cost grows with its size: one row per size (medians of the
+/// runs), then the marginal CPU per further million lines.
+fn print_scaling(results: &[serde_json::Value]) {
+    let mut sizes: Vec<u64> = results.iter().filter_map(|r| r["lines"].as_u64()).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.len() < 2 && results.len() < 2 {
+        return;
+    }
+    let field = |n: u64, k: &str| -> Vec<f64> {
+        results
+            .iter()
+            .filter(|r| r["lines"].as_u64() == Some(n))
+            .filter_map(|r| r[k].as_f64())
+            .collect()
+    };
+    println!();
+    println!("W1 scaling (median of runs; min..max in brackets)");
+    println!(
+        "{:>10} {:>5} {:>24} {:>20} {:>22} {:>22}",
+        "lines", "runs", "lines/s", "x plain producer", "CPU-s per M lines", "peak RSS MiB"
+    );
+    let span = |v: &[f64], prec: usize| -> String {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{:.prec$} [{lo:.prec$}..{hi:.prec$}]", median(v.to_vec()))
+    };
+    for &n in &sizes {
+        let runs = field(n, "lines_per_sec").len();
+        println!(
+            "{n:>10} {runs:>5} {:>24} {:>20} {:>22} {:>22}",
+            span(&field(n, "lines_per_sec"), 0),
+            span(&field(n, "ratio_to_ceiling"), 2),
+            span(&field(n, "cpu_seconds_per_million_lines"), 3),
+            span(&field(n, "peak_rss_mib"), 1),
+        );
+    }
+    if let (Some(&small), Some(&large)) = (sizes.first(), sizes.last()) {
+        if large > small {
+            let cpu_small = median(field(small, "cpu_seconds"));
+            let cpu_large = median(field(large, "cpu_seconds"));
+            println!(
+                "marginal cost from {small} to {large} lines: {:.3} CPU-s per further million lines",
+                (cpu_large - cpu_small) / ((large - small) as f64 / 1e6)
+            );
+        }
+    }
+}
+
 fn main() {
     let a = args();
     let tck = clk_tck();
-    let broker = common::Broker::start();
-    let mut results = vec![w1(&broker, &a, tck)];
+    let mut results = Vec::new();
+    let several = a.sizes.len() > 1 || a.runs > 1;
+    for &lines in &a.sizes {
+        for run in 1..=a.runs {
+            // A broker per run: tansu keeps every topic in memory.
+            let broker = common::Broker::start();
+            let perf = a.perf.as_ref().map(|p| {
+                if several {
+                    PathBuf::from(format!("{}-{lines}-{run}", p.display()))
+                } else {
+                    p.clone()
+                }
+            });
+            results.push(w1(&broker, &a, lines, perf.as_deref(), tck));
+        }
+    }
+    print_scaling(&results);
     if a.many_files {
+        let broker = common::Broker::start();
         results.push(many_files(&broker, tck));
     }
     let out = serde_json::json!({ "results": results });

@@ -89,50 +89,93 @@ fn framing(c: &mut Criterion) {
     g.finish();
 }
 
+/// Frames (spool records) per spool bench iteration.
+const SPOOL_FRAMES: usize = 50;
+
+fn spool_config(fsync: FsyncPolicy) -> SpoolConfig {
+    SpoolConfig {
+        max_bytes: 1 << 30,
+        segment_bytes: 64 << 20,
+        fsync,
+    }
+}
+
+/// Appends `SPOOL_FRAMES` copies of `batch` to a new spool in `dir`, one
+/// group commit each (the worst case for fsync); returns the spool's bytes.
+fn spool_append(dir: &std::path::Path, batch: &SpoolBatch, fsync: FsyncPolicy) -> u64 {
+    let store = Store::open(&dir.join("store")).expect("store");
+    let (spool, _) = Spool::open(&dir.join("spool"), spool_config(fsync)).expect("spool");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let w = spool
+        .spawn_writer(store, rx, 1, CancellationToken::new())
+        .expect("writer");
+    for _ in 0..SPOOL_FRAMES {
+        tx.blocking_send(WriterMsg::Batch(batch.clone())).ok();
+        let (stx, srx) = tokio::sync::oneshot::channel();
+        tx.blocking_send(WriterMsg::Sync(stx)).ok();
+        srx.blocking_recv().ok();
+    }
+    drop(tx);
+    w.join().ok();
+    spool.stats().bytes
+}
+
+/// Reads every frame of the spool in `dir` from its segment files (a fresh
+/// handle keeps no recent frames in memory); returns the lines read.
+fn spool_read(dir: &std::path::Path) -> usize {
+    let (spool, _) =
+        Spool::open(&dir.join("spool"), spool_config(FsyncPolicy::Never)).expect("spool");
+    let mut r = spool.reader(None);
+    let mut n = 0;
+    while let Ok(ReadOutcome::Frame(f)) = r.next(Duration::ZERO) {
+        n += f.batch.lines.len();
+    }
+    n
+}
+
+/// Spool append (with and without fsync) and read, each in records
+/// (frames of 1,700 lines) per second and in bytes per second.
 fn spool_roundtrip(c: &mut Criterion) {
     let batch = batch_of(&text(1_700));
-    let lines_per_run = 50 * batch.lines.len() as u64;
-    let mut g = c.benchmark_group("spool");
-    g.sample_size(10)
-        .throughput(Throughput::Elements(lines_per_run));
-    for fsync in [FsyncPolicy::Never, FsyncPolicy::Batch] {
-        g.bench_function(format!("append+read 50 batches, fsync {fsync:?}"), |b| {
-            b.iter_batched(
-                || tempfile::tempdir().expect("tempdir"),
-                |dir| {
-                    let store = Store::open(&dir.path().join("store")).expect("store");
-                    let cfg = SpoolConfig {
-                        max_bytes: 1 << 30,
-                        segment_bytes: 64 << 20,
-                        fsync,
-                    };
-                    let (spool, _) = Spool::open(&dir.path().join("spool"), cfg).expect("spool");
-                    let (tx, rx) = tokio::sync::mpsc::channel(64);
-                    let w = spool
-                        .spawn_writer(store, rx, 1, CancellationToken::new())
-                        .expect("writer");
-                    for _ in 0..50 {
-                        // One batch per send: a group commit of one, the
-                        // worst case for fsync.
-                        tx.blocking_send(WriterMsg::Batch(batch.clone())).ok();
-                        let (stx, srx) = tokio::sync::oneshot::channel();
-                        tx.blocking_send(WriterMsg::Sync(stx)).ok();
-                        srx.blocking_recv().ok();
-                    }
-                    drop(tx);
-                    w.join().ok();
-                    let mut r = spool.reader(None);
-                    let mut n = 0;
-                    while let Ok(ReadOutcome::Frame(f)) = r.next(Duration::ZERO) {
-                        n += f.batch.lines.len();
-                    }
-                    assert_eq!(n as u64, lines_per_run);
+    let lines = SPOOL_FRAMES * batch.lines.len();
+    let bytes = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        spool_append(dir.path(), &batch, FsyncPolicy::Never)
+    };
+    let written = |fsync| {
+        move || {
+            let dir = tempfile::tempdir().expect("tempdir");
+            spool_append(dir.path(), &batch_of(&text(1_700)), fsync);
+            dir
+        }
+    };
+    for (group, throughput) in [
+        ("spool-records", Throughput::Elements(SPOOL_FRAMES as u64)),
+        ("spool-bytes", Throughput::Bytes(bytes)),
+    ] {
+        let mut g = c.benchmark_group(group);
+        g.sample_size(10).throughput(throughput);
+        for fsync in [FsyncPolicy::Never, FsyncPolicy::Batch] {
+            g.bench_function(
+                format!("append {SPOOL_FRAMES} frames, fsync {fsync:?}"),
+                |b| {
+                    b.iter_batched(
+                        || tempfile::tempdir().expect("tempdir"),
+                        |dir| spool_append(dir.path(), &batch, fsync),
+                        BatchSize::PerIteration,
+                    )
                 },
+            );
+        }
+        g.bench_function(format!("read {SPOOL_FRAMES} frames from segments"), |b| {
+            b.iter_batched(
+                written(FsyncPolicy::Never),
+                |dir| assert_eq!(spool_read(dir.path()), lines),
                 BatchSize::PerIteration,
             )
         });
+        g.finish();
     }
-    g.finish();
 }
 
 fn offset_commits(c: &mut Criterion) {
