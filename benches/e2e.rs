@@ -3,7 +3,8 @@
 //! idempotence).
 //!
 //! `cargo bench --bench e2e -- [--lines N[,N...]] [--runs R] [--line-bytes B]
-//!  [--many-files] [--compression none|lz4] [--json PATH] [--perf PATH]`
+//!  [--many-files] [--compression none|lz4] [--client native|librdkafka]
+//!  [--json PATH] [--perf PATH]`
 //!
 //! `scripts/bench-e2e.sh` runs the whole set: W1 at 0.5 M, 2 M and 8 M lines,
 //! three runs each, then the many-files workload.
@@ -52,6 +53,8 @@ struct Args {
     json: PathBuf,
     /// Kafka compression for both logcatch and the plain producer.
     compression: String,
+    /// logcatch's `kafka.client`.
+    client: String,
     /// Record the daemon with `perf` during W1 into this file.
     perf: Option<PathBuf>,
 }
@@ -64,6 +67,7 @@ fn args() -> Args {
         many_files: false,
         json: PathBuf::from("target/bench-e2e.json"),
         compression: "lz4".into(),
+        client: "native".into(),
         perf: None,
     };
     let v: Vec<String> = std::env::args().collect();
@@ -90,6 +94,10 @@ fn args() -> Args {
                 a.line_bytes = v[i].parse().expect("--line-bytes B");
             }
             "--many-files" => a.many_files = true,
+            "--client" => {
+                i += 1;
+                a.client = v[i].clone();
+            }
             "--compression" => {
                 i += 1;
                 a.compression = v[i].clone();
@@ -357,9 +365,10 @@ fn w1(
     );
 
     let config = format!(
-        "data_dir: {}\nkafka:\n  brokers: {addr}\n  topic: w1\n  compression: {}\nconfigpath:\n  w1: {}\n",
+        "data_dir: {}\nkafka:\n  brokers: {addr}\n  topic: w1\n  compression: {}\n  client: {}\nconfigpath:\n  w1: {}\n",
         dir.path().join("data").display(),
         a.compression,
+        a.client,
         file.display()
     );
     let start = Instant::now();
@@ -388,6 +397,7 @@ fn w1(
         "lines": lines,
         "line_bytes": a.line_bytes,
         "compression": a.compression,
+        "client": a.client,
         "seconds": secs,
         "lines_per_sec": lps,
         "mb_per_sec": mb / secs,
@@ -401,8 +411,8 @@ fn w1(
         "accepted_ratio_to_ceiling": accepted / ceiling_accepted,
     });
     println!(
-        "W1 {} lines ({}): {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
-        lines, a.compression, lps, mb / secs, cpu / (lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
+        "W1 {} lines ({}, {}): {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
+        lines, a.compression, a.client, lps, mb / secs, cpu / (lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
     );
     println!(
         "W1 {} lines ({}): accepted by the broker (all acknowledged) at {:.0} lines/s, {:.2}x the plain producer's {:.0} lines/s",
