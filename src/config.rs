@@ -85,6 +85,8 @@ mod defaults {
     pub const LINGER_MS: u64 = 5;
     pub const CREATE_TOPICS: bool = true;
     pub const TOPIC_PARTITIONS: i32 = 1;
+    /// -1: the broker's `default.replication.factor`.
+    pub const TOPIC_REPLICATION_FACTOR: i16 = -1;
     pub const ACK_TIMEOUT_ON_SHUTDOWN: Duration = Duration::from_secs(10);
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
     pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -138,6 +140,7 @@ struct RawKafka {
     linger_ms: Option<u64>,
     create_topics: Option<bool>,
     topic_partitions: Option<i32>,
+    topic_replication_factor: Option<i16>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     shutdown_ack_timeout: Option<Duration>,
 }
@@ -260,6 +263,8 @@ pub struct KafkaConfig {
     pub linger_ms: u64,
     pub create_topics: bool,
     pub topic_partitions: i32,
+    /// Replicas of a topic logcatch creates; -1 leaves it to the broker.
+    pub topic_replication_factor: i16,
     pub shutdown_ack_timeout: Duration,
     /// Extra librdkafka settings, passed through as given.
     pub properties: BTreeMap<String, String>,
@@ -552,6 +557,15 @@ impl Validator<'_> {
         if topic_partitions < 1 {
             return Err(self.invalid("kafka.topic_partitions", "must be at least 1"));
         }
+        let topic_replication_factor = kafka
+            .topic_replication_factor
+            .unwrap_or(defaults::TOPIC_REPLICATION_FACTOR);
+        if topic_replication_factor < 1 && topic_replication_factor != -1 {
+            return Err(self.invalid(
+                "kafka.topic_replication_factor",
+                "must be at least 1, or -1 for the broker's default",
+            ));
+        }
         let kafka = KafkaConfig {
             brokers,
             topic: topic.clone(),
@@ -560,6 +574,7 @@ impl Validator<'_> {
             linger_ms: kafka.linger_ms.unwrap_or(defaults::LINGER_MS),
             create_topics: kafka.create_topics.unwrap_or(defaults::CREATE_TOPICS),
             topic_partitions,
+            topic_replication_factor,
             shutdown_ack_timeout: kafka
                 .shutdown_ack_timeout
                 .unwrap_or(defaults::ACK_TIMEOUT_ON_SHUTDOWN),
@@ -801,6 +816,19 @@ mod tests {
         );
         let c = parse("kafka:\n  client: librdkafka\n").unwrap();
         assert_eq!(c.kafka.client, KafkaClient::Librdkafka);
+    }
+
+    #[test]
+    fn topic_replication_factor_defaults_to_the_brokers() {
+        let c = parse("configpath:\n  a: /x\n").unwrap();
+        assert_eq!(c.kafka.topic_replication_factor, -1);
+        let c = parse("kafka:\n  topic_replication_factor: 3\n").unwrap();
+        assert_eq!(c.kafka.topic_replication_factor, 3);
+        let e = parse("kafka:\n  topic_replication_factor: 0\n").unwrap_err();
+        assert!(
+            e.to_string().contains("kafka.topic_replication_factor"),
+            "{e}"
+        );
     }
 
     #[test]

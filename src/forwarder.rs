@@ -179,7 +179,16 @@ impl AckTracker {
     }
 
     /// `n` more lines of `frame` are in Kafka, the last at `at`.
+    ///
+    /// Once the session has failed, acks are no longer counted: `done`
+    /// counts a frame's leading lines, which is only exact while its acks
+    /// arrive in order with no line missing (a line whose dead-letter
+    /// write failed is missing). Lines acknowledged but not counted are
+    /// sent again by the next session, whose read-back skips them.
     fn ack_lines(&mut self, frame: u64, n: u32, at: Option<(i32, i64)>) {
+        if self.failed.is_some() {
+            return;
+        }
         if let Some(f) = frame
             .checked_sub(self.base)
             .and_then(|i| self.frames.get_mut(i as usize))
@@ -503,6 +512,11 @@ impl Forwarder {
                     tracing::warn!(error = %why, batch_bytes,
                         "Kafka refused a whole batch; resending from the spool cursor in smaller batches");
                 }
+                SessionEnd::Restart(why) => {
+                    self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(reason = %why,
+                        "restarting the producer session after a dead-lettered line; resending from the spool cursor");
+                }
             }
         }
     }
@@ -579,6 +593,7 @@ impl Forwarder {
             enabled: kafka.create_topics,
             known: BTreeSet::new(),
             partitions: kafka.topic_partitions,
+            replication: kafka.topic_replication_factor,
             runtime: self.runtime.clone(),
         };
         {
@@ -649,14 +664,18 @@ impl Forwarder {
                                 || (finish.is_cancelled()
                                     && deadline.is_none_or(|d| Instant::now() >= d))
                         };
-                        if done < b.lines.len() as u32
-                            && !topics.ensure(&mut client, &config, &b.topic, &give_up)
-                        {
-                            // Shutting down, or new settings, before the
-                            // topic could be made: this frame was not
-                            // pushed, so the cursor stays before it.
-                            reading = false;
-                            continue;
+                        if done < b.lines.len() as u32 {
+                            match topics.ensure(&mut client, &config, &b.topic, &give_up) {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    // Shutting down, or new settings, before
+                                    // the topic could be made: this frame was
+                                    // not pushed, so the cursor stays before it.
+                                    reading = false;
+                                    continue;
+                                }
+                                Err(e) => return self.end_native(e, &delivery, &mut client),
+                            }
                         }
                         let id = delivery.tracker().push(b, frame.at, frame.next, done);
                         // A line Kafka already has (sent before a crash) is
@@ -788,7 +807,9 @@ impl Forwarder {
         delivery: &Delivery,
         client: &mut Client,
     ) -> Result<SessionEnd, ForwardError> {
-        self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
+        if !matches!(e, ProducerError::LineRefused { .. }) {
+            self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
+        }
         if matches!(e, ProducerError::Io { .. } | ProducerError::Connect { .. }) {
             self.stats.broker_state.store(2, Ordering::Relaxed);
         }
@@ -808,6 +829,7 @@ impl Forwarder {
         client.abandon();
         Ok(match e {
             ProducerError::BatchRefused { .. } => SessionEnd::SmallerBatches(e.to_string()),
+            ProducerError::LineRefused { .. } => SessionEnd::Restart(e.to_string()),
             e => SessionEnd::Rebuild(e.to_string()),
         })
     }
@@ -860,6 +882,9 @@ enum SessionEnd {
     Rebuild(String),
     /// Kafka refused a batch of several lines: resend in smaller ones.
     SmallerBatches(String),
+    /// A line sent alone was refused for good and dead-lettered: start a
+    /// new session at once (new producer id, sequence numbers from 0).
+    Restart(String),
 }
 
 /// The Kafka client of one session (see `config::KafkaClient`).
@@ -975,34 +1000,43 @@ struct TopicCreator {
     enabled: bool,
     known: BTreeSet<String>,
     partitions: i32,
+    /// -1: the broker's default.
+    replication: i16,
     runtime: tokio::runtime::Handle,
 }
 
 impl TopicCreator {
     /// Returns false if `give_up` said so first (shutdown past its
-    /// deadline, or new Kafka settings to apply).
+    /// deadline, or new Kafka settings to apply). A CreateTopics refusal is
+    /// retried; any other failure of the native producer (a setup request
+    /// that timed out, or a Produce answer that arrived meanwhile with an
+    /// error) is returned and ends the session: the producer may be out of
+    /// step with the broker.
     fn ensure(
         &mut self,
         client: &mut Client,
         config: &ClientConfig,
         topic: &str,
         give_up: &dyn Fn() -> bool,
-    ) -> bool {
+    ) -> Result<bool, ProducerError> {
         if !self.enabled || self.known.contains(topic) {
-            return true;
+            return Ok(true);
         }
         let mut logged = false;
         loop {
             let outcome = match client {
-                Client::Native(p) => p
-                    .create_topic(topic, self.partitions)
-                    .map_err(|e| e.to_string()),
+                Client::Native(p) => match p.create_topic(topic, self.partitions, self.replication)
+                {
+                    Ok(()) => Ok(()),
+                    Err(e @ ProducerError::Topic { .. }) => Err(e.to_string()),
+                    Err(e) => return Err(e),
+                },
                 Client::Librdkafka(_) => self.create_with_librdkafka(config, topic),
             };
             match outcome {
                 Ok(()) => {
                     self.known.insert(topic.to_string());
-                    return true;
+                    return Ok(true);
                 }
                 Err(e) => {
                     if !logged {
@@ -1010,7 +1044,7 @@ impl TopicCreator {
                         logged = true;
                     }
                     if give_up() {
-                        return false;
+                        return Ok(false);
                     }
                     std::thread::sleep(Duration::from_millis(500));
                 }
@@ -1025,7 +1059,11 @@ impl TopicCreator {
         let Some(admin) = &self.admin else {
             return Err("no admin client".into());
         };
-        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
+        let new = NewTopic::new(
+            topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication.into()),
+        );
         let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
         match self.runtime.block_on(admin.create_topics([&new], &opts)) {
             Ok(results) => match results.into_iter().next() {
@@ -1114,6 +1152,29 @@ mod tests {
             })
         );
         assert_eq!(t.in_flight(), 0);
+    }
+
+    /// A line whose dead-letter write failed is neither in Kafka nor in the
+    /// dead-letter file: acks of the lines after it must not count, or the
+    /// frame's `lines_done` would cover it and the cursor pass it.
+    #[test]
+    fn acks_after_a_failure_do_not_count() {
+        let mut t = AckTracker::default();
+        let a = t.push(&batch(3), pos(1, 0), pos(1, 100), 0);
+        t.ack(a, Some((0, 5)));
+        // Line 2 was refused and its dead-letter write failed.
+        t.failed = Some("cannot write dead-letter file".into());
+        t.ack(a, Some((0, 6)));
+        assert_eq!(
+            t.advance(),
+            Some(SpoolCursor {
+                segment: 1,
+                position: 0,
+                lines_done: 1
+            }),
+            "only the line before the failure is done"
+        );
+        assert_eq!(t.ledger_snapshot().entries["a"]["t"].last_offset, 5);
     }
 
     #[test]

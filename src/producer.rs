@@ -21,9 +21,12 @@
 //!   one connection, at most `MAX_IN_FLIGHT` (5) unanswered per connection,
 //!   the most for which Kafka keeps an idempotent producer's order.
 //! - No retry inside a session: any failure (connection lost, timeout, an
-//!   error the broker may later clear) ends the session with `Err`. The
-//!   forwarder then rebuilds from its cursor, and the delivery ledger's
-//!   read-back skips what Kafka already has, so a resend never duplicates.
+//!   error the broker may later clear, even a line refused for good, whose
+//!   batch's sequence number the broker did not take) ends the session
+//!   with `Err`. The forwarder then rebuilds from its cursor, and the
+//!   delivery ledger's read-back skips what Kafka already has, so a resend
+//!   never duplicates. An `Err` from a setup request (`create_topic`,
+//!   `target`) ends the session too: the connection may be out of step.
 //!
 //! Must never: report a line delivered that no Produce response covered, or
 //! send a partition's batches out of sequence order.
@@ -86,6 +89,17 @@ pub enum ProducerError {
     Timeout { addr: String, secs: u64 },
     #[error("topic {topic}: {error}")]
     Topic { topic: String, error: String },
+    /// A line sent alone was refused for good. Its `Event::Refused` is
+    /// queued first; the session still ends, because the broker did not
+    /// take the batch's sequence number, so every later batch of the
+    /// partition would be out of sequence (the next session starts at 0
+    /// with a new producer id).
+    #[error("Kafka refused a line for {topic}/{partition} for good: {error}")]
+    LineRefused {
+        topic: String,
+        partition: i32,
+        error: String,
+    },
     /// A batch of several lines was refused as too large or invalid; the
     /// next session sends smaller batches (see `Forwarder`).
     #[error("Kafka refused a batch of {lines} lines for {topic}/{partition}: {error}")]
@@ -273,10 +287,22 @@ fn error_name(code: i16) -> String {
     }
 }
 
-/// Kafka's permanent refusals of a batch's content.
+/// Kafka's permanent refusals of a batch's content: MESSAGE_TOO_LARGE,
+/// RECORD_LIST_TOO_LARGE, INVALID_RECORD. Not CORRUPT_MESSAGE: that one
+/// says the encoding is wrong, which would hold for every line, so it ends
+/// the session like any other error and the lines stay in the spool.
 fn is_refusal(code: i16) -> bool {
-    // CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, INVALID_RECORD
-    matches!(code, 2 | 10 | 18 | 87)
+    matches!(code, 10 | 18 | 87)
+}
+
+/// `host:port` for a broker the metadata lists; an IPv6 address goes in
+/// brackets.
+fn broker_addr(host: &str, port: i32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Zigzag varint, as Kafka's records use.
@@ -324,12 +350,14 @@ fn finish_batch(
         let mut out = Vec::with_capacity(BATCH_HEADER + buf.len() / 2 + 64);
         out.resize(BATCH_HEADER, 0);
         // The LZ4 frame format Kafka expects, with liblz4's fast
-        // compressor (level 0) and independent 64 KiB blocks, as librdkafka
+        // compressor (level 0), independent 64 KiB blocks and no checksums
+        // (the batch's crc32c covers the compressed bytes), as librdkafka
         // writes it.
         let compressed = lz4::EncoderBuilder::new()
             .level(0)
             .block_size(lz4::BlockSize::Max64KB)
             .block_mode(lz4::BlockMode::Independent)
+            .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
             .checksum(lz4::ContentChecksum::NoChecksum)
             .build(out)
             .and_then(|mut enc| {
@@ -628,7 +656,10 @@ impl NativeProducer {
     }
 
     /// Sends one request on connection `c` and waits for its answer (setup
-    /// only: nothing else may be in flight there).
+    /// only: nothing else may be in flight there). Answers to Produce
+    /// requests that arrive meanwhile are taken in; if one of them failed,
+    /// that failure is returned, but only after this request's own answer,
+    /// so that connection `c` stays in step.
     fn call<R: Encodable, S: Decodable>(
         &mut self,
         c: usize,
@@ -641,6 +672,7 @@ impl NativeProducer {
         let client_id = self.settings.client_id.clone();
         self.conns[c].write_request(api, version, correlation, &client_id, body, None)?;
         let deadline = Instant::now() + SETUP_TIMEOUT;
+        let mut produce_failure = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let (from, r) = match self.responses.recv_timeout(left) {
@@ -654,11 +686,16 @@ impl NativeProducer {
             };
             if from != c {
                 // An answer to a Produce request on a leader's connection.
-                self.answer(from, r)?;
+                if let Err(e) = self.answer(from, r) {
+                    produce_failure.get_or_insert(e);
+                }
                 continue;
             }
             let addr = &self.conns[from].addr;
             let mut buf = answer_body(addr, r, api, version, correlation)?;
+            if let Some(e) = produce_failure {
+                return Err(e);
+            }
             let proto = |detail: String| ProducerError::Protocol {
                 addr: addr.clone(),
                 detail,
@@ -734,15 +771,20 @@ impl NativeProducer {
         Ok(())
     }
 
-    /// Creates `topic` with `partitions` partitions (replication factor 1)
-    /// unless it exists.
-    pub fn create_topic(&mut self, topic: &str, partitions: i32) -> Result<(), ProducerError> {
+    /// Creates `topic` with `partitions` partitions and `replication`
+    /// replicas (-1: the broker's default) unless it exists.
+    pub fn create_topic(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        replication: i16,
+    ) -> Result<(), ProducerError> {
         use kafka_protocol::messages::create_topics_request::CreatableTopic;
         let req = CreateTopicsRequest::default()
             .with_topics(vec![CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_num_partitions(partitions)
-                .with_replication_factor(1)])
+                .with_replication_factor(replication)])
             .with_timeout_ms(5_000);
         let Some(v) = self.versions.create_topics else {
             return Err(ProducerError::Topic {
@@ -750,6 +792,12 @@ impl NativeProducer {
                 error: "the broker does not take CreateTopics v2..v5; create the topic, or set kafka.create_topics: false".into(),
             });
         };
+        if replication == -1 && v < 4 {
+            return Err(ProducerError::Topic {
+                topic: topic.to_string(),
+                error: format!("the broker takes CreateTopics up to v{v}, which cannot ask for its default replication factor; set kafka.topic_replication_factor"),
+            });
+        }
         let r: CreateTopicsResponse = self.call(0, ApiKey::CreateTopics, v, &req)?;
         for t in r.topics {
             // TOPIC_ALREADY_EXISTS (36) is what we want too.
@@ -776,7 +824,7 @@ impl NativeProducer {
         let r: MetadataResponse = self.call(0, ApiKey::Metadata, v, &req)?;
         for b in &r.brokers {
             self.nodes
-                .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
+                .insert(b.node_id.0, broker_addr(b.host.as_str(), b.port));
         }
         let t = r
             .topics
@@ -1198,7 +1246,16 @@ impl NativeProducer {
                 match lone {
                     Some(line) if count == 1 => {
                         let frame = runs.first().map_or(0, |r| r.0);
-                        self.events.push(Event::Refused { frame, line, error });
+                        self.events.push(Event::Refused {
+                            frame,
+                            line,
+                            error: error.clone(),
+                        });
+                        return Err(ProducerError::LineRefused {
+                            topic,
+                            partition,
+                            error,
+                        });
                     }
                     _ => {
                         return Err(ProducerError::BatchRefused {
@@ -1572,9 +1629,10 @@ mod tests {
     }
 
     /// Kafka's answers other than success: a lone line refused for good
-    /// becomes an `Event::Refused` carrying the line; a refused batch of
-    /// several lines, or any other error, ends the session with `Err`
-    /// and acknowledges nothing.
+    /// becomes an `Event::Refused` carrying the line, then ends the session
+    /// (`LineRefused`: the broker did not take its sequence number); a
+    /// refused batch of several lines, or any other error, ends the session
+    /// with `Err` and acknowledges nothing.
     #[test]
     fn refusals_and_errors_from_mock_cluster() {
         use rdkafka::types::RDKafkaApiKey;
@@ -1610,7 +1668,10 @@ mod tests {
         let big = vec![b'q'; 100 << 10];
         p.append(&t, 9, 4242, &big).expect("append");
         let (r, events) = drain(&mut p);
-        r.expect("a refused lone line does not end the session");
+        assert!(
+            matches!(r, Err(ProducerError::LineRefused { partition: 0, .. })),
+            "{r:?}"
+        );
         match &events[..] {
             [Event::Refused {
                 frame: 9,
@@ -1653,6 +1714,42 @@ mod tests {
         let (r, events) = drain(&mut p);
         assert!(matches!(r, Err(ProducerError::Refused { .. })), "{r:?}");
         assert!(events.is_empty(), "nothing acknowledged: {events:?}");
+    }
+
+    /// A Produce answer with an error that arrives while a setup request
+    /// waits is not lost: the setup call returns it (not a topic error, so
+    /// the forwarder ends the session), after taking its own answer, so
+    /// the next setup request is still answered in step.
+    #[test]
+    fn produce_failure_during_a_setup_request_is_returned() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t1", 1, 1).expect("create topic");
+        cluster.create_topic("t2", 1, 1).expect("create topic");
+        let mut p = NativeProducer::connect(mock_settings(&cluster, false), "h1").expect("connect");
+        let t = p.target("t1", "a", "/a.log").expect("target");
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS],
+        );
+        p.append(&t, 1, 0, b"line").expect("append");
+        p.poll(Duration::ZERO, true).expect("seal and send");
+        assert!(p.in_flight());
+        // Let the refusal arrive before the setup request goes out.
+        std::thread::sleep(Duration::from_millis(300));
+        // A metadata request (the mock broker takes no CreateTopics).
+        let r = p.target("t2", "b", "/b.log").map(|_| ());
+        assert!(
+            matches!(r, Err(ProducerError::Refused { api: "Produce", .. })),
+            "{r:?}"
+        );
+        assert!(!p.in_flight(), "the refused batch is no longer in flight");
+        let mut events = Vec::new();
+        p.take_events(&mut events);
+        assert!(events.is_empty(), "nothing acknowledged: {events:?}");
+        // Connection 0 is still in step: its next answer matches.
+        p.target("t2", "b", "/b.log").expect("next setup request");
     }
 
     /// A connection the broker closes while nothing is asked (as Kafka does
