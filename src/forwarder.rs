@@ -1084,6 +1084,14 @@ mod tests {
         Position { segment: s, pos: p }
     }
 
+    fn cursor(segment: u64, position: u64, lines_done: u32) -> Option<SpoolCursor> {
+        Some(SpoolCursor {
+            segment,
+            position,
+            lines_done,
+        })
+    }
+
     fn batch(lines: usize) -> SpoolBatch {
         SpoolBatch {
             seq: 0,
@@ -1134,23 +1142,9 @@ mod tests {
         t.ack(b, None);
         assert_eq!(t.advance(), None, "b is acked but a is not");
         t.ack(a, None);
-        assert_eq!(
-            t.advance(),
-            Some(SpoolCursor {
-                segment: 1,
-                position: 0,
-                lines_done: 1
-            })
-        );
+        assert_eq!(t.advance(), cursor(1, 0, 1));
         t.ack(a, None);
-        assert_eq!(
-            t.advance(),
-            Some(SpoolCursor {
-                segment: 1,
-                position: 200,
-                lines_done: 0
-            })
-        );
+        assert_eq!(t.advance(), cursor(1, 200, 0));
         assert_eq!(t.in_flight(), 0);
     }
 
@@ -1167,11 +1161,7 @@ mod tests {
         t.ack(a, Some((0, 6)));
         assert_eq!(
             t.advance(),
-            Some(SpoolCursor {
-                segment: 1,
-                position: 0,
-                lines_done: 1
-            }),
+            cursor(1, 0, 1),
             "only the line before the failure is done"
         );
         assert_eq!(t.ledger_snapshot().entries["a"]["t"].last_offset, 5);
@@ -1181,22 +1171,8 @@ mod tests {
     fn skipped_lines_count_as_done() {
         let mut t = AckTracker::default();
         let a = t.push(&batch(3), pos(2, 0), pos(2, 50), 2);
-        assert_eq!(
-            t.advance(),
-            Some(SpoolCursor {
-                segment: 2,
-                position: 0,
-                lines_done: 2
-            })
-        );
+        assert_eq!(t.advance(), cursor(2, 0, 2));
         t.ack(a, None);
-        assert_eq!(
-            t.advance(),
-            Some(SpoolCursor {
-                segment: 2,
-                position: 50,
-                lines_done: 0
-            })
-        );
+        assert_eq!(t.advance(), cursor(2, 50, 0));
     }
 }
