@@ -512,11 +512,6 @@ impl Forwarder {
                     tracing::warn!(error = %why, batch_bytes,
                         "Kafka refused a whole batch; resending from the spool cursor in smaller batches");
                 }
-                SessionEnd::Restart(why) => {
-                    self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(reason = %why,
-                        "restarting the producer session after a dead-lettered line; resending from the spool cursor");
-                }
             }
         }
     }
@@ -807,9 +802,7 @@ impl Forwarder {
         delivery: &Delivery,
         client: &mut Client,
     ) -> Result<SessionEnd, ForwardError> {
-        if !matches!(e, ProducerError::LineRefused { .. }) {
-            self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
-        }
+        self.stats.producer_errors.fetch_add(1, Ordering::Relaxed);
         if matches!(e, ProducerError::Io { .. } | ProducerError::Connect { .. }) {
             self.stats.broker_state.store(2, Ordering::Relaxed);
         }
@@ -829,7 +822,6 @@ impl Forwarder {
         client.abandon();
         Ok(match e {
             ProducerError::BatchRefused { .. } => SessionEnd::SmallerBatches(e.to_string()),
-            ProducerError::LineRefused { .. } => SessionEnd::Restart(e.to_string()),
             e => SessionEnd::Rebuild(e.to_string()),
         })
     }
@@ -882,9 +874,6 @@ enum SessionEnd {
     Rebuild(String),
     /// Kafka refused a batch of several lines: resend in smaller ones.
     SmallerBatches(String),
-    /// A line sent alone was refused for good and dead-lettered: start a
-    /// new session at once (new producer id, sequence numbers from 0).
-    Restart(String),
 }
 
 /// The Kafka client of one session (see `config::KafkaClient`).

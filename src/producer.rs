@@ -20,13 +20,17 @@
 //! - A partition's batches are sealed, numbered and written in one order on
 //!   one connection, at most `MAX_IN_FLIGHT` (5) unanswered per connection,
 //!   the most for which Kafka keeps an idempotent producer's order.
-//! - No retry inside a session: any failure (connection lost, timeout, an
-//!   error the broker may later clear, even a line refused for good, whose
-//!   batch's sequence number the broker did not take) ends the session
-//!   with `Err`. The forwarder then rebuilds from its cursor, and the
-//!   delivery ledger's read-back skips what Kafka already has, so a resend
-//!   never duplicates. An `Err` from a setup request (`create_topic`,
-//!   `target`) ends the session too: the connection may be out of step.
+//! - A line too large to share a batch goes alone, and its partition seals
+//!   no further batch until that one is answered. If Kafka refuses it for
+//!   good (`Event::Refused`, for the dead-letter file), the broker did not
+//!   take its sequence number, so the partition's next batch takes that
+//!   number again and the sequence stays gapless.
+//! - No retry inside a session: any other failure (connection lost,
+//!   timeout, an error the broker may later clear) ends the session with
+//!   `Err`. The forwarder then rebuilds from its cursor, and the delivery
+//!   ledger's read-back skips what Kafka already has, so a resend never
+//!   duplicates. An `Err` from a setup request (`create_topic`, `target`)
+//!   ends the session too: the connection may be out of step.
 //!
 //! Must never: report a line delivered that no Produce response covered, or
 //! send a partition's batches out of sequence order.
@@ -89,17 +93,6 @@ pub enum ProducerError {
     Timeout { addr: String, secs: u64 },
     #[error("topic {topic}: {error}")]
     Topic { topic: String, error: String },
-    /// A line sent alone was refused for good. Its `Event::Refused` is
-    /// queued first; the session still ends, because the broker did not
-    /// take the batch's sequence number, so every later batch of the
-    /// partition would be out of sequence (the next session starts at 0
-    /// with a new producer id).
-    #[error("Kafka refused a line for {topic}/{partition} for good: {error}")]
-    LineRefused {
-        topic: String,
-        partition: i32,
-        error: String,
-    },
     /// A batch of several lines was refused as too large or invalid; the
     /// next session sends smaller batches (see `Forwarder`).
     #[error("Kafka refused a batch of {lines} lines for {topic}/{partition}: {error}")]
@@ -210,6 +203,9 @@ struct PartitionState {
     leader: i32,
     next_sequence: i32,
     open: Option<OpenBatch>,
+    /// The base sequence of a sealed batch holding one lone line, until it
+    /// is answered; no other batch of the partition is sealed meanwhile.
+    lone_unanswered: Option<i32>,
 }
 
 struct OpenBatch {
@@ -227,6 +223,7 @@ struct OpenBatch {
 struct Sealed {
     topic: String,
     partition: i32,
+    slot: usize,
     count: i32,
     runs: Vec<(u64, u32)>,
     lone: Option<LoneLine>,
@@ -237,6 +234,7 @@ enum Pending {
     Produce {
         topic: String,
         partition: i32,
+        slot: usize,
         count: i32,
         runs: Vec<(u64, u32)>,
         lone: Option<LoneLine>,
@@ -868,6 +866,7 @@ impl NativeProducer {
                     leader,
                     next_sequence: 0,
                     open: None,
+                    lone_unanswered: None,
                 });
             }
         }
@@ -1088,13 +1087,22 @@ impl NativeProducer {
     }
 
     fn seal(&mut self, slot: usize) -> Result<(), ProducerError> {
-        let Some(state) = self.partitions.get_mut(slot) else {
+        if self.partitions.get(slot).is_none_or(|p| p.open.is_none()) {
             return Ok(());
-        };
+        }
+        // A lone line's batch may yet be refused, giving its sequence
+        // number back: number nothing after it until it is answered.
+        while self.partitions[slot].lone_unanswered.is_some() {
+            self.wait_for_answer(self.partitions[slot].leader)?;
+        }
+        let state = &mut self.partitions[slot];
         let Some(open) = state.open.take() else {
             return Ok(());
         };
         let base_sequence = state.next_sequence;
+        if open.lone.is_some() {
+            state.lone_unanswered = Some(base_sequence);
+        }
         // Sequence numbers wrap to 0 after i32::MAX, as Kafka expects.
         state.next_sequence = if i32::MAX - base_sequence < open.count {
             open.count - (i32::MAX - base_sequence) - 1
@@ -1115,6 +1123,7 @@ impl NativeProducer {
         self.conns[c].waiting.push_back(Sealed {
             topic,
             partition,
+            slot,
             count: open.count,
             runs: open.runs,
             lone: open.lone,
@@ -1123,18 +1132,21 @@ impl NativeProducer {
         self.pump(c)?;
         // Backpressure: wait for answers while too much is queued.
         while self.conns[c].waiting.len() > MAX_WAITING {
-            let (from, r) = match self.responses.recv_timeout(ANSWER_TIMEOUT) {
-                Ok(x) => x,
-                Err(_) => {
-                    return Err(ProducerError::Timeout {
-                        addr: self.conns[c].addr.clone(),
-                        secs: ANSWER_TIMEOUT.as_secs(),
-                    })
-                }
-            };
-            self.answer(from, r)?;
+            self.wait_for_answer(leader)?;
         }
         Ok(())
+    }
+
+    /// Takes in the next answer from any connection, waiting at most
+    /// `ANSWER_TIMEOUT` (blamed on the connection to `leader`).
+    fn wait_for_answer(&mut self, leader: i32) -> Result<(), ProducerError> {
+        match self.responses.recv_timeout(ANSWER_TIMEOUT) {
+            Ok((from, r)) => self.answer(from, r),
+            Err(_) => Err(ProducerError::Timeout {
+                addr: self.nodes.get(&leader).cloned().unwrap_or_default(),
+                secs: ANSWER_TIMEOUT.as_secs(),
+            }),
+        }
     }
 
     /// Writes waiting batches while the connection has room.
@@ -1173,6 +1185,7 @@ impl NativeProducer {
                 pending: Pending::Produce {
                     topic: s.topic,
                     partition: s.partition,
+                    slot: s.slot,
                     count: s.count,
                     runs: s.runs,
                     lone: s.lone,
@@ -1206,12 +1219,18 @@ impl NativeProducer {
         let Pending::Produce {
             topic,
             partition,
+            slot,
             count,
             runs,
             lone,
         } = f.pending;
         let resp = ProduceResponse::decode(&mut buf, f.version)
             .map_err(|e| proto(format!("Produce v{}: {e}", f.version)))?;
+        // The lone line's batch, if this is it, is answered either way.
+        let lone_sequence = match (&lone, self.partitions.get_mut(slot)) {
+            (Some(_), Some(state)) => state.lone_unanswered.take(),
+            _ => None,
+        };
         let part = resp
             .responses
             .iter()
@@ -1243,19 +1262,15 @@ impl NativeProducer {
                     Some(m) => format!("{} {}", error_name(code), m.as_str()),
                     None => error_name(code),
                 };
-                match lone {
-                    Some(line) if count == 1 => {
+                match (lone, lone_sequence) {
+                    (Some(line), Some(sequence)) if count == 1 => {
                         let frame = runs.first().map_or(0, |r| r.0);
-                        self.events.push(Event::Refused {
-                            frame,
-                            line,
-                            error: error.clone(),
-                        });
-                        return Err(ProducerError::LineRefused {
-                            topic,
-                            partition,
-                            error,
-                        });
+                        self.events.push(Event::Refused { frame, line, error });
+                        // Nothing after it was numbered (see `seal`): the
+                        // partition's next batch takes its number.
+                        if let Some(state) = self.partitions.get_mut(slot) {
+                            state.next_sequence = sequence;
+                        }
                     }
                     _ => {
                         return Err(ProducerError::BatchRefused {
@@ -1629,10 +1644,10 @@ mod tests {
     }
 
     /// Kafka's answers other than success: a lone line refused for good
-    /// becomes an `Event::Refused` carrying the line, then ends the session
-    /// (`LineRefused`: the broker did not take its sequence number); a
-    /// refused batch of several lines, or any other error, ends the session
-    /// with `Err` and acknowledges nothing.
+    /// becomes an `Event::Refused` carrying the line, and the session goes
+    /// on with the sequence number the broker did not take; a refused batch
+    /// of several lines, or any other error, ends the session with `Err`
+    /// and acknowledges nothing.
     #[test]
     fn refusals_and_errors_from_mock_cluster() {
         use rdkafka::types::RDKafkaApiKey;
@@ -1659,24 +1674,40 @@ mod tests {
             (r, events)
         };
 
-        // A lone line refused as too large.
+        // A lone line refused as too large, between two lines that are
+        // taken: the line after it reuses its sequence number (the mock
+        // broker does not check for gaps, so the number is checked here).
         let (mut p, t) = connect();
+        p.append(&t, 8, 0, b"before").expect("append");
+        let (r, events) = drain(&mut p);
+        r.expect("first line");
+        assert!(
+            matches!(&events[..], [Event::Acked { frame: 8, .. }]),
+            "{events:?}"
+        );
         cluster.request_errors(
             RDKafkaApiKey::Produce,
             &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
         );
         let big = vec![b'q'; 100 << 10];
         p.append(&t, 9, 4242, &big).expect("append");
+        p.append(&t, 10, 200_000, b"after").expect("append");
         let (r, events) = drain(&mut p);
-        assert!(
-            matches!(r, Err(ProducerError::LineRefused { partition: 0, .. })),
-            "{r:?}"
+        r.expect("a refused lone line does not end the session");
+        assert_eq!(
+            p.partitions[t.slot].next_sequence, 2,
+            "the line after the refused one took its sequence number (1)"
         );
         match &events[..] {
             [Event::Refused {
                 frame: 9,
                 line,
                 error,
+            }, Event::Acked {
+                frame: 10,
+                lines: 1,
+                last_offset: Some(1),
+                ..
             }] => {
                 assert_eq!(line.offset, 4242);
                 assert_eq!(line.value, big);
