@@ -142,13 +142,6 @@ fn spool_roundtrip(c: &mut Criterion) {
         let dir = tempfile::tempdir().expect("tempdir");
         spool_append(dir.path(), &batch, FsyncPolicy::Never)
     };
-    let written = |fsync| {
-        move || {
-            let dir = tempfile::tempdir().expect("tempdir");
-            spool_append(dir.path(), &batch_of(&text(1_700)), fsync);
-            dir
-        }
-    };
     for (group, throughput) in [
         ("spool-records", Throughput::Elements(SPOOL_FRAMES as u64)),
         ("spool-bytes", Throughput::Bytes(bytes)),
@@ -169,7 +162,11 @@ fn spool_roundtrip(c: &mut Criterion) {
         }
         g.bench_function(format!("read {SPOOL_FRAMES} frames from segments"), |b| {
             b.iter_batched(
-                written(FsyncPolicy::Never),
+                || {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    spool_append(dir.path(), &batch, FsyncPolicy::Never);
+                    dir
+                },
                 |dir| assert_eq!(spool_read(dir.path()), lines),
                 BatchSize::PerIteration,
             )

@@ -220,33 +220,28 @@ struct OpenBatch {
     lone: Option<LoneLine>,
 }
 
-struct Sealed {
+/// What the answer to a sealed batch needs to know about it.
+struct BatchLines {
     topic: String,
     partition: i32,
     slot: usize,
     count: i32,
     runs: Vec<(u64, u32)>,
     lone: Option<LoneLine>,
+}
+
+/// A batch waiting for room on its leader's connection.
+struct Sealed {
+    lines: BatchLines,
     batch: Bytes,
 }
 
-enum Pending {
-    Produce {
-        topic: String,
-        partition: i32,
-        slot: usize,
-        count: i32,
-        runs: Vec<(u64, u32)>,
-        lone: Option<LoneLine>,
-    },
-}
-
+/// A Produce request sent and not yet answered.
 struct InFlight {
     correlation: i32,
-    api: ApiKey,
     version: i16,
     sent: Instant,
-    pending: Pending,
+    lines: BatchLines,
 }
 
 struct Connection {
@@ -1121,12 +1116,14 @@ impl NativeProducer {
         )?;
         let c = self.connection_for(leader)?;
         self.conns[c].waiting.push_back(Sealed {
-            topic,
-            partition,
-            slot,
-            count: open.count,
-            runs: open.runs,
-            lone: open.lone,
+            lines: BatchLines {
+                topic,
+                partition,
+                slot,
+                count: open.count,
+                runs: open.runs,
+                lone: open.lone,
+            },
             batch,
         });
         self.pump(c)?;
@@ -1160,9 +1157,9 @@ impl NativeProducer {
                 .with_acks(-1)
                 .with_timeout_ms(PRODUCE_TIMEOUT_MS)
                 .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(s.topic.clone())))
+                    .with_name(TopicName(StrBytes::from_string(s.lines.topic.clone())))
                     .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(s.partition)
+                        .with_index(s.lines.partition)
                         .with_records(Some(Bytes::new()))])]);
             let correlation = self.correlation();
             let version = self.versions.produce;
@@ -1179,17 +1176,9 @@ impl NativeProducer {
             written?;
             self.conns[c].in_flight.push_back(InFlight {
                 correlation,
-                api: ApiKey::Produce,
                 version,
                 sent: Instant::now(),
-                pending: Pending::Produce {
-                    topic: s.topic,
-                    partition: s.partition,
-                    slot: s.slot,
-                    count: s.count,
-                    runs: s.runs,
-                    lone: s.lone,
-                },
+                lines: s.lines,
             });
         }
         Ok(())
@@ -1215,15 +1204,15 @@ impl NativeProducer {
             })?;
             return Err(proto("an answer arrived for no request".into()));
         };
-        let mut buf = answer_body(&addr, r, f.api, f.version, f.correlation)?;
-        let Pending::Produce {
+        let mut buf = answer_body(&addr, r, ApiKey::Produce, f.version, f.correlation)?;
+        let BatchLines {
             topic,
             partition,
             slot,
             count,
             runs,
             lone,
-        } = f.pending;
+        } = f.lines;
         let resp = ProduceResponse::decode(&mut buf, f.version)
             .map_err(|e| proto(format!("Produce v{}: {e}", f.version)))?;
         // The lone line's batch, if this is it, is answered either way.
