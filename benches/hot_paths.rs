@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use logcatch::config::{FsyncPolicy, LongLines, SpoolConfig};
-use logcatch::lines::{LineBatch, LineSplitter};
-use logcatch::producer::{Event, NativeProducer, ProducerSettings};
+use logcatch::kafka::native::{Event, NativeProducer, ProducerSettings};
+use logcatch::source::lines::{LineBatch, LineSplitter};
 use logcatch::spool::{encode_frame, ReadOutcome, Spool, SpoolBatch, WriterMsg};
 use logcatch::store::{FileIdentity, SourceRecord, Store};
 use rdkafka::config::ClientConfig;
@@ -260,7 +260,7 @@ fn produce_mock(c: &mut Criterion) {
         client_id: "bench".into(),
         lz4: true,
         linger: Duration::from_millis(5),
-        batch_bytes: logcatch::producer::BATCH_BYTES,
+        batch_bytes: logcatch::kafka::native::BATCH_BYTES,
         allow_auto_create: true,
     };
     let Ok(mut native) = NativeProducer::connect(settings, "bench-host") else {

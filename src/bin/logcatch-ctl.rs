@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use logcatch::admin::{QueueReport, StatusReport};
 use logcatch::config::{AdminListen, Config};
-use logcatch::offsets::OffsetRow;
-use logcatch::tailer::ResetTo;
+use logcatch::control::admin::{QueueReport, StatusReport};
+use logcatch::control::offsets::OffsetRow;
+use logcatch::source::tailer::ResetTo;
 
 #[derive(Parser)]
 #[command(
@@ -97,13 +97,13 @@ fn run(args: Args) -> Result<(), Failure> {
     match args.command {
         Command::Offsets => {
             let rows = live_or_offline(&endpoint, "/offsets", &config, |c| {
-                logcatch::offsets::read_offline(c)
+                logcatch::control::offsets::read_offline(c)
             })?;
             show(&rows[..], json, print_offsets)
         }
         Command::Queue => {
             let q = live_or_offline(&endpoint, "/queue", &config, |c| {
-                logcatch::admin::queue_offline(c)
+                logcatch::control::admin::queue_offline(c)
             })?;
             show(&q, json, print_queue)
         }
@@ -120,7 +120,7 @@ fn run(args: Args) -> Result<(), Failure> {
                 if json {
                     print_json(&v)
                 } else {
-                    let d: logcatch::reload::SourceDiff =
+                    let d: logcatch::control::reload::SourceDiff =
                         serde_json::from_value(v["result"].clone()).map_err(fail)?;
                     println!("reloaded: {}", d.summary());
                     Ok(())
@@ -350,7 +350,7 @@ fn age(ms: Option<u64>) -> String {
     match ms {
         None => "-".into(),
         Some(t) => {
-            let secs = logcatch::store::now_ms().saturating_sub(t) / 1000;
+            let secs = logcatch::runtime::now_ms().saturating_sub(t) / 1000;
             format!("{secs}s ago")
         }
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use logcatch::config::Config;
-use logcatch::reload::Trigger;
+use logcatch::control::reload::Trigger;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]

@@ -40,7 +40,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FsyncPolicy, SpoolConfig};
-use crate::store::{now_ms, FileIdentity, SourceRecord, Store, StoreError};
+use crate::runtime::now_ms;
+use crate::store::{FileIdentity, SourceRecord, Store, StoreError};
 
 const HEADER: u64 = 8;
 /// No frame is larger than this; a larger length field is damage.
@@ -395,10 +396,7 @@ impl Spool {
     fn state(&self) -> MutexGuard<'_, SpoolState> {
         // A panic while holding this lock is a bug; the state is plain data
         // and stays usable, so recover the guard rather than cascade.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::runtime::lock(&self.shared.state)
     }
 
     pub fn stats(&self) -> SpoolStats {

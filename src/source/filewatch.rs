@@ -13,6 +13,7 @@
 //! Must never: lose a wake-up (a `Notify` keeps one permit, so a change
 //! between registering and waiting still wakes), or do a tailer's reading.
 
+use crate::runtime::lock;
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,7 @@ impl FileWatch {
             if matches!(ev.kind, notify::EventKind::Access(_)) {
                 return;
             }
-            let r = reg.lock().unwrap_or_else(|p| p.into_inner());
+            let r = lock(&reg);
             for p in &ev.paths {
                 if let Some(idle) = r.idle.get(p) {
                     idle.wake.notify_one();
@@ -115,7 +116,7 @@ impl FileWatch {
             std::thread::sleep(Duration::from_millis(self.poll_ms.load(Relaxed).max(1)));
             // One stat per idle path, under the lock: a pass over a
             // thousand paths takes a millisecond or two.
-            let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let r = lock(&self.registry);
             for (path, idle) in &r.idle {
                 if changed(path, idle.seen) {
                     idle.wake.notify_one();
@@ -128,10 +129,10 @@ impl FileWatch {
     /// Wakes it at once if that is already out of date.
     pub fn idle(&self, path: &Path, seen: Option<Seen>, wake: Arc<Notify>) {
         let dir = path.parent().map(Path::to_path_buf);
-        let mut r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&self.registry);
         if let Some(dir) = dir {
             if !r.watched_dirs.contains(&dir) {
-                let mut w = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+                let mut w = lock(&self.watcher);
                 if let Some(w) = w.as_mut() {
                     // A directory that does not exist yet is covered by the
                     // poll; try again at the next idle.
@@ -156,19 +157,12 @@ impl FileWatch {
 
     /// The tailer of `path` is working (or gone): no wake-ups needed.
     pub fn busy(&self, path: &Path) {
-        self.registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .idle
-            .remove(path);
+        lock(&self.registry).idle.remove(path);
     }
 
     pub fn shutdown(&self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.watcher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        lock(&self.watcher).take();
     }
 }
 

@@ -10,8 +10,8 @@ use std::os::unix::fs::MetadataExt;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::source::tailer::{TailState, TailStatus};
 use crate::store::{SourceRecord, Store, StoreError};
-use crate::tailer::{TailState, TailStatus};
 
 /// One source's progress.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

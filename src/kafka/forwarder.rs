@@ -47,8 +47,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KafkaClient, KafkaConfig};
-use crate::ledger::{self, DeliveryLedger, Redelivery, Verdict};
-use crate::producer::{self, Event, NativeProducer, ProducerError, ProducerSettings};
+use crate::kafka::ledger::{self, DeliveryLedger, Redelivery, Verdict};
+use crate::kafka::native::{self, Event, NativeProducer, ProducerError, ProducerSettings};
+use crate::runtime::lock;
 use crate::spool::{Position, ReadOutcome, Spool, SpoolBatch, SpoolCursor, SpoolError};
 use crate::store::{Store, StoreError};
 
@@ -123,11 +124,7 @@ impl ForwardStats {
                 2 => "down",
                 _ => "unknown",
             },
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_error: lock(&self.last_error).clone(),
         }
     }
 }
@@ -270,7 +267,7 @@ struct RefusedLine<'a> {
 
 impl Delivery {
     fn tracker(&self) -> std::sync::MutexGuard<'_, AckTracker> {
-        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.tracker)
     }
 
     /// Writes a refused line to the dead-letter file; only then does it
@@ -357,12 +354,7 @@ impl ClientContext for DeliveryContext {
             self.0.stats.broker_state.store(2, Ordering::Relaxed);
         }
         tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries by itself)");
-        *self
-            .0
-            .stats
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(format!("{error}: {reason}"));
+        *lock(&self.0.stats.last_error) = Some(format!("{error}: {reason}"));
     }
 }
 
@@ -461,7 +453,7 @@ impl Forwarder {
         // The native producer's batch size; halved after Kafka refuses a
         // batch of several lines, so a refused line ends up alone and is
         // dead-lettered instead of blocking the rest.
-        let mut batch_bytes = producer::BATCH_BYTES;
+        let mut batch_bytes = native::BATCH_BYTES;
         let mut shrunk_at: Option<Instant> = None;
         tracing::info!(client = %kafka_rx.borrow().client, brokers = %kafka_rx.borrow().brokers,
             "forwarding to Kafka (acks=all, idempotent)");
@@ -469,7 +461,7 @@ impl Forwarder {
             let kafka = kafka_rx.borrow_and_update().clone();
             if shrunk_at.is_some_and(|t| t.elapsed() >= BATCH_RESTORE) {
                 shrunk_at = None;
-                batch_bytes = producer::BATCH_BYTES;
+                batch_bytes = native::BATCH_BYTES;
                 tracing::info!(batch_bytes, "back to full-size batches");
             }
             match self.session(&kafka, &mut kafka_rx, &finish, batch_bytes)? {
@@ -480,11 +472,7 @@ impl Forwarder {
                 }
                 SessionEnd::Rebuild(why) => {
                     self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
-                    *self
-                        .stats
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                    *lock(&self.stats.last_error) = Some(why.clone());
                     if finish.is_cancelled() {
                         tracing::warn!(error = %why, "Kafka unreachable while stopping; what is not delivered stays in the spool for the next start");
                         return Ok(());

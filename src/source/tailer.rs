@@ -31,8 +31,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceConfig, StartAt};
-use crate::filewatch::{FileWatch, Seen};
-use crate::lines::{LineBatch, LineSplitter};
+use crate::runtime::lock;
+use crate::source::filewatch::{FileWatch, Seen};
+use crate::source::lines::{LineBatch, LineSplitter};
 use crate::spool::{SpoolBatch, WriterMsg};
 use crate::store::{FileIdentity, SourceRecord, Store, StoreError};
 
@@ -157,7 +158,7 @@ impl FileTail {
     }
 
     fn set_state(&self, state: TailState, error: Option<String>) {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock(&self.status);
         s.state = state;
         s.last_error = error;
         if let Some(c) = &self.current {
@@ -300,10 +301,10 @@ impl FileTail {
                     })?;
             }
             {
-                let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                let mut s = lock(&self.status);
                 s.lines_read += out.lines.len() as u64;
                 s.bytes_read += out.data.len() as u64;
-                s.last_read_ms = crate::store::now_ms();
+                s.last_read_ms = crate::runtime::now_ms();
             }
             if !out.is_empty() {
                 batches.push(self.batch(out));
@@ -725,7 +726,7 @@ pub async fn run(
             }
         }
     }
-    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = lock(&status);
     s.state = TailState::Stopped;
 }
 
@@ -788,7 +789,7 @@ pub fn reset_record(
         tail_crc: 0,
         lines: prev.map(|p| p.lines).unwrap_or(0),
         bytes: prev.map(|p| p.bytes).unwrap_or(0),
-        updated_ms: crate::store::now_ms(),
+        updated_ms: crate::runtime::now_ms(),
         seq: 0,
     })
 }

@@ -26,14 +26,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, AdminCommand, AdminState};
 use crate::config::{Config, ConfigError, KafkaConfig, SourceConfig};
-use crate::filewatch::FileWatch;
-use crate::forwarder::{ForwardError, ForwardStats, Forwarder};
-use crate::reload::{self, SourceDiff, Trigger};
+use crate::control::admin::{self, AdminCommand, AdminState};
+use crate::control::reload::{self, SourceDiff, Trigger};
+use crate::kafka::forwarder::{ForwardError, ForwardStats, Forwarder};
+use crate::runtime::lock;
+use crate::runtime::now_ms;
+use crate::source::filewatch::FileWatch;
+use crate::source::tailer::{self, FileTail, ResetTo, TailStatus, TailStop};
 use crate::spool::{Position, Recovery, Spool, SpoolError, WriterMsg};
-use crate::store::{now_ms, SourceRecord, Store, StoreError};
-use crate::tailer::{self, FileTail, ResetTo, TailStatus, TailStop};
+use crate::store::{SourceRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -102,7 +104,7 @@ fn recover(store: &Store, recovery: Recovery, config: &Config) -> Result<u64, Da
 /// newest segment so that recovery cannot bring the old position back),
 /// then replaces (`Some`) or deletes (`None`) the source's record.
 pub fn offline_set_record(config: &Config, name: &str, to: Option<ResetTo>) -> Result<(), String> {
-    let store = crate::offsets::open_existing(config).map_err(|e| e.to_string())?;
+    let store = crate::control::offsets::open_existing(config).map_err(|e| e.to_string())?;
     let (_spool, recovery) =
         Spool::open(&spool_dir(config), config.spool.clone()).map_err(|e| e.to_string())?;
     let next_seq = recover(&store, recovery, config).map_err(|e| e.to_string())?;
@@ -179,11 +181,7 @@ impl Supervisor {
             self.store.clone(),
             self.config.read_buffer_bytes,
         );
-        self.live
-            .tailers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(source.name.clone(), tail.status());
+        lock(&self.live.tailers).insert(source.name.clone(), tail.status());
         let stop = TailStop {
             graceful: CancellationToken::new(),
             hard: self.hard_stop.clone(),
@@ -206,11 +204,7 @@ impl Supervisor {
                 tracing::error!(source = name, error = %e, "tailer task failed");
             }
         }
-        self.live
-            .tailers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        lock(&self.live.tailers).remove(name);
     }
 
     /// Waits until the writer committed everything sent so far.
@@ -257,14 +251,10 @@ impl Supervisor {
         }
         for name in &d.removed {
             if let Some(s) = old.sources.get(name) {
-                self.live
-                    .draining
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(
-                        name.clone(),
-                        (s.path.display().to_string(), self.spool.durable_end()),
-                    );
+                lock(&self.live.draining).insert(
+                    name.clone(),
+                    (s.path.display().to_string(), self.spool.durable_end()),
+                );
             }
         }
         for name in &d.changed {
@@ -325,13 +315,13 @@ impl Supervisor {
         let outcome = match loaded {
             Ok(new) => {
                 let d = self.apply(new).await;
-                *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = self.config.clone();
+                *lock(&self.shared) = self.config.clone();
                 tracing::info!(
                     running_tailers = self.tailers.len(),
                     "config reloaded: {}",
                     d.summary()
                 );
-                let mut r = self.live.reload.lock().unwrap_or_else(|p| p.into_inner());
+                let mut r = lock(&self.live.reload);
                 r.reloads += 1;
                 r.loaded_ms = now_ms();
                 r.last_error = None;
@@ -342,7 +332,7 @@ impl Supervisor {
                 tracing::error!(
                     "config reload rejected, still running on the last good config: {e}"
                 );
-                let mut r = self.live.reload.lock().unwrap_or_else(|p| p.into_inner());
+                let mut r = lock(&self.live.reload);
                 r.failures += 1;
                 r.last_error = Some(e.to_string());
                 Err(e.to_string())
@@ -450,7 +440,7 @@ pub async fn run(
 
     let live = Live::default();
     {
-        let mut r = live.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&live.reload);
         r.config_file = config.file.display().to_string();
         r.loaded_ms = now_ms();
     }

@@ -30,13 +30,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminListen, Config};
+use crate::control::offsets::{self, LiveView, OffsetRow};
+use crate::control::reload::SourceDiff;
 use crate::daemon::{Live, ReloadStatus};
-use crate::forwarder::ForwardSnapshot;
-use crate::offsets::{self, LiveView, OffsetRow};
-use crate::reload::SourceDiff;
+use crate::kafka::forwarder::ForwardSnapshot;
+use crate::runtime::lock;
+use crate::runtime::now_ms;
+use crate::source::tailer::{ResetTo, TailStatus};
 use crate::spool::{self, Position, Spool, SpoolCursor};
-use crate::store::{now_ms, Store, StoreError};
-use crate::tailer::{ResetTo, TailStatus};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -169,22 +171,14 @@ pub fn queue_offline(config: &Config) -> Result<QueueReport, StoreError> {
 
 impl AdminState {
     fn tailer_statuses(&self) -> BTreeMap<String, TailStatus> {
-        let t = self.live.tailers.lock().unwrap_or_else(|p| p.into_inner());
+        let t = lock(&self.live.tailers);
         t.iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                )
-            })
+            .map(|(k, v)| (k.clone(), lock(&v).clone()))
             .collect()
     }
 
     fn config(&self) -> Config {
-        self.config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.config).clone()
     }
 
     fn queue(&self) -> Result<QueueReport, StoreError> {
@@ -225,7 +219,7 @@ impl AdminState {
             segment: c.segment,
             pos: c.position,
         });
-        let mut draining = self.live.draining.lock().unwrap_or_else(|p| p.into_inner());
+        let mut draining = lock(&self.live.draining);
         draining.retain(|_, (_, end)| cursor.is_none_or(|c| c < *end));
         for (name, (path, _)) in draining.iter() {
             if !rows.iter().any(|r| &r.name == name) {
@@ -236,12 +230,7 @@ impl AdminState {
     }
 
     fn status(&self) -> StatusReport {
-        let r: ReloadStatus = self
-            .live
-            .reload
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let r: ReloadStatus = lock(&self.live.reload).clone();
         let f = self.live.forward.snapshot();
         let config = self.config();
         StatusReport {

@@ -10,12 +10,13 @@
 //! or be called directly from an async task: every method blocks on disk,
 //! so callers go through `spawn_blocking` or a dedicated thread.
 
+pub mod migrations;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::DeliveryLedger;
-use crate::migrations;
+use crate::kafka::ledger::DeliveryLedger;
 use crate::spool::SpoolCursor;
 
 const VERSION_KEY: &[u8] = b"schema_version";
@@ -274,14 +275,6 @@ impl Store {
         self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,0 +1,3 @@
+//! native: logcatch's own Kafka producer.
+mod producer;
+pub use producer::*;
