@@ -173,7 +173,7 @@ impl AdminState {
     fn tailer_statuses(&self) -> BTreeMap<String, TailStatus> {
         let t = lock(&self.live.tailers);
         t.iter()
-            .map(|(k, v)| (k.clone(), lock(&v).clone()))
+            .map(|(k, v)| (k.clone(), lock(v).clone()))
             .collect()
     }
 
