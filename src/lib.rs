@@ -1,3 +1,4 @@
+#![deny(rustdoc::broken_intra_doc_links, rust_2018_idioms, unsafe_code)]
 //! logcatch: a crash-safe log collector.
 //!
 //! Data flows `source -> spool -> kafka`; `store` (sled) holds
