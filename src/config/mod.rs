@@ -1,8 +1,9 @@
 //! config: owns the YAML configuration file format and its validation.
 //!
-//! The file is parsed into `RawConfig` (serde, `deny_unknown_fields`, every
-//! default in `defaults` below) and then validated once, at load, into the
-//! typed `Config` that the rest of the daemon trusts without re-checking.
+//! The file is parsed into [`raw::RawConfig`] (serde, `deny_unknown_fields`,
+//! every default in [`raw::defaults`]) and then validated once, at load, by
+//! [`validate::Validator`] into the typed [`Config`] that the rest of the
+//! daemon trusts without re-checking.
 //!
 //! Invariants: every path in a `Config` is absolute (relative paths are
 //! resolved against the config file's directory); source names are unique
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// Errors from loading a config file. Every variant names the file, and the
 /// line and key where it can.
@@ -74,143 +75,12 @@ pub enum FsyncPolicy {
     Never,
 }
 
-// ---------------------------------------------------------------------------
-// Defaults: the one place they live.
-// ---------------------------------------------------------------------------
-mod defaults {
-    use super::*;
-    pub const DATA_DIR: &str = "./data";
-    pub const TOPIC: &str = "logs";
-    pub const COMPRESSION: &str = "lz4";
-    pub const LINGER_MS: u64 = 5;
-    pub const CREATE_TOPICS: bool = true;
-    pub const TOPIC_PARTITIONS: i32 = 1;
-    /// -1: the broker's `default.replication.factor`.
-    pub const TOPIC_REPLICATION_FACTOR: i16 = -1;
-    pub const ACK_TIMEOUT_ON_SHUTDOWN: Duration = Duration::from_secs(10);
-    pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
-    pub const SEGMENT_BYTES: u64 = 64 << 20;
-    pub const FSYNC: FsyncPolicy = FsyncPolicy::Batch;
-    pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-    pub const MAX_LINE_BYTES: u64 = 1 << 20;
-    pub const LONG_LINES: LongLines = LongLines::Split;
-    pub const START_AT: StartAt = StartAt::Beginning;
-    pub const READ_BUFFER_BYTES: u64 = 256 << 10;
-}
+mod raw;
+mod validate;
 
-// ---------------------------------------------------------------------------
-// The file as written (serde).
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    data_dir: Option<String>,
-    #[serde(default)]
-    kafka: RawKafka,
-    #[serde(default)]
-    configpath: BTreeMap<String, String>,
-    #[serde(default)]
-    sources: BTreeMap<String, RawSource>,
-    #[serde(default)]
-    spool: RawSpool,
-    #[serde(default)]
-    tailer: RawTailer,
-    #[serde(default)]
-    admin: RawAdmin,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAdmin {
-    listen: Option<String>,
-    metrics_listen: Option<String>,
-    allow_non_loopback: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKafka {
-    brokers: Option<String>,
-    topic: Option<String>,
-    #[serde(default)]
-    properties: BTreeMap<String, serde_yaml::Value>,
-    compression: Option<String>,
-    client: Option<String>,
-    linger_ms: Option<u64>,
-    create_topics: Option<bool>,
-    topic_partitions: Option<i32>,
-    topic_replication_factor: Option<i16>,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    shutdown_ack_timeout: Option<Duration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSource {
-    path: String,
-    topic: Option<String>,
-    start_at: Option<StartAt>,
-    #[serde(default, deserialize_with = "de_opt_size")]
-    max_line_bytes: Option<u64>,
-    long_lines: Option<LongLines>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpool {
-    #[serde(default, deserialize_with = "de_opt_size")]
-    max_bytes: Option<u64>,
-    #[serde(default, deserialize_with = "de_opt_size")]
-    segment_bytes: Option<u64>,
-    fsync: Option<FsyncPolicy>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTailer {
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    poll_interval: Option<Duration>,
-    #[serde(default, deserialize_with = "de_opt_size")]
-    max_line_bytes: Option<u64>,
-    long_lines: Option<LongLines>,
-    start_at: Option<StartAt>,
-    #[serde(default, deserialize_with = "de_opt_size")]
-    read_buffer: Option<u64>,
-}
-
-/// A size: a plain number of bytes, or a string such as `64KiB`, `1GiB`, `10MB`.
-fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Bytes(u64),
-        Text(String),
-    }
-    match Option::<Size>::deserialize(d)? {
-        None => Ok(None),
-        Some(Size::Bytes(n)) => Ok(Some(n)),
-        Some(Size::Text(s)) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
-    }
-}
-
-/// A duration such as `100ms`, `2s`, `1m`.
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(s) => humantime::parse_duration(s.trim())
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}"))),
-    }
-}
-
-/// Parses `1GiB`, `512 MiB`, `10MB`, `4096`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    text.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("invalid size `{text}`: {e} (use e.g. 4096, 64KiB, 1GiB)"))
-}
+pub use raw::parse_size;
+use raw::{defaults, RawAdmin, RawConfig};
+use validate::Validator;
 
 // ---------------------------------------------------------------------------
 // The typed, validated config.
@@ -329,7 +199,7 @@ impl Config {
 
     /// Parses and validates config text that was read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = if text.trim().is_empty() {
+        if text.trim().is_empty() {
             // Most likely caught mid-write (truncated, not yet rewritten):
             // an empty file would remove every source.
             return Err(ConfigError::Syntax {
@@ -338,55 +208,57 @@ impl Config {
                 column: 1,
                 message: "the config file is empty".into(),
             });
-        } else {
-            let syntax = |e: serde_yaml::Error| {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((0, 0));
-                ConfigError::Syntax {
-                    path: path.to_path_buf(),
-                    line,
-                    column,
-                    message: e.to_string(),
-                }
-            };
-            // Parsing to a plain value first rejects duplicate keys, which a
-            // typed map would silently overwrite.
-            serde_yaml::from_str::<serde_yaml::Value>(text).map_err(|e| {
-                let mut err = syntax(e);
-                // serde_yaml places a duplicate at its map's start: point at
-                // the second occurrence of the key instead.
-                if let ConfigError::Syntax {
-                    line,
-                    column,
-                    message,
-                    ..
-                } = &mut err
-                {
-                    if let Some(key) = message
-                        .split("duplicate entry with key \"")
-                        .nth(1)
-                        .and_then(|r| r.split('"').next())
-                    {
-                        let wanted = format!("{key}:");
-                        if let Some((i, l)) = text
-                            .lines()
-                            .enumerate()
-                            .filter(|(_, l)| l.trim_start().starts_with(&wanted))
-                            .nth(1)
-                        {
-                            *line = i + 1;
-                            *column = l.len() - l.trim_start().len() + 1;
-                        }
-                    }
-                }
-                err
-            })?;
-            serde_yaml::from_str(text).map_err(syntax)?
-        };
+        }
+        // Parsing to a plain value first rejects duplicate keys, which a
+        // typed map would silently overwrite.
+        serde_yaml::from_str::<serde_yaml::Value>(text)
+            .map_err(|e| point_at_duplicate(syntax_error(path, e), text))?;
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| syntax_error(path, e))?;
         Validator { path, text }.validate(raw)
     }
+}
+
+fn syntax_error(path: &Path, e: serde_yaml::Error) -> ConfigError {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: e.to_string(),
+    }
+}
+
+/// serde_yaml places a duplicate key at its map's start: point at the
+/// second occurrence of the key instead.
+fn point_at_duplicate(mut err: ConfigError, text: &str) -> ConfigError {
+    if let ConfigError::Syntax {
+        line,
+        column,
+        message,
+        ..
+    } = &mut err
+    {
+        if let Some(key) = message
+            .split("duplicate entry with key \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        {
+            let wanted = format!("{key}:");
+            if let Some((i, l)) = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim_start().starts_with(&wanted))
+                .nth(1)
+            {
+                *line = i + 1;
+                *column = l.len() - l.trim_start().len() + 1;
+            }
+        }
+    }
+    err
 }
 
 /// The admin endpoint named by a config file, found even when the file
@@ -417,335 +289,6 @@ pub fn admin_endpoint_lenient(path: &Path) -> Option<AdminListen> {
         allow_non_loopback: Some(true),
     };
     validator.admin(raw, &data_dir).ok().map(|a| a.listen)
-}
-
-struct Validator<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl Validator<'_> {
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.to_path_buf(),
-            line: self.line_of(key),
-            key: key.to_string(),
-            message: message.into(),
-        }
-    }
-
-    /// The 1-based line where `key` (its last dotted part) is first written,
-    /// or 0 when it is not written (a default).
-    fn line_of(&self, key: &str) -> usize {
-        let last = key.rsplit('.').next().unwrap_or(key);
-        let wanted = [
-            format!("{last}:"),
-            format!("\"{last}\":"),
-            format!("'{last}':"),
-        ];
-        self.text
-            .lines()
-            .position(|l| {
-                wanted
-                    .iter()
-                    .any(|w| l.trim_start().starts_with(w.as_str()))
-            })
-            .map(|i| i + 1)
-            .unwrap_or(0)
-    }
-
-    fn resolve(&self, p: &str) -> PathBuf {
-        let p = PathBuf::from(p);
-        if p.is_absolute() {
-            return p;
-        }
-        let base = self.path.parent().filter(|d| !d.as_os_str().is_empty());
-        let base = match base {
-            Some(b) => b.to_path_buf(),
-            None => PathBuf::from("."),
-        };
-        let joined = base.join(p);
-        let abs = if joined.is_absolute() {
-            joined
-        } else {
-            std::env::current_dir()
-                .map(|c| c.join(&joined))
-                .unwrap_or(joined)
-        };
-        normalize(&abs)
-    }
-
-    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let RawConfig {
-            data_dir,
-            kafka,
-            configpath,
-            sources,
-            spool,
-            tailer,
-            admin,
-        } = raw;
-
-        let data_dir = self.resolve(data_dir.as_deref().unwrap_or(defaults::DATA_DIR));
-
-        let topic = kafka.topic.unwrap_or_else(|| defaults::TOPIC.to_string());
-        check_topic(&topic).map_err(|m| self.invalid("kafka.topic", m))?;
-        let brokers = kafka
-            .brokers
-            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
-        if brokers.trim().is_empty() {
-            return Err(self.invalid("kafka.brokers", "must name at least one broker"));
-        }
-        let compression = kafka
-            .compression
-            .unwrap_or_else(|| defaults::COMPRESSION.to_string());
-        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&compression.as_str()) {
-            return Err(self.invalid(
-                "kafka.compression",
-                format!("`{compression}` is not one of none, gzip, snappy, lz4, zstd"),
-            ));
-        }
-        let mut properties = BTreeMap::new();
-        for (k, v) in kafka.properties {
-            let v = match v {
-                serde_yaml::Value::String(s) => s,
-                serde_yaml::Value::Number(n) => n.to_string(),
-                serde_yaml::Value::Bool(b) => b.to_string(),
-                _ => {
-                    return Err(self.invalid(
-                        &format!("kafka.properties.{k}"),
-                        "must be a string, number or boolean",
-                    ))
-                }
-            };
-            properties.insert(k, v);
-        }
-        // What only librdkafka can do decides the client unless it is set.
-        let needs_librdkafka = if !properties.is_empty() {
-            Some("kafka.properties is set")
-        } else if !["none", "lz4"].contains(&compression.as_str()) {
-            Some("kafka.compression needs librdkafka")
-        } else {
-            None
-        };
-        let client = match kafka.client.as_deref() {
-            None => {
-                if needs_librdkafka.is_some() {
-                    KafkaClient::Librdkafka
-                } else {
-                    KafkaClient::Native
-                }
-            }
-            Some("librdkafka") => KafkaClient::Librdkafka,
-            Some("native") => {
-                if let Some(why) = needs_librdkafka {
-                    return Err(self.invalid(
-                        "kafka.client",
-                        format!("`native` cannot be used here: {why} (use `librdkafka`, or leave `client` unset)"),
-                    ));
-                }
-                KafkaClient::Native
-            }
-            Some(other) => {
-                return Err(self.invalid(
-                    "kafka.client",
-                    format!("`{other}` is not one of native, librdkafka"),
-                ))
-            }
-        };
-        let topic_partitions = kafka.topic_partitions.unwrap_or(defaults::TOPIC_PARTITIONS);
-        if topic_partitions < 1 {
-            return Err(self.invalid("kafka.topic_partitions", "must be at least 1"));
-        }
-        let topic_replication_factor = kafka
-            .topic_replication_factor
-            .unwrap_or(defaults::TOPIC_REPLICATION_FACTOR);
-        if topic_replication_factor < 1 && topic_replication_factor != -1 {
-            return Err(self.invalid(
-                "kafka.topic_replication_factor",
-                "must be at least 1, or -1 for the broker's default",
-            ));
-        }
-        let kafka = KafkaConfig {
-            brokers,
-            topic: topic.clone(),
-            compression,
-            client,
-            linger_ms: kafka.linger_ms.unwrap_or(defaults::LINGER_MS),
-            create_topics: kafka.create_topics.unwrap_or(defaults::CREATE_TOPICS),
-            topic_partitions,
-            topic_replication_factor,
-            shutdown_ack_timeout: kafka
-                .shutdown_ack_timeout
-                .unwrap_or(defaults::ACK_TIMEOUT_ON_SHUTDOWN),
-            properties,
-        };
-
-        let max_bytes = spool.max_bytes.unwrap_or(defaults::SPOOL_MAX_BYTES);
-        if max_bytes < 64 << 10 {
-            return Err(self.invalid("spool.max_bytes", "must be at least 64KiB"));
-        }
-        let segment_bytes = spool
-            .segment_bytes
-            .unwrap_or(defaults::SEGMENT_BYTES.min(max_bytes / 4));
-        if segment_bytes < 4 << 10 || segment_bytes > max_bytes {
-            return Err(self.invalid(
-                "spool.segment_bytes",
-                "must be at least 4KiB and at most spool.max_bytes",
-            ));
-        }
-        let spool = SpoolConfig {
-            max_bytes,
-            segment_bytes,
-            fsync: spool.fsync.unwrap_or(defaults::FSYNC),
-        };
-
-        let poll_interval = tailer.poll_interval.unwrap_or(defaults::POLL_INTERVAL);
-        if poll_interval < Duration::from_millis(1) || poll_interval > Duration::from_secs(60) {
-            return Err(self.invalid("tailer.poll_interval", "must be between 1ms and 60s"));
-        }
-        let default_line_cap = tailer.max_line_bytes.unwrap_or(defaults::MAX_LINE_BYTES);
-        let default_long = tailer.long_lines.unwrap_or(defaults::LONG_LINES);
-        let default_start = tailer.start_at.unwrap_or(defaults::START_AT);
-        let read_buffer = tailer.read_buffer.unwrap_or(defaults::READ_BUFFER_BYTES);
-        if !(4 << 10..=64 << 20).contains(&read_buffer) {
-            return Err(self.invalid("tailer.read_buffer", "must be between 4KiB and 64MiB"));
-        }
-
-        let admin = self.admin(admin, &data_dir)?;
-
-        let mut out = BTreeMap::new();
-        for (name, path) in configpath {
-            check_name(&name).map_err(|m| self.invalid(&name, m))?;
-            out.insert(
-                name.clone(),
-                SourceConfig {
-                    name,
-                    path: self.resolve(&path),
-                    topic: topic.clone(),
-                    start_at: default_start,
-                    max_line_bytes: line_cap(default_line_cap)
-                        .map_err(|m| self.invalid("tailer.max_line_bytes", m))?,
-                    long_lines: default_long,
-                },
-            );
-        }
-        for (name, s) in sources {
-            check_name(&name).map_err(|m| self.invalid(&name, m))?;
-            if out.contains_key(&name) {
-                return Err(self.invalid(
-                    &name,
-                    format!("source `{name}` is named in both `configpath` and `sources`"),
-                ));
-            }
-            let src_topic = s.topic.unwrap_or_else(|| topic.clone());
-            check_topic(&src_topic)
-                .map_err(|m| self.invalid(&format!("sources.{name}.topic"), m))?;
-            out.insert(
-                name.clone(),
-                SourceConfig {
-                    path: self.resolve(&s.path),
-                    topic: src_topic,
-                    start_at: s.start_at.unwrap_or(default_start),
-                    max_line_bytes: line_cap(s.max_line_bytes.unwrap_or(default_line_cap))
-                        .map_err(|m| self.invalid("max_line_bytes", m))?,
-                    long_lines: s.long_lines.unwrap_or(default_long),
-                    name,
-                },
-            );
-        }
-        let mut seen: BTreeMap<&Path, &str> = BTreeMap::new();
-        for s in out.values() {
-            if let Some(other) = seen.insert(&s.path, &s.name) {
-                return Err(self.invalid(
-                    &s.name,
-                    format!(
-                        "sources `{other}` and `{}` both tail {}",
-                        s.name,
-                        s.path.display()
-                    ),
-                ));
-            }
-        }
-
-        Ok(Config {
-            file: self.path.to_path_buf(),
-            data_dir,
-            kafka,
-            spool,
-            poll_interval,
-            read_buffer_bytes: read_buffer as usize,
-            sources: out,
-            admin,
-        })
-    }
-
-    fn admin(&self, raw: RawAdmin, data_dir: &Path) -> Result<AdminConfig, ConfigError> {
-        let allow = raw.allow_non_loopback.unwrap_or(false);
-        let tcp = |key: &str, text: &str| -> Result<std::net::SocketAddr, ConfigError> {
-            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
-                self.invalid(
-                    key,
-                    format!("`{text}` is not an address like 127.0.0.1:9601"),
-                )
-            })?;
-            if !addr.ip().is_loopback() && !allow {
-                return Err(self.invalid(
-                    key,
-                    format!("`{text}` is not a loopback address; set admin.allow_non_loopback: true to expose the admin endpoint"),
-                ));
-            }
-            Ok(addr)
-        };
-        let listen = match raw.listen.as_deref() {
-            None => AdminListen::Unix(data_dir.join("admin.sock")),
-            Some(t) if t.starts_with("unix:") => AdminListen::Unix(self.resolve(&t[5..])),
-            Some(t) if t.starts_with('/') || t.starts_with('.') => {
-                AdminListen::Unix(self.resolve(t))
-            }
-            Some(t) => AdminListen::Tcp(tcp("admin.listen", t)?),
-        };
-        let metrics_listen = match raw.metrics_listen.as_deref() {
-            None => None,
-            Some(t) => Some(tcp("admin.metrics_listen", t)?),
-        };
-        Ok(AdminConfig {
-            listen,
-            metrics_listen,
-        })
-    }
-}
-
-fn line_cap(n: u64) -> Result<usize, String> {
-    if !(16..=256 << 20).contains(&n) {
-        return Err("must be between 16 bytes and 256MiB".into());
-    }
-    Ok(n as usize)
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 200 {
-        return Err("a source name must be 1 to 200 characters".into());
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return Err("a source name must not contain control characters".into());
-    }
-    Ok(())
-}
-
-fn check_topic(topic: &str) -> Result<(), String> {
-    let ok = !topic.is_empty()
-        && topic.len() <= 249
-        && topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok && topic != "." && topic != ".." {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{topic}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
-        ))
-    }
 }
 
 /// Removes `.` and `..` components without touching the filesystem.

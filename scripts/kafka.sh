@@ -1,0 +1,457 @@
+#!/usr/bin/env bash
+# Starts and stops local Apache Kafka 4 KRaft clusters on loopback, for the
+# tests, the demo, the benches and CI. Each node is a combined broker and
+# controller (process.roles=broker,controller) with a dynamic KRaft quorum.
+# Kafka itself comes from scripts/install-kafka.sh (a cache outside the tree).
+#
+#   scripts/kafka.sh start --dir DIR [--nodes N] [--port BASE] [--ctrl-port C]
+#                          [--prop KEY=VALUE]... [--node I] [--timeout S]
+#       Node i (1..N) has node.id=i, its broker listener PLAINTEXT on
+#       127.0.0.1:BASE+i-1 and its controller listener on 127.0.0.1:C+i-1
+#       (C defaults to BASE+50), its files in DIR/node-i/ (server.properties,
+#       data/, logs/server.log, stdout.log) and its pid in DIR/node-i.pid.
+#       Replication: default.replication.factor and the internal topics'
+#       factors are min(3, N); min.insync.replicas is 2 from 3 nodes up, else
+#       1. --prop adds a broker setting to every node (kept for restarts).
+#       Formats the storage once (the cluster id is kept in DIR/cluster.env),
+#       starts every node that is not running, and waits until each running
+#       node answers Metadata listing all N brokers (so a controller has been
+#       elected and every broker is registered and unfenced). Rerun on the
+#       same DIR (without --nodes/--port, or with the same values) to restart
+#       nodes that were stopped or killed; --node I starts node I only.
+#       Prints the time taken to stderr and the bootstrap list
+#       (127.0.0.1:BASE,...) as its last line. Defaults: N=1, BASE=19100,
+#       timeout 180 s. On a failure it stops the nodes it started.
+#   scripts/kafka.sh stop --dir DIR [--node I] [--timeout S]
+#       SIGTERM to every node (or node I), then SIGKILL to those still alive
+#       after S seconds (default 30; 0 kills at once). Idempotent.
+#   scripts/kafka.sh status --dir DIR
+#       One line a node: its pid and whether it is alive.
+#   scripts/kafka.sh tool CLASS|ALIAS [ARGS...]
+#       Runs a Kafka CLI class with Kafka's jars; ALIAS is one of topics,
+#       configs, acls, produce, consume, quorum, cluster, storage, groups.
+#       E.g. scripts/kafka.sh tool topics --bootstrap-server B --list
+#
+# Environment: LOGCATCH_KAFKA_VERSION and LOGCATCH_KAFKA_HOME (see
+# install-kafka.sh); LOGCATCH_KAFKA_HEAP (default -Xms128m -Xmx512m) and
+# LOGCATCH_KAFKA_JVM_OPTS (default: serial GC and the C1 JIT only, which
+# start fastest on 2 cores; a bench may want -XX:+UseG1GC instead).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+log() { echo "kafka.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+kafka_home() {
+    # The install's folder; installs Kafka when the cache is empty.
+    local out
+    out="$("$here/install-kafka.sh")" || die "install-kafka.sh failed"
+    printf '%s\n' "$out" | tail -n1
+}
+
+new_uuid() {
+    # A Kafka Uuid string: 16 random bytes in unpadded base64url, not
+    # starting with '-' (Kafka avoids those: they look like flags).
+    local u
+    while :; do
+        u="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        [[ "$u" == -* ]] || { echo "$u"; return; }
+    done
+}
+
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+
+node_pid() {
+    # $1: DIR, $2: node number. The pid of a live node, or nothing.
+    local f="$1/node-$2.pid" p
+    [ -f "$f" ] || return 0
+    p="$(cat "$f" 2>/dev/null || true)"
+    if alive "$p" && grep -q 'kafka\.Kafka' "/proc/$p/cmdline" 2>/dev/null; then
+        echo "$p"
+    fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Sends Metadata v4 (no topics) to 127.0.0.1:$1 and prints the broker ids it
+# lists, sorted, on one line. Fails when the node does not answer.
+metadata_brokers() {
+    python3 - "$1" <<'EOF'
+import socket, struct, sys
+port = int(sys.argv[1])
+client = b"kafka.sh"
+req = struct.pack(">hhih", 3, 4, 7, len(client)) + client + struct.pack(">i", 0) + b"\x00"
+s = socket.create_connection(("127.0.0.1", port), 3)
+s.settimeout(3)
+s.sendall(struct.pack(">i", len(req)) + req)
+def read(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            raise EOFError("connection closed")
+        b += c
+    return b
+(size,) = struct.unpack(">i", read(4))
+d = read(size)
+o = 8  # correlation id, throttle_time_ms
+(n,) = struct.unpack_from(">i", d, o); o += 4
+ids = []
+for _ in range(n):
+    node, hl = struct.unpack_from(">ih", d, o); o += 6 + hl + 4
+    (rl,) = struct.unpack_from(">h", d, o); o += 2 + max(rl, 0)
+    ids.append(node)
+print(" ".join(str(i) for i in sorted(ids)))
+EOF
+}
+
+# ---- start ----------------------------------------------------------------
+
+write_properties() {
+    # $1: node number. Writes DIR/node-$1/server.properties.
+    local i="$1" nd="$dir/node-$1" rf mi voters="" j
+    rf=$(( nodes < 3 ? nodes : 3 ))
+    mi=$(( nodes >= 3 ? 2 : 1 ))
+    for ((j = 1; j <= nodes; j++)); do
+        voters+="${voters:+,}127.0.0.1:$((ctrl_port + j - 1))"
+    done
+    mkdir -p "$nd/data" "$nd/logs"
+    {
+        echo "# Written by logcatch's scripts/kafka.sh; rewritten at every start."
+        echo "process.roles=broker,controller"
+        echo "node.id=$i"
+        echo "controller.quorum.bootstrap.servers=$voters"
+        echo "listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((ctrl_port + i - 1))"
+        echo "advertised.listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((ctrl_port + i - 1))"
+        echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        echo "controller.listener.names=CONTROLLER"
+        echo "inter.broker.listener.name=PLAINTEXT"
+        echo "log.dirs=$nd/data"
+        echo "num.partitions=1"
+        echo "default.replication.factor=$rf"
+        echo "min.insync.replicas=$mi"
+        echo "offsets.topic.replication.factor=$rf"
+        echo "transaction.state.log.replication.factor=$rf"
+        echo "transaction.state.log.min.isr=$mi"
+        echo "share.coordinator.state.topic.replication.factor=$rf"
+        echo "share.coordinator.state.topic.min.isr=$mi"
+        # Fewer internal partitions and threads: faster on a small machine.
+        echo "offsets.topic.num.partitions=8"
+        echo "transaction.state.log.num.partitions=8"
+        echo "share.coordinator.state.topic.num.partitions=8"
+        echo "group.initial.rebalance.delay.ms=0"
+        echo "num.network.threads=2"
+        echo "num.io.threads=4"
+        echo "num.recovery.threads.per.data.dir=1"
+        echo "background.threads=4"
+        if [ -s "$dir/extra.properties" ]; then
+            echo "# --prop settings"
+            cat "$dir/extra.properties"
+        fi
+    } >"$nd/server.properties"
+}
+
+format_node() {
+    # $1: node number. Formats its storage unless already formatted.
+    local i="$1" nd="$dir/node-$1" args
+    [ -f "$nd/data/meta.properties" ] && return 0
+    if [ "$nodes" -eq 1 ]; then
+        args=(--standalone)
+    else
+        args=(--initial-controllers "$initial_controllers")
+    fi
+    if ! java -Xmx256m $tool_jvm -Dlog4j2.configurationFile="$khome/config/tools-log4j2.xml" \
+        -cp "$khome/libs/*" kafka.tools.StorageTool format -t "$cluster_id" \
+        -c "$nd/server.properties" "${args[@]}" >"$nd/format.log" 2>&1; then
+        cat "$nd/format.log" >&2
+        return 1
+    fi
+}
+
+launch_node() {
+    # $1: node number. Starts its JVM in a new session; the pid goes to
+    # DIR/node-$1.pid.
+    local i="$1" nd="$dir/node-$1"
+    # shellcheck disable=SC2086
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/node-$i.pid" \
+        java $heap $jvm_opts -Djava.awt.headless=true -XX:+ExitOnOutOfMemoryError \
+        -Dkafka.logs.dir="$nd/logs" -Dlog4j2.configurationFile="$khome/config/log4j2.xml" \
+        -cp "$khome/libs/*" kafka.Kafka "$nd/server.properties" \
+        </dev/null >>"$nd/stdout.log" 2>&1 &
+    # Wait for the pid file (written before exec).
+    local k
+    for ((k = 0; k < 50; k++)); do
+        [ -s "$dir/node-$i.pid" ] && return 0
+        sleep 0.1
+    done
+    die "node $i did not start"
+}
+
+show_failure() {
+    # $1: node number. The end of its stdout and its errors, to stderr.
+    local nd="$dir/node-$1"
+    log "node $1: last lines of $nd/stdout.log and errors in logs/server.log:"
+    tail -n 20 "$nd/stdout.log" >&2 2>/dev/null || true
+    grep -E ' (ERROR|FATAL) ' "$nd/logs/server.log" 2>/dev/null | tail -n 10 >&2 || true
+}
+
+cmd_start() {
+    local want_nodes="" want_port="" want_ctrl="" only="" timeout=180 props=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --nodes) want_nodes="$2"; shift 2 ;;
+            --dir) dir="$2"; shift 2 ;;
+            --port) want_port="$2"; shift 2 ;;
+            --ctrl-port) want_ctrl="$2"; shift 2 ;;
+            --prop) props+=("$2"); shift 2 ;;
+            --node) only="$2"; shift 2 ;;
+            --timeout) timeout="$2"; shift 2 ;;
+            --sasl-tls) die "--sasl-tls is not supported yet" ;;
+            *) usage ;;
+        esac
+    done
+    [ -n "${dir:-}" ] || usage
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+
+    local t0; t0="$(now)"
+    khome="$(kafka_home)"
+
+    if [ -f "$dir/cluster.env" ]; then
+        # shellcheck disable=SC1091
+        . "$dir/cluster.env"
+        [ -z "$want_nodes" ] || [ "$want_nodes" = "$nodes" ] || die "$dir holds a $nodes-node cluster, not $want_nodes"
+        [ -z "$want_port" ] || [ "$want_port" = "$port" ] || die "$dir's cluster uses port $port, not $want_port"
+        [ -z "$want_ctrl" ] || [ "$want_ctrl" = "$ctrl_port" ] || die "$dir's cluster uses controller port $ctrl_port, not $want_ctrl"
+        [ ${#props[@]} -eq 0 ] || die "--prop is taken only when a cluster is created"
+    else
+        nodes="${want_nodes:-1}"
+        port="${want_port:-19100}"
+        ctrl_port="${want_ctrl:-$((port + 50))}"
+        [[ "$nodes" =~ ^[1-9]$ ]] || die "--nodes takes 1 to 9"
+        cluster_id="$(new_uuid)"
+        initial_controllers=""
+        local j
+        for ((j = 1; j <= nodes; j++)); do
+            initial_controllers+="${initial_controllers:+,}$j@127.0.0.1:$((ctrl_port + j - 1)):$(new_uuid)"
+        done
+        : >"$dir/extra.properties"
+        local p
+        for p in ${props[@]+"${props[@]}"}; do
+            [[ "$p" == *=* ]] || die "--prop takes KEY=VALUE, not $p"
+            echo "$p" >>"$dir/extra.properties"
+        done
+        printf 'nodes=%s\nport=%s\nctrl_port=%s\ncluster_id=%s\ninitial_controllers=%s\n' \
+            "$nodes" "$port" "$ctrl_port" "$cluster_id" "$initial_controllers" >"$dir/cluster.env"
+    fi
+    if [ -n "$only" ]; then
+        [[ "$only" =~ ^[0-9]+$ ]] && [ "$only" -ge 1 ] && [ "$only" -le "$nodes" ] || die "--node takes 1 to $nodes"
+    fi
+
+    heap="${LOGCATCH_KAFKA_HEAP:--Xms128m -Xmx512m}"
+    jvm_opts="${LOGCATCH_KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData}"
+    tool_jvm="-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData"
+
+    # Which nodes to start: those not running.
+    local i todo=()
+    for ((i = 1; i <= nodes; i++)); do
+        [ -n "$only" ] && [ "$i" != "$only" ] && continue
+        if [ -n "$(node_pid "$dir" "$i")" ]; then
+            log "node $i is already running (pid $(node_pid "$dir" "$i"))"
+            continue
+        fi
+        port_open "$((port + i - 1))" && die "port $((port + i - 1)) is taken by another process"
+        port_open "$((ctrl_port + i - 1))" && die "port $((ctrl_port + i - 1)) is taken by another process"
+        todo+=("$i")
+    done
+
+    # Format (in parallel: each is a JVM start), then launch.
+    local pids=() fail=0
+    for i in ${todo[@]+"${todo[@]}"}; do
+        write_properties "$i"
+        format_node "$i" &
+        pids+=($!)
+    done
+    for p in ${pids[@]+"${pids[@]}"}; do wait "$p" || fail=1; done
+    [ "$fail" -eq 0 ] || die "formatting the storage failed"
+    local t1; t1="$(now)"
+    [ ${#todo[@]} -gt 0 ] && log "formatted in $(elapsed "$t0") s; starting node(s) ${todo[*]} of $nodes (Kafka at $khome)"
+    for i in ${todo[@]+"${todo[@]}"}; do
+        rm -f "$dir/node-$i.pid"
+        echo "---- $(date -u +%FT%TZ) start" >>"$dir/node-$i/stdout.log"
+        launch_node "$i"
+    done
+    started=("${todo[@]+"${todo[@]}"}")
+    trap 'on_start_failure' EXIT
+
+    # Ready: every running node answers Metadata with all N brokers.
+    local deadline want ids bad
+    deadline=$(( $(date +%s) + timeout ))
+    want="$(seq -s ' ' 1 "$nodes")"
+    command -v python3 >/dev/null 2>&1 || log "no python3: checking TCP only"
+    while :; do
+        bad=""
+        for ((i = 1; i <= nodes; i++)); do
+            if [ -z "$(node_pid "$dir" "$i")" ]; then
+                if [[ " ${started[*]-} " == *" $i "* ]]; then
+                    show_failure "$i"
+                    die "node $i exited during startup"
+                fi
+                bad="node $i is not running"
+                break
+            fi
+            if ! port_open "$((port + i - 1))"; then
+                bad="node $i does not accept connections yet"
+                break
+            fi
+            if command -v python3 >/dev/null 2>&1; then
+                ids="$(metadata_brokers "$((port + i - 1))" 2>/dev/null || true)"
+                if [ "$ids" != "$want" ]; then
+                    bad="node $i lists brokers [${ids}], not [$want]"
+                    break
+                fi
+            fi
+        done
+        [ -z "$bad" ] && break
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            for i in ${started[@]+"${started[@]}"}; do show_failure "$i"; done
+            die "not ready after $timeout s: $bad"
+        fi
+        sleep 0.3
+    done
+    trap - EXIT
+
+    local bootstrap=""
+    for ((i = 1; i <= nodes; i++)); do
+        bootstrap+="${bootstrap:+,}127.0.0.1:$((port + i - 1))"
+    done
+    echo "$bootstrap" >"$dir/bootstrap"
+    log "$nodes-node cluster ready in $(elapsed "$t0") s (JVMs up in $(elapsed "$t1") s of it); bootstrap $bootstrap"
+    echo "$bootstrap"
+}
+
+on_start_failure() {
+    local rc=$? i p
+    [ "$rc" -eq 0 ] && return
+    for i in ${started[@]+"${started[@]}"}; do
+        p="$(node_pid "$dir" "$i")"
+        if [ -n "$p" ]; then
+            log "stopping node $i (pid $p)"
+            kill -KILL "$p" 2>/dev/null || true
+        fi
+        rm -f "$dir/node-$i.pid"
+    done
+}
+
+# ---- stop -----------------------------------------------------------------
+
+cmd_stop() {
+    local only="" timeout=30
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --dir) dir="$2"; shift 2 ;;
+            --node) only="$2"; shift 2 ;;
+            --timeout) timeout="$2"; shift 2 ;;
+            *) usage ;;
+        esac
+    done
+    [ -n "${dir:-}" ] || usage
+    [ -d "$dir" ] || { log "no $dir: nothing to stop"; return 0; }
+    local t0 f i p pids=() names=()
+    t0="$(now)"
+    for f in "$dir"/node-*.pid; do
+        [ -e "$f" ] || continue
+        i="${f##*/node-}"; i="${i%.pid}"
+        [ -n "$only" ] && [ "$i" != "$only" ] && continue
+        p="$(node_pid "$dir" "$i")"
+        if [ -n "$p" ]; then
+            pids+=("$p"); names+=("$i")
+            if [ "$timeout" = 0 ]; then kill -KILL "$p" 2>/dev/null || true
+            else kill -TERM "$p" 2>/dev/null || true; fi
+        else
+            rm -f "$f"
+        fi
+    done
+    [ ${#pids[@]} -gt 0 ] || { log "no node running in $dir"; return 0; }
+    local deadline left k
+    deadline=$(( $(date +%s) + timeout ))
+    while :; do
+        left=()
+        for k in "${!pids[@]}"; do alive "${pids[$k]}" && left+=("$k"); done
+        [ ${#left[@]} -eq 0 ] && break
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            for k in "${left[@]}"; do
+                log "node ${names[$k]} (pid ${pids[$k]}) still up after $timeout s: SIGKILL"
+                kill -KILL "${pids[$k]}" 2>/dev/null || true
+            done
+            for k in "${left[@]}"; do
+                while alive "${pids[$k]}"; do sleep 0.1; done
+            done
+            break
+        fi
+        sleep 0.2
+    done
+    for i in "${names[@]}"; do rm -f "$dir/node-$i.pid"; done
+    log "stopped node(s) ${names[*]} in $(elapsed "$t0") s"
+}
+
+cmd_status() {
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --dir) dir="$2"; shift 2 ;;
+            *) usage ;;
+        esac
+    done
+    [ -f "${dir:-}/cluster.env" ] || die "no cluster in ${dir:-?}"
+    # shellcheck disable=SC1091
+    . "$dir/cluster.env"
+    local i p
+    for ((i = 1; i <= nodes; i++)); do
+        p="$(node_pid "$dir" "$i")"
+        if [ -n "$p" ]; then
+            echo "node $i: running, pid $p, 127.0.0.1:$((port + i - 1))"
+        else
+            echo "node $i: stopped, 127.0.0.1:$((port + i - 1))"
+        fi
+    done
+}
+
+cmd_tool() {
+    [ $# -ge 1 ] || usage
+    local class="$1"; shift
+    case "$class" in
+        topics) class=org.apache.kafka.tools.TopicCommand ;;
+        configs) class=kafka.admin.ConfigCommand ;;
+        acls) class=org.apache.kafka.tools.AclCommand ;;
+        produce) class=org.apache.kafka.tools.ConsoleProducer ;;
+        consume) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
+        quorum) class=org.apache.kafka.tools.MetadataQuorumCommand ;;
+        cluster) class=org.apache.kafka.tools.ClusterTool ;;
+        storage) class=kafka.tools.StorageTool ;;
+        groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
+    esac
+    khome="$(kafka_home)"
+    exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData \
+        -Dlog4j2.configurationFile="$khome/config/tools-log4j2.xml" \
+        -cp "$khome/libs/*" "$class" "$@"
+}
+
+[ $# -ge 1 ] || usage
+sub="$1"; shift
+case "$sub" in
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    status) cmd_status "$@" ;;
+    tool) cmd_tool "$@" ;;
+    -h|--help|help) usage ;;
+    *) usage ;;
+esac

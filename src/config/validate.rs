@@ -1,0 +1,372 @@
+//! Validation: the one pass that turns a [`RawConfig`] into the typed
+//! [`Config`], resolving paths against the config file's directory and
+//! naming the file, line and key of anything wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{defaults, RawAdmin, RawConfig, RawKafka, RawSource, RawSpool, RawTailer};
+use super::{
+    normalize, AdminConfig, AdminListen, Config, ConfigError, KafkaClient, KafkaConfig,
+    SourceConfig, SpoolConfig,
+};
+
+/// The `tailer:` section: global settings and the defaults of every source.
+struct TailerDefaults {
+    poll_interval: Duration,
+    read_buffer: u64,
+    line_cap: u64,
+    long_lines: super::LongLines,
+    start_at: super::StartAt,
+}
+
+pub(super) struct Validator<'a> {
+    pub(super) path: &'a Path,
+    pub(super) text: &'a str,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line_of(key),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The 1-based line where `key` (its last dotted part) is first written,
+    /// or 0 when it is not written (a default).
+    fn line_of(&self, key: &str) -> usize {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let wanted = [
+            format!("{last}:"),
+            format!("\"{last}\":"),
+            format!("'{last}':"),
+        ];
+        self.text
+            .lines()
+            .position(|l| {
+                wanted
+                    .iter()
+                    .any(|w| l.trim_start().starts_with(w.as_str()))
+            })
+            .map(|i| i + 1)
+            .unwrap_or(0)
+    }
+
+    pub(super) fn resolve(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            return p;
+        }
+        let base = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        let base = match base {
+            Some(b) => b.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        let joined = base.join(p);
+        let abs = if joined.is_absolute() {
+            joined
+        } else {
+            std::env::current_dir()
+                .map(|c| c.join(&joined))
+                .unwrap_or(joined)
+        };
+        normalize(&abs)
+    }
+
+    pub(super) fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let data_dir = self.resolve(raw.data_dir.as_deref().unwrap_or(defaults::DATA_DIR));
+        let kafka = self.kafka(raw.kafka)?;
+        let spool = self.spool(raw.spool)?;
+        let tailer = self.tailer(raw.tailer)?;
+        let admin = self.admin(raw.admin, &data_dir)?;
+        let sources = self.sources(raw.configpath, raw.sources, &kafka.topic, &tailer)?;
+        Ok(Config {
+            file: self.path.to_path_buf(),
+            data_dir,
+            kafka,
+            spool,
+            poll_interval: tailer.poll_interval,
+            read_buffer_bytes: tailer.read_buffer as usize,
+            sources,
+            admin,
+        })
+    }
+
+    fn kafka(&self, kafka: RawKafka) -> Result<KafkaConfig, ConfigError> {
+        let topic = kafka.topic.unwrap_or_else(|| defaults::TOPIC.to_string());
+        check_topic(&topic).map_err(|m| self.invalid("kafka.topic", m))?;
+        let brokers = kafka
+            .brokers
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        if brokers.trim().is_empty() {
+            return Err(self.invalid("kafka.brokers", "must name at least one broker"));
+        }
+        let compression = kafka
+            .compression
+            .unwrap_or_else(|| defaults::COMPRESSION.to_string());
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&compression.as_str()) {
+            return Err(self.invalid(
+                "kafka.compression",
+                format!("`{compression}` is not one of none, gzip, snappy, lz4, zstd"),
+            ));
+        }
+        let properties = self.properties(kafka.properties)?;
+        let client = self.client(kafka.client.as_deref(), &properties, &compression)?;
+        let topic_partitions = kafka.topic_partitions.unwrap_or(defaults::TOPIC_PARTITIONS);
+        if topic_partitions < 1 {
+            return Err(self.invalid("kafka.topic_partitions", "must be at least 1"));
+        }
+        let topic_replication_factor = kafka
+            .topic_replication_factor
+            .unwrap_or(defaults::TOPIC_REPLICATION_FACTOR);
+        if topic_replication_factor < 1 && topic_replication_factor != -1 {
+            return Err(self.invalid(
+                "kafka.topic_replication_factor",
+                "must be at least 1, or -1 for the broker's default",
+            ));
+        }
+        Ok(KafkaConfig {
+            brokers,
+            topic,
+            compression,
+            client,
+            linger_ms: kafka.linger_ms.unwrap_or(defaults::LINGER_MS),
+            create_topics: kafka.create_topics.unwrap_or(defaults::CREATE_TOPICS),
+            topic_partitions,
+            topic_replication_factor,
+            shutdown_ack_timeout: kafka
+                .shutdown_ack_timeout
+                .unwrap_or(defaults::ACK_TIMEOUT_ON_SHUTDOWN),
+            properties,
+        })
+    }
+
+    /// librdkafka properties as the strings librdkafka takes.
+    fn properties(
+        &self,
+        raw: BTreeMap<String, serde_yaml::Value>,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut properties = BTreeMap::new();
+        for (k, v) in raw {
+            let v = match v {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(self.invalid(
+                        &format!("kafka.properties.{k}"),
+                        "must be a string, number or boolean",
+                    ))
+                }
+            };
+            properties.insert(k, v);
+        }
+        Ok(properties)
+    }
+
+    /// What only librdkafka can do decides the client unless it is set.
+    fn client(
+        &self,
+        asked: Option<&str>,
+        properties: &BTreeMap<String, String>,
+        compression: &str,
+    ) -> Result<KafkaClient, ConfigError> {
+        let needs_librdkafka = if !properties.is_empty() {
+            Some("kafka.properties is set")
+        } else if !["none", "lz4"].contains(&compression) {
+            Some("kafka.compression needs librdkafka")
+        } else {
+            None
+        };
+        match asked {
+            None if needs_librdkafka.is_some() => Ok(KafkaClient::Librdkafka),
+            None => Ok(KafkaClient::Native),
+            Some("librdkafka") => Ok(KafkaClient::Librdkafka),
+            Some("native") => match needs_librdkafka {
+                Some(why) => Err(self.invalid(
+                    "kafka.client",
+                    format!("`native` cannot be used here: {why} (use `librdkafka`, or leave `client` unset)"),
+                )),
+                None => Ok(KafkaClient::Native),
+            },
+            Some(other) => Err(self.invalid(
+                "kafka.client",
+                format!("`{other}` is not one of native, librdkafka"),
+            )),
+        }
+    }
+
+    fn spool(&self, spool: RawSpool) -> Result<SpoolConfig, ConfigError> {
+        let max_bytes = spool.max_bytes.unwrap_or(defaults::SPOOL_MAX_BYTES);
+        if max_bytes < 64 << 10 {
+            return Err(self.invalid("spool.max_bytes", "must be at least 64KiB"));
+        }
+        let segment_bytes = spool
+            .segment_bytes
+            .unwrap_or(defaults::SEGMENT_BYTES.min(max_bytes / 4));
+        if segment_bytes < 4 << 10 || segment_bytes > max_bytes {
+            return Err(self.invalid(
+                "spool.segment_bytes",
+                "must be at least 4KiB and at most spool.max_bytes",
+            ));
+        }
+        Ok(SpoolConfig {
+            max_bytes,
+            segment_bytes,
+            fsync: spool.fsync.unwrap_or(defaults::FSYNC),
+        })
+    }
+
+    fn tailer(&self, tailer: RawTailer) -> Result<TailerDefaults, ConfigError> {
+        let poll_interval = tailer.poll_interval.unwrap_or(defaults::POLL_INTERVAL);
+        if poll_interval < Duration::from_millis(1) || poll_interval > Duration::from_secs(60) {
+            return Err(self.invalid("tailer.poll_interval", "must be between 1ms and 60s"));
+        }
+        let read_buffer = tailer.read_buffer.unwrap_or(defaults::READ_BUFFER_BYTES);
+        if !(4 << 10..=64 << 20).contains(&read_buffer) {
+            return Err(self.invalid("tailer.read_buffer", "must be between 4KiB and 64MiB"));
+        }
+        Ok(TailerDefaults {
+            poll_interval,
+            read_buffer,
+            line_cap: tailer.max_line_bytes.unwrap_or(defaults::MAX_LINE_BYTES),
+            long_lines: tailer.long_lines.unwrap_or(defaults::LONG_LINES),
+            start_at: tailer.start_at.unwrap_or(defaults::START_AT),
+        })
+    }
+
+    /// Every source by name, from `configpath` and `sources` together.
+    fn sources(
+        &self,
+        configpath: BTreeMap<String, String>,
+        sources: BTreeMap<String, RawSource>,
+        topic: &str,
+        tailer: &TailerDefaults,
+    ) -> Result<BTreeMap<String, SourceConfig>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, path) in configpath {
+            check_name(&name).map_err(|m| self.invalid(&name, m))?;
+            out.insert(
+                name.clone(),
+                SourceConfig {
+                    name,
+                    path: self.resolve(&path),
+                    topic: topic.to_string(),
+                    start_at: tailer.start_at,
+                    max_line_bytes: line_cap(tailer.line_cap)
+                        .map_err(|m| self.invalid("tailer.max_line_bytes", m))?,
+                    long_lines: tailer.long_lines,
+                },
+            );
+        }
+        for (name, s) in sources {
+            check_name(&name).map_err(|m| self.invalid(&name, m))?;
+            if out.contains_key(&name) {
+                return Err(self.invalid(
+                    &name,
+                    format!("source `{name}` is named in both `configpath` and `sources`"),
+                ));
+            }
+            let src_topic = s.topic.unwrap_or_else(|| topic.to_string());
+            check_topic(&src_topic)
+                .map_err(|m| self.invalid(&format!("sources.{name}.topic"), m))?;
+            out.insert(
+                name.clone(),
+                SourceConfig {
+                    path: self.resolve(&s.path),
+                    topic: src_topic,
+                    start_at: s.start_at.unwrap_or(tailer.start_at),
+                    max_line_bytes: line_cap(s.max_line_bytes.unwrap_or(tailer.line_cap))
+                        .map_err(|m| self.invalid("max_line_bytes", m))?,
+                    long_lines: s.long_lines.unwrap_or(tailer.long_lines),
+                    name,
+                },
+            );
+        }
+        let mut seen: BTreeMap<&Path, &str> = BTreeMap::new();
+        for s in out.values() {
+            if let Some(other) = seen.insert(&s.path, &s.name) {
+                return Err(self.invalid(
+                    &s.name,
+                    format!(
+                        "sources `{other}` and `{}` both tail {}",
+                        s.name,
+                        s.path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn admin(&self, raw: RawAdmin, data_dir: &Path) -> Result<AdminConfig, ConfigError> {
+        let allow = raw.allow_non_loopback.unwrap_or(false);
+        let tcp = |key: &str, text: &str| -> Result<std::net::SocketAddr, ConfigError> {
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                self.invalid(
+                    key,
+                    format!("`{text}` is not an address like 127.0.0.1:9601"),
+                )
+            })?;
+            if !addr.ip().is_loopback() && !allow {
+                return Err(self.invalid(
+                    key,
+                    format!("`{text}` is not a loopback address; set admin.allow_non_loopback: true to expose the admin endpoint"),
+                ));
+            }
+            Ok(addr)
+        };
+        let listen = match raw.listen.as_deref() {
+            None => AdminListen::Unix(data_dir.join("admin.sock")),
+            Some(t) if t.starts_with("unix:") => AdminListen::Unix(self.resolve(&t[5..])),
+            Some(t) if t.starts_with('/') || t.starts_with('.') => {
+                AdminListen::Unix(self.resolve(t))
+            }
+            Some(t) => AdminListen::Tcp(tcp("admin.listen", t)?),
+        };
+        let metrics_listen = match raw.metrics_listen.as_deref() {
+            None => None,
+            Some(t) => Some(tcp("admin.metrics_listen", t)?),
+        };
+        Ok(AdminConfig {
+            listen,
+            metrics_listen,
+        })
+    }
+}
+
+fn line_cap(n: u64) -> Result<usize, String> {
+    if !(16..=256 << 20).contains(&n) {
+        return Err("must be between 16 bytes and 256MiB".into());
+    }
+    Ok(n as usize)
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 200 {
+        return Err("a source name must be 1 to 200 characters".into());
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err("a source name must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn check_topic(topic: &str) -> Result<(), String> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok && topic != "." && topic != ".." {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{topic}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
+        ))
+    }
+}
