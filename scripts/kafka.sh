@@ -390,7 +390,7 @@ cmd_stop() {
         [ ${#left[@]} -eq 0 ] && break
         if [ "$(date +%s)" -ge "$deadline" ]; then
             for k in "${left[@]}"; do
-                log "node ${names[$k]} (pid ${pids[$k]}) still up after $timeout s: SIGKILL"
+                [ "$timeout" = 0 ] || log "node ${names[$k]} (pid ${pids[$k]}) still up after $timeout s: SIGKILL"
                 kill -KILL "${pids[$k]}" 2>/dev/null || true
             done
             for k in "${left[@]}"; do

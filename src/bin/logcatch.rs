@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Parser;
 use logcatch::config::Config;
 use logcatch::control::reload::Trigger;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -69,7 +68,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let shutdown = CancellationToken::new();
+        let shutdown = logcatch::daemon::Shutdown::new();
         let signals = shutdown.clone();
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
@@ -87,7 +86,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     }
                 }
             }
-            signals.cancel();
+            signals.request();
         });
         logcatch::daemon::run(config, shutdown, reload_tx, reload_rx).await?;
         Ok(())

@@ -2,10 +2,10 @@
 //! default, mode 0600, or a loopback TCP address) and the reports it
 //! serves: `/offsets`, `/queue`, `/status` (JSON), `/metrics` (Prometheus
 //! text), and the actions `/reload`, `/reset`, `/forget` (POST), which are
-//! carried out by the supervisor through `AdminCommand`.
+//! carried out by the supervisor through [`AdminCommand`].
 //!
 //! The same reports are built offline by `logcatch-ctl` from a stopped
-//! daemon's store (`queue_offline`, `offsets::read_offline`).
+//! daemon's store ([`queue_offline`], [`offsets::read_offline`]).
 //!
 //! Invariants: the endpoint never listens on a non-loopback address unless
 //! the config explicitly allowed it (checked at config load); the socket
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AdminListen, Config};
 use crate::control::offsets::{self, LiveView, OffsetRow};
 use crate::control::reload::SourceDiff;
+use crate::control::ControlError;
 use crate::daemon::{Live, ReloadStatus};
 use crate::kafka::forwarder::ForwardSnapshot;
 use crate::runtime::lock;
@@ -52,15 +53,15 @@ pub enum AdminError {
 
 /// A change the supervisor carries out for the admin endpoint.
 pub enum AdminCommand {
-    Reload(oneshot::Sender<Result<SourceDiff, String>>),
+    Reload(oneshot::Sender<Result<SourceDiff, ControlError>>),
     Reset {
         name: String,
         to: ResetTo,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), ControlError>>,
     },
     Forget {
         name: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), ControlError>>,
     },
 }
 
@@ -421,7 +422,7 @@ async fn get_metrics(State(s): State<AdminState>) -> Response {
 
 async fn command<T: Serialize>(
     s: &AdminState,
-    make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> AdminCommand,
+    make: impl FnOnce(oneshot::Sender<Result<T, ControlError>>) -> AdminCommand,
 ) -> Response {
     let (tx, rx) = oneshot::channel();
     if s.commands.send(make(tx)).await.is_err() {
@@ -431,7 +432,7 @@ async fn command<T: Serialize>(
         Ok(Ok(v)) => Json(serde_json::json!({ "ok": true, "result": v })).into_response(),
         Ok(Err(e)) => (
             StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": e })),
+            Json(serde_json::json!({ "error": e.to_string() })),
         )
             .into_response(),
         Err(_) => internal("the daemon is shutting down"),
