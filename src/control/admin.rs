@@ -115,7 +115,7 @@ pub struct StatusReport {
     pub running_tailers: usize,
     /// unknown | up | down
     pub broker: String,
-    /// native | librdkafka (see `config::KafkaClient`)
+    /// native | librdkafka (see [`crate::config::KafkaClient`])
     #[serde(default)]
     pub kafka_client: String,
     pub last_kafka_error: Option<String>,

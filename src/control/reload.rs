@@ -1,10 +1,10 @@
 //! reload: owns noticing that the config file changed and deciding what a
 //! new config means for the running sources (the diff). Applying the diff
-//! is the supervisor's job (`daemon`).
+//! is the supervisor's job ([`crate::daemon`]).
 //!
 //! Triggers: `notify` events in the config file's directory (and in its
 //! symlink target's directory, for Kubernetes-style `..data` swaps), a poll
-//! of the file's content every `POLL_EVERY` as a safety net, and SIGHUP.
+//! of the file's content every [`POLL_EVERY`] as a safety net, and SIGHUP.
 //! Bursts are debounced into one reload.
 //!
 //! Invariants: a reload is attempted only when the file's bytes differ from

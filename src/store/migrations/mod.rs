@@ -1,7 +1,7 @@
 //! migrations: one step per store schema version.
 //!
 //! Owns: the ordered list of upgrade steps for the sled store, and the
-//! schema version this build writes (`CURRENT`).
+//! schema version this build writes ([`CURRENT`]).
 //!
 //! Invariants: `STEPS[i]` upgrades version `i` to version `i + 1`, so the
 //! list is applied in order from the store's recorded version up to
@@ -10,7 +10,7 @@
 //! after the step's writes are flushed).
 //!
 //! Must never: downgrade, or guess at a store newer than `CURRENT`; that
-//! store is refused by `store::Store::open` with a clear error.
+//! store is refused by [`Store::open`](crate::store::Store::open) with a clear error.
 //!
 //! To add version N+1: write `vN_to_vN1.rs` here with one `apply` function,
 //! push it onto `STEPS`, bump `CURRENT`, and add a fixture test that builds a

@@ -2,9 +2,9 @@
 //!
 //! v1 layout:
 //! - default tree, key `schema_version`: u32 big-endian.
-//! - tree `sources`: source name -> bincode `store::SourceRecord`.
-//! - tree `spool`: key `cursor` -> bincode `spool::SpoolCursor`, and key
-//!   `ledger` -> bincode `ledger::DeliveryLedger` (absent until the first
+//! - tree `sources`: source name -> bincode [`SourceRecord`](crate::store::SourceRecord).
+//! - tree `spool`: key `cursor` -> bincode [`SpoolCursor`](crate::spool::SpoolCursor), and key
+//!   `ledger` -> bincode [`DeliveryLedger`](crate::kafka::ledger::DeliveryLedger) (absent until the first
 //!   delivery; absent reads as empty, so it needed no version of its own).
 
 pub fn apply(db: &sled::Db) -> sled::Result<()> {
