@@ -1,7 +1,7 @@
 //! ledger: owns the delivery ledger (for each source and topic, the
 //! partition and Kafka offset of its last acknowledged line, and how many of
 //! its lines after the spool cursor Kafka had acknowledged) and the
-//! read-back that turns it into `Redelivery`: which lines after the cursor
+//! read-back that turns it into [`Redelivery`]: which lines after the cursor
 //! Kafka already has, so that a restart after `kill -9` (or a producer
 //! rebuild) does not send them again. This makes delivery exactly-once for
 //! every consumer, without transactions.
@@ -22,6 +22,11 @@
 //! see each other's messages); a source with no ledger entry yet (its first
 //! acks were never persisted) is not read back.
 //!
+//! The read-back consumer is built on the forwarder's librdkafka settings
+//! ([`client_config`](crate::kafka::librdkafka::client_config)) whichever
+//! client sends; the [`session`](crate::kafka::session) retries it while
+//! the broker is unreachable.
+//!
 //! Must never: skip a line that is not matched by a message in Kafka.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -30,9 +35,11 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+
+use crate::kafka::librdkafka::header;
 
 /// Where a source's acknowledged lines sit in one topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +52,8 @@ pub struct LedgerEntry {
     pub acked_beyond_cursor: u64,
 }
 
-/// Persisted with the spool cursor (`Store::put_progress`).
+/// Persisted with the spool cursor
+/// ([`Store::put_progress`](crate::store::Store::put_progress)).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryLedger {
     /// By source name, then topic.
@@ -183,9 +191,13 @@ impl Redelivery {
     }
 }
 
-fn header<'a>(m: &'a rdkafka::message::BorrowedMessage<'_>, key: &str) -> Option<&'a [u8]> {
-    m.headers()?.iter().find(|h| h.key == key)?.value
-}
+/// Where the read-back starts in each (topic, partition), and where it
+/// ends.
+type Offsets = BTreeMap<(String, i32), i64>;
+
+/// What the read-back found: by (source, topic), the (Kafka offset,
+/// `offset` header) of our messages after the ledger entry, in order.
+type Found = HashMap<(String, String), VecDeque<(i64, u64)>>;
 
 /// Reads back, from Kafka, our messages after each ledger entry.
 /// `base` carries the connection settings (bootstrap servers, security).
@@ -197,6 +209,27 @@ pub fn read_back(
     if ledger.clean || ledger.entries.is_empty() {
         return Ok(Redelivery::default());
     }
+    let consumer = read_back_consumer(base)?;
+    let mut starts = start_offsets(ledger);
+    keep_present(&consumer, &mut starts)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Offsets::new();
+    for ((topic, p), start) in &starts {
+        let (_, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
+        ends.insert((topic.clone(), *p), high);
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*start))?;
+    }
+    if starts.is_empty() {
+        return Ok(Redelivery::from_found(ledger, HashMap::new()));
+    }
+    consumer.assign(&tpl)?;
+    let found = read_until_caught_up(&consumer, ledger, host, &starts, &ends)?;
+    Ok(Redelivery::from_found(ledger, found))
+}
+
+/// A consumer with the producer's connection settings, that commits
+/// nothing and sees every message.
+fn read_back_consumer(base: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
     let mut config = base.clone();
     config
         .set(
@@ -221,9 +254,12 @@ pub fn read_back(
     ] {
         config.remove(k);
     }
-    let consumer: BaseConsumer = config.create()?;
-    // One assignment per (topic, partition), from the lowest entry in it.
-    let mut starts: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    config.create()
+}
+
+/// One assignment per (topic, partition), from the lowest entry in it.
+fn start_offsets(ledger: &DeliveryLedger) -> Offsets {
+    let mut starts = Offsets::new();
     for topics in ledger.entries.values() {
         for (topic, e) in topics {
             let s = starts
@@ -232,6 +268,11 @@ pub fn read_back(
             *s = (*s).min(e.last_offset + 1);
         }
     }
+    starts
+}
+
+/// Drops the starts in topics or partitions that no longer exist.
+fn keep_present(consumer: &BaseConsumer, starts: &mut Offsets) -> Result<(), KafkaError> {
     // A topic or partition that no longer exists (deleted by an operator,
     // or a topic a source no longer uses) has nothing to read back; an
     // unreachable broker is an error, retried by the caller.
@@ -251,18 +292,19 @@ pub fn read_back(
         present.insert(topic, parts);
     }
     starts.retain(|(t, p), _| present.get(t).is_some_and(|ps| ps.contains(p)));
-    let mut tpl = TopicPartitionList::new();
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for ((topic, p), start) in &starts {
-        let (_, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(10))?;
-        ends.insert((topic.clone(), *p), high);
-        tpl.add_partition_offset(topic, *p, Offset::Offset(*start))?;
-    }
-    if starts.is_empty() {
-        return Ok(Redelivery::from_found(ledger, HashMap::new()));
-    }
-    consumer.assign(&tpl)?;
-    let mut found: HashMap<(String, String), VecDeque<(i64, u64)>> = HashMap::new();
+    Ok(())
+}
+
+/// Polls the assigned partitions until each reached its end (or within a
+/// minute, else an error), collecting our messages past the ledger.
+fn read_until_caught_up(
+    consumer: &BaseConsumer,
+    ledger: &DeliveryLedger,
+    host: &str,
+    starts: &Offsets,
+    ends: &Offsets,
+) -> Result<Found, KafkaError> {
+    let mut found = Found::new();
     // Read until every partition reached its high watermark (which may
     // under-count on some brokers, hence also) and nothing came for a while.
     let mut reached: BTreeMap<(String, i32), bool> = starts
@@ -274,7 +316,7 @@ pub fn read_back(
     loop {
         let all = reached.values().all(|r| *r);
         if all && last_message.elapsed() >= Duration::from_secs(1) {
-            break;
+            return Ok(found);
         }
         if Instant::now() >= deadline {
             return Err(KafkaError::MessageConsumption(
@@ -290,34 +332,35 @@ pub fn read_back(
                 if ends.get(&key).is_some_and(|h| m.offset() + 1 >= *h) {
                     reached.insert(key, true);
                 }
-                if header(&m, "host") != Some(host.as_bytes()) {
-                    continue;
+                if let Some((source, offset)) = ours_past_ledger(&m, ledger, host) {
+                    found
+                        .entry((source, m.topic().to_string()))
+                        .or_default()
+                        .push_back((m.offset(), offset));
                 }
-                let (Some(source), Some(offset)) = (header(&m, "source"), header(&m, "offset"))
-                else {
-                    continue;
-                };
-                let source = String::from_utf8_lossy(source).into_owned();
-                let Some(e) = ledger.entries.get(&source).and_then(|t| t.get(m.topic())) else {
-                    continue;
-                };
-                if e.partition != m.partition() || m.offset() <= e.last_offset {
-                    continue;
-                }
-                let Some(offset) = std::str::from_utf8(offset)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                found
-                    .entry((source, m.topic().to_string()))
-                    .or_default()
-                    .push_back((m.offset(), offset));
             }
         }
     }
-    Ok(Redelivery::from_found(ledger, found))
+}
+
+/// The source and `offset` header of `m` if it is ours (our host, a
+/// source in the ledger) and after that source's ledger entry.
+fn ours_past_ledger<M: Message>(
+    m: &M,
+    ledger: &DeliveryLedger,
+    host: &str,
+) -> Option<(String, u64)> {
+    if header(m, "host") != Some(host.as_bytes()) {
+        return None;
+    }
+    let source = String::from_utf8_lossy(header(m, "source")?).into_owned();
+    let offset = header(m, "offset")?;
+    let e = ledger.entries.get(&source)?.get(m.topic())?;
+    if e.partition != m.partition() || m.offset() <= e.last_offset {
+        return None;
+    }
+    let offset = std::str::from_utf8(offset).ok()?.parse::<u64>().ok()?;
+    Some((source, offset))
 }
 
 #[cfg(test)]

@@ -1,0 +1,420 @@
+//! acks: owns what the forwarder knows about each line it sent: which frames
+//! are in flight, how many of each frame's lines Kafka acknowledged (or the
+//! dead-letter file took), and so how far the spool cursor may move.
+//! [`Delivery`] is where both clients report: the [`native`](crate::kafka::native)
+//! producer through its events, librdkafka through its delivery callback
+//! ([`DeliveryContext`](crate::kafka::librdkafka::DeliveryContext)).
+//!
+//! Invariants:
+//! - [`AckTracker::advance`] moves the cursor over the longest fully
+//!   acknowledged prefix of frames only; a partly acknowledged frame records
+//!   how many of its leading lines are done, which is exact because all lines
+//!   of a frame share one key, hence one partition, whose acks arrive in
+//!   order.
+//! - Once a session failed, acks are no longer counted (see
+//!   [`AckTracker::ack_lines`]): after a missing line, "leading lines done"
+//!   would be wrong.
+//! - A refused line counts as done only once the dead-letter file holds it
+//!   (written and synced).
+//!
+//! Must never: count a line as done that is neither acknowledged by Kafka nor
+//! in the dead-letter file.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::kafka::forwarder::{BrokerState, ForwardError, ForwardStats};
+use crate::kafka::ledger::DeliveryLedger;
+use crate::kafka::native::Event;
+use crate::runtime::lock;
+use crate::spool::{Position, SpoolBatch, SpoolCursor};
+
+/// One spooled frame whose lines are sent but not all done.
+pub struct InFlightFrame {
+    spooled_ms: u64,
+    source: String,
+    topic: String,
+    at: Position,
+    next: Position,
+    /// Lines in the frame, and how many of them are done (skipped because
+    /// an earlier run delivered them, or acknowledged now).
+    lines: u32,
+    done: u32,
+}
+
+/// Tracks which sent lines Kafka acknowledged, frame by frame.
+#[derive(Default)]
+pub struct AckTracker {
+    base: u64,
+    frames: VecDeque<InFlightFrame>,
+    cursor: Option<SpoolCursor>,
+    /// Set when a delivery failed in a way that needs a producer rebuild.
+    failed: Option<String>,
+    /// Where each source's acknowledged lines are in Kafka.
+    ledger: DeliveryLedger,
+    /// An ack arrived since the progress was last written.
+    dirty: bool,
+}
+
+impl AckTracker {
+    /// A tracker for a session that starts from the `stored` ledger. Lines
+    /// may be sent past the cursor from now on, so its copy is not clean.
+    pub fn resuming(stored: &DeliveryLedger) -> AckTracker {
+        let mut ledger = stored.clone();
+        ledger.clean = false;
+        AckTracker {
+            ledger,
+            ..AckTracker::default()
+        }
+    }
+
+    /// Starts tracking the frame of `batch` at `at` (the next one at
+    /// `next`), whose first `done` lines are done already; returns its id.
+    pub fn push(&mut self, batch: &SpoolBatch, at: Position, next: Position, done: u32) -> u64 {
+        self.frames.push_back(InFlightFrame {
+            spooled_ms: batch.spooled_ms,
+            source: batch.source.clone(),
+            topic: batch.topic.clone(),
+            at,
+            next,
+            lines: batch.lines.len() as u32,
+            done,
+        });
+        self.base + self.frames.len() as u64 - 1
+    }
+
+    /// One more line of `frame` is in Kafka, at `at` (partition, offset)
+    /// when known.
+    pub fn ack(&mut self, frame: u64, at: Option<(i32, i64)>) {
+        self.ack_lines(frame, 1, at);
+    }
+
+    /// `n` more lines of `frame` are in Kafka, the last at `at`.
+    ///
+    /// Once the session has failed, acks are no longer counted: `done`
+    /// counts a frame's leading lines, which is only exact while its acks
+    /// arrive in order with no line missing (a line whose dead-letter
+    /// write failed is missing). Lines acknowledged but not counted are
+    /// sent again by the next session, whose read-back skips them.
+    pub fn ack_lines(&mut self, frame: u64, n: u32, at: Option<(i32, i64)>) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(f) = frame
+            .checked_sub(self.base)
+            .and_then(|i| self.frames.get_mut(i as usize))
+        {
+            f.done += n;
+            if let Some((partition, offset)) = at {
+                self.ledger.acked(&f.source, &f.topic, partition, offset);
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// The session failed (`why`): the client must be rebuilt, and acks
+    /// from now on do not count.
+    pub fn fail(&mut self, why: String) {
+        self.failed = Some(why);
+    }
+
+    /// Why the session failed, if it did (once).
+    pub fn take_failure(&mut self) -> Option<String> {
+        self.failed.take()
+    }
+
+    /// An ack arrived since the progress was last taken for persisting.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The ledger to persist with the cursor [`advance`](Self::advance)
+    /// just computed: lines done in frames after the front one are past the
+    /// cursor.
+    pub fn ledger_snapshot(&self) -> DeliveryLedger {
+        let mut l = self.ledger.clone();
+        l.clean = false;
+        for e in l.entries.values_mut().flat_map(|t| t.values_mut()) {
+            e.acked_beyond_cursor = 0;
+        }
+        for f in self.frames.iter().skip(1) {
+            if let Some(e) = l.entry_mut(&f.source, &f.topic) {
+                e.acked_beyond_cursor += f.done as u64;
+            }
+        }
+        l
+    }
+
+    /// [`ledger_snapshot`](Self::ledger_snapshot), taken to be persisted:
+    /// the acks so far no longer make the tracker dirty.
+    pub fn ledger_to_persist(&mut self) -> DeliveryLedger {
+        self.dirty = false;
+        self.ledger_snapshot()
+    }
+
+    /// Moves the cursor over every fully acknowledged frame.
+    pub fn advance(&mut self) -> Option<SpoolCursor> {
+        while let Some(f) = self.frames.front() {
+            if f.done < f.lines {
+                break;
+            }
+            self.cursor = Some(SpoolCursor {
+                segment: f.next.segment,
+                position: f.next.pos,
+                lines_done: 0,
+            });
+            self.frames.pop_front();
+            self.base += 1;
+        }
+        if let Some(f) = self.frames.front() {
+            if f.done > 0 {
+                self.cursor = Some(SpoolCursor {
+                    segment: f.at.segment,
+                    position: f.at.pos,
+                    lines_done: f.done,
+                });
+            }
+        }
+        self.cursor
+    }
+
+    /// Frames sent and not fully done.
+    pub fn in_flight(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// When the oldest frame not fully done was spooled (Unix ms; 0: none).
+    pub fn oldest_spooled_ms(&self) -> u64 {
+        self.frames.front().map(|f| f.spooled_ms).unwrap_or(0)
+    }
+}
+
+/// Where either client reports what happened to sent lines.
+pub struct Delivery {
+    tracker: Mutex<AckTracker>,
+    stats: Arc<ForwardStats>,
+    dead_letter: PathBuf,
+}
+
+/// A line Kafka refused for good, as the dead-letter file records it.
+pub struct RefusedLine<'a> {
+    pub source: &'a str,
+    pub path: Option<&'a str>,
+    pub offset: &'a str,
+    pub topic: &'a str,
+    pub line: &'a [u8],
+}
+
+impl Delivery {
+    /// Reports go to `tracker` and `stats`; refused lines to the
+    /// `dead_letter` file.
+    pub fn new(tracker: AckTracker, stats: Arc<ForwardStats>, dead_letter: PathBuf) -> Delivery {
+        Delivery {
+            tracker: Mutex::new(tracker),
+            stats,
+            dead_letter,
+        }
+    }
+
+    pub fn tracker(&self) -> MutexGuard<'_, AckTracker> {
+        lock(&self.tracker)
+    }
+
+    /// The forwarder's counters, which reports update.
+    pub fn stats(&self) -> &ForwardStats {
+        &self.stats
+    }
+
+    /// Writes a refused line to the dead-letter file; only then does it
+    /// count as done (so the cursor can pass it).
+    pub fn refused(&self, t: &mut AckTracker, frame: u64, r: RefusedLine<'_>, error: &str) {
+        tracing::error!(source = r.source, offset = r.offset, topic = r.topic, error,
+            dead_letter = %self.dead_letter.display(),
+            "Kafka refused this line permanently; it is written to the dead-letter file");
+        let entry = serde_json::json!({
+            "source": r.source,
+            "path": r.path,
+            "offset": r.offset,
+            "topic": r.topic,
+            "error": error,
+            "line": String::from_utf8_lossy(r.line),
+        });
+        let written = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.dead_letter)
+            .and_then(|mut f| {
+                writeln!(f, "{entry}")?;
+                f.sync_data()
+            });
+        match written {
+            Ok(()) => {
+                t.ack(frame, None);
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(source) => {
+                let e = ForwardError::DeadLetter {
+                    path: self.dead_letter.clone(),
+                    source,
+                };
+                t.fail(e.to_string());
+            }
+        }
+    }
+
+    /// Takes in the native producer's events.
+    pub fn apply(&self, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut t = self.tracker();
+        for e in events.drain(..) {
+            match e {
+                Event::Acked {
+                    frame,
+                    lines,
+                    partition,
+                    last_offset,
+                } => {
+                    t.ack_lines(frame, lines, last_offset.map(|o| (partition, o)));
+                    self.stats
+                        .delivered
+                        .fetch_add(lines as u64, Ordering::Relaxed);
+                    self.stats.broker_state.store(BrokerState::Up);
+                }
+                Event::Refused { frame, line, error } => {
+                    let offset = line.offset.to_string();
+                    let r = RefusedLine {
+                        source: &line.source,
+                        path: Some(&line.path),
+                        offset: &offset,
+                        topic: &line.topic,
+                        line: &line.value,
+                    };
+                    self.refused(&mut t, frame, r, &error);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(s: u64, p: u64) -> Position {
+        Position { segment: s, pos: p }
+    }
+
+    fn cursor(segment: u64, position: u64, lines_done: u32) -> Option<SpoolCursor> {
+        Some(SpoolCursor {
+            segment,
+            position,
+            lines_done,
+        })
+    }
+
+    fn batch(lines: usize) -> SpoolBatch {
+        SpoolBatch {
+            seq: 0,
+            spooled_ms: 0,
+            source: "a".into(),
+            path: "/a".into(),
+            topic: "t".into(),
+            identity: Default::default(),
+            end_offset: 0,
+            tail_len: 0,
+            tail_crc: 0,
+            data: vec![b'x'; lines],
+            lines: (0..lines as u64)
+                .map(|i| crate::spool::LineRef {
+                    offset: i * 2,
+                    len: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn ledger_counts_acks_past_the_cursor() {
+        let mut t = AckTracker::default();
+        let a = t.push(&batch(2), pos(1, 0), pos(1, 100), 0);
+        let b = t.push(&batch(2), pos(1, 100), pos(1, 200), 0);
+        t.ack(a, Some((0, 7)));
+        t.ack(b, Some((0, 9)));
+        t.ack(b, Some((0, 10)));
+        t.advance();
+        let l = t.ledger_snapshot();
+        let e = l.entries["a"]["t"];
+        assert_eq!(e.last_offset, 10);
+        assert_eq!(
+            e.acked_beyond_cursor, 2,
+            "both lines of b are past the cursor"
+        );
+        assert!(!l.clean);
+    }
+
+    #[test]
+    fn cursor_moves_only_over_acknowledged_prefix() {
+        let mut t = AckTracker::default();
+        let a = t.push(&batch(2), pos(1, 0), pos(1, 100), 0);
+        let b = t.push(&batch(2), pos(1, 100), pos(1, 200), 0);
+        assert_eq!(t.advance(), None);
+        t.ack(b, None);
+        t.ack(b, None);
+        assert_eq!(t.advance(), None, "b is acked but a is not");
+        t.ack(a, None);
+        assert_eq!(t.advance(), cursor(1, 0, 1));
+        t.ack(a, None);
+        assert_eq!(t.advance(), cursor(1, 200, 0));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    /// A line whose dead-letter write failed is neither in Kafka nor in the
+    /// dead-letter file: acks of the lines after it must not count, or the
+    /// frame's `lines_done` would cover it and the cursor pass it.
+    #[test]
+    fn acks_after_a_failure_do_not_count() {
+        let mut t = AckTracker::default();
+        let a = t.push(&batch(3), pos(1, 0), pos(1, 100), 0);
+        t.ack(a, Some((0, 5)));
+        // Line 2 was refused and its dead-letter write failed.
+        t.fail("cannot write dead-letter file".into());
+        t.ack(a, Some((0, 6)));
+        assert_eq!(
+            t.advance(),
+            cursor(1, 0, 1),
+            "only the line before the failure is done"
+        );
+        assert_eq!(t.ledger_snapshot().entries["a"]["t"].last_offset, 5);
+    }
+
+    #[test]
+    fn skipped_lines_count_as_done() {
+        let mut t = AckTracker::default();
+        let a = t.push(&batch(3), pos(2, 0), pos(2, 50), 2);
+        assert_eq!(t.advance(), cursor(2, 0, 2));
+        t.ack(a, None);
+        assert_eq!(t.advance(), cursor(2, 50, 0));
+    }
+
+    #[test]
+    fn a_resumed_tracker_keeps_the_stored_ledger_but_not_its_clean_mark() {
+        let mut stored = DeliveryLedger::default();
+        stored.acked("a", "t", 0, 41);
+        stored.clean = true;
+        let mut t = AckTracker::resuming(&stored);
+        let a = t.push(&batch(1), pos(1, 0), pos(1, 10), 0);
+        assert!(!t.is_dirty());
+        t.ack(a, Some((0, 42)));
+        assert!(t.is_dirty());
+        let l = t.ledger_to_persist();
+        assert!(!t.is_dirty());
+        assert!(!l.clean);
+        assert_eq!(l.entries["a"]["t"].last_offset, 42);
+    }
+}
