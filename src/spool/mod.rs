@@ -350,6 +350,7 @@ pub(super) mod tests {
     use super::*;
     use crate::config::FsyncPolicy;
     use crate::store::Store;
+    use proptest::prelude::*;
     use tokio_util::sync::CancellationToken;
 
     pub(in crate::spool) fn cfg(max: u64, seg: u64) -> SpoolConfig {
@@ -442,5 +443,252 @@ pub(super) mod tests {
         assert_eq!(rec.last_batches["a"].end_offset, 8);
         // The sizes the spool keeps are those after the cut.
         assert!(spool.segment_sizes().contains(&(1, good_len)));
+    }
+
+    /// One step of the spool model test.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A writer session spools these batches, each given as its
+        /// source (an index) and the lengths of its lines (none: a batch
+        /// that only commits a position).
+        Write(Vec<(usize, Vec<usize>)>),
+        /// A restart: the spool is dropped and opened again.
+        Reopen,
+        /// The forwarder reads everything and delivers it: the segments
+        /// before its cursor are released.
+        Deliver,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let lines = proptest::collection::vec(0usize..700, 0..4);
+        let batches = proptest::collection::vec((0usize..3, lines), 1..6);
+        prop_oneof![
+            3 => batches.prop_map(Step::Write),
+            1 => Just(Step::Reopen),
+            1 => Just(Step::Deliver),
+        ]
+    }
+
+    /// What the spool must hold, kept as plainly as possible.
+    #[derive(Default)]
+    struct Model {
+        /// Every batch with lines, in the order sent (each writes a frame).
+        framed: Vec<SpoolBatch>,
+        /// How many of `framed` the forwarder has delivered.
+        delivered: usize,
+        /// Framed batches sent since the spool was last opened.
+        since_open: Vec<SpoolBatch>,
+        /// The last batch sent per source, with its lines and bytes so far.
+        committed: HashMap<String, (SpoolBatch, u64, u64)>,
+        next_seq: u64,
+        /// Bytes of each source's file so far.
+        file_ends: HashMap<String, u64>,
+        cursor: Option<SpoolCursor>,
+    }
+
+    impl Model {
+        /// The batches of a `Step::Write`, numbered as the writer will.
+        fn batches(&mut self, specs: &[(usize, Vec<usize>)]) -> Vec<SpoolBatch> {
+            let mut out = Vec::new();
+            for (source, lens) in specs {
+                let source = format!("s{source}");
+                let seq = self.next_seq + out.len() as u64;
+                let texts: Vec<Vec<u8>> = lens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, len)| {
+                        let mut l = format!("{source} #{seq} line {i} ").into_bytes();
+                        l.resize(l.len() + len, b'.');
+                        l
+                    })
+                    .collect();
+                let refs: Vec<&[u8]> = texts.iter().map(|l| l.as_slice()).collect();
+                let end = self.file_ends.entry(source.clone()).or_default();
+                *end += texts.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+                let mut b = batch(&source, &refs, *end);
+                b.seq = seq;
+                out.push(b);
+            }
+            out
+        }
+
+        fn sent(&mut self, batches: &[SpoolBatch]) {
+            for b in batches {
+                self.next_seq = b.seq + 1;
+                let (lines, bytes) = self
+                    .committed
+                    .get(&b.source)
+                    .map(|(_, l, n)| (*l, *n))
+                    .unwrap_or((0, 0));
+                let total = (
+                    b.clone(),
+                    lines + b.lines.len() as u64,
+                    bytes + b.data.len() as u64,
+                );
+                self.committed.insert(b.source.clone(), total);
+                if !b.lines.is_empty() {
+                    self.framed.push(b.clone());
+                    self.since_open.push(b.clone());
+                }
+            }
+        }
+    }
+
+    /// A batch as the model knows it: without the writer's time stamp.
+    fn unstamped(b: &SpoolBatch) -> SpoolBatch {
+        SpoolBatch {
+            spooled_ms: 0,
+            ..b.clone()
+        }
+    }
+
+    fn last_per_source(batches: &[SpoolBatch]) -> HashMap<String, SpoolBatch> {
+        batches
+            .iter()
+            .map(|b| (b.source.clone(), unstamped(b)))
+            .collect()
+    }
+
+    fn check_store(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+        for (source, (last, lines, bytes)) in &model.committed {
+            let rec = store.source(source).unwrap().unwrap();
+            prop_assert_eq!(rec.offset, last.end_offset, "offset of {}", source);
+            prop_assert_eq!(rec.seq, last.seq, "seq of {}", source);
+            prop_assert_eq!((rec.lines, rec.bytes), (*lines, *bytes), "{}", source);
+        }
+        Ok(())
+    }
+
+    /// After a reopen: the recovery reports, per source, the last batch of
+    /// the newest segment, which holds the latest frames sent since the
+    /// previous open (all of them unless a segment filled up).
+    fn check_recovery(rec: &Recovery, model: &Model, rolls: bool) -> Result<(), TestCaseError> {
+        prop_assert_eq!(rec.torn_bytes, 0);
+        let got: HashMap<String, SpoolBatch> = rec
+            .last_batches
+            .iter()
+            .map(|(s, b)| (s.clone(), unstamped(b)))
+            .collect();
+        let sent = &model.since_open;
+        let matches = |k: usize| last_per_source(&sent[k..]) == got;
+        if rolls {
+            prop_assert!((0..=sent.len()).any(matches), "{:?}", got);
+        } else {
+            prop_assert!(matches(0), "{:?}", got);
+        }
+        let max_seq = got.values().map(|b| b.seq).max().unwrap_or(0);
+        prop_assert_eq!(rec.max_seq, max_seq);
+        Ok(())
+    }
+
+    /// Reads everything after the model's cursor: exactly the frames not
+    /// yet delivered, once each, in order. Then releases up to there.
+    fn deliver(spool: &Spool, sdir: &Path, model: &mut Model) -> Result<(), TestCaseError> {
+        let mut r = spool.reader(model.cursor);
+        let mut got = Vec::new();
+        while let ReadOutcome::Frame(f) = r.next(Duration::from_millis(10)).unwrap() {
+            got.push(unstamped(&f.batch));
+            model.cursor = Some(SpoolCursor {
+                segment: f.next.segment,
+                position: f.next.pos,
+                lines_done: 0,
+            });
+        }
+        let want: Vec<SpoolBatch> = model.framed[model.delivered..]
+            .iter()
+            .map(unstamped)
+            .collect();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(spool.stats().damaged_frames, 0);
+        model.delivered = model.framed.len();
+        if let Some(c) = model.cursor {
+            spool.release_before(&c).unwrap();
+            let left = list_segments(sdir).unwrap();
+            prop_assert!(left.iter().all(|id| *id >= c.segment), "{:?}", left);
+        }
+        Ok(())
+    }
+
+    /// The writer of one open spool, as the daemon runs it.
+    struct WriterSession {
+        tx: tokio::sync::mpsc::Sender<WriterMsg>,
+        thread: std::thread::JoinHandle<Result<(), SpoolError>>,
+    }
+
+    impl WriterSession {
+        fn start(spool: &Spool, store: &Store, first_seq: u64) -> WriterSession {
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let thread = spool
+                .spawn_writer(store.clone(), rx, first_seq, CancellationToken::new())
+                .unwrap();
+            WriterSession { tx, thread }
+        }
+
+        /// Sends `batches` and waits until they are durable and committed.
+        fn write(&self, batches: Vec<SpoolBatch>) {
+            for b in batches {
+                self.tx.blocking_send(WriterMsg::Batch(b)).unwrap();
+            }
+            let (done, wait) = tokio::sync::oneshot::channel();
+            self.tx.blocking_send(WriterMsg::Sync(done)).unwrap();
+            wait.blocking_recv().unwrap();
+        }
+
+        fn end(self) {
+            drop(self.tx);
+            self.thread.join().unwrap().unwrap();
+        }
+    }
+
+    fn run_model(steps: Vec<Step>, rolls: bool) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let sdir = dir.path().join("spool");
+        let config = cfg(1 << 30, if rolls { 2048 } else { 1 << 20 });
+        let (mut spool, rec) = Spool::open(&sdir, config.clone()).unwrap();
+        prop_assert!(rec.last_batches.is_empty());
+        let mut model = Model {
+            next_seq: 1,
+            ..Model::default()
+        };
+        let mut writer = WriterSession::start(&spool, &store, model.next_seq);
+        for step in steps.into_iter().chain([Step::Deliver]) {
+            match step {
+                Step::Write(specs) => {
+                    let batches = model.batches(&specs);
+                    model.sent(&batches);
+                    writer.write(batches);
+                    check_store(&store, &model)?;
+                }
+                Step::Reopen => {
+                    writer.end();
+                    drop(spool);
+                    let (reopened, rec) = Spool::open(&sdir, config.clone()).unwrap();
+                    spool = reopened;
+                    check_recovery(&rec, &model, rolls)?;
+                    model.since_open.clear();
+                    writer = WriterSession::start(&spool, &store, model.next_seq);
+                }
+                Step::Deliver => deliver(&spool, &sdir, &mut model)?,
+            }
+        }
+        writer.end();
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Batches sent through the writer, across restarts and
+        /// deliveries, are read back once each and in order; the store
+        /// holds each source's last position; a reopen recovers the last
+        /// batch per source.
+        #[test]
+        fn spool_matches_a_model_of_sent_batches_across_restarts(
+            steps in proptest::collection::vec(step(), 1..8),
+            rolls in any::<bool>(),
+        ) {
+            run_model(steps, rolls)?;
+        }
     }
 }
