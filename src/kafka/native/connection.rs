@@ -1,0 +1,249 @@
+//! connection: one TCP connection to a Kafka broker. It owns the socket,
+//! the reader thread that turns its response frames into messages on the
+//! producer's answer channel, and the connection's two queues: sealed
+//! batches waiting for room, and Produce requests sent and not yet
+//! answered.
+//!
+//! Invariants:
+//! - Requests go out in the order they are written and answers come back
+//!   in that order (Kafka answers a connection's requests in order), so the
+//!   front of `in_flight` is always the request the next answer is for.
+//! - At most [`MAX_IN_FLIGHT`] Produce requests are unanswered: [`pump`]
+//!   (the only writer of Produce requests) stops there.
+//! - Dropping a connection shuts its socket down, which ends its reader.
+//!
+//! Must never: decide what an answer means (that is
+//! [`super::producer`]), or reorder a waiting batch.
+//!
+//! [`pump`]: Connection::pump
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::SyncSender;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Encodable;
+
+use super::producer::BatchLines;
+use super::wire::{
+    encode_request, produce_request, read_response, Correlations, RequestHead, ANSWER_TIMEOUT,
+    SETUP_TIMEOUT,
+};
+use super::ProducerError;
+
+/// Unanswered requests per connection: Kafka keeps an idempotent producer's
+/// order for at most 5.
+pub const MAX_IN_FLIGHT: usize = 5;
+
+/// Where each connection's reader thread sends what it read: the
+/// connection's index, and a response frame or the error that ended it.
+pub(super) type Answers = SyncSender<(usize, std::io::Result<Bytes>)>;
+
+/// A batch waiting for room on its leader's connection.
+pub(super) struct Sealed {
+    pub(super) lines: BatchLines,
+    pub(super) batch: Bytes,
+}
+
+/// A Produce request sent and not yet answered.
+pub(super) struct InFlight {
+    pub(super) correlation: i32,
+    pub(super) version: i16,
+    pub(super) sent: Instant,
+    pub(super) lines: BatchLines,
+}
+
+pub(super) struct Connection {
+    pub(super) addr: String,
+    stream: TcpStream,
+    reader: Option<JoinHandle<()>>,
+    pub(super) in_flight: VecDeque<InFlight>,
+    pub(super) waiting: VecDeque<Sealed>,
+    /// Request bytes, reused.
+    out: BytesMut,
+    /// The broker closed it while nothing was asked (Kafka closes idle
+    /// connections after `connections.max.idle.ms`): reopened when needed.
+    pub(super) closed: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shut_down();
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// `host:port` for a broker the metadata lists; an IPv6 address goes in
+/// brackets.
+pub(super) fn broker_addr(host: &str, port: i32) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl Connection {
+    /// Connects to the first of the comma-separated `brokers` that answers,
+    /// as connection 0; the error is the last broker's.
+    pub(super) fn open_first(brokers: &str, tx: &Answers) -> Result<Connection, ProducerError> {
+        let mut last = None;
+        for addr in brokers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match Connection::open(addr, 0, tx) {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ProducerError::Connect {
+            addr: brokers.to_string(),
+            detail: "no broker address given".into(),
+        }))
+    }
+
+    /// Connects to `addr` (the first of its addresses that answers) and
+    /// starts its reader, which sends what it reads to `tx` as connection
+    /// `index`.
+    pub(super) fn open(
+        addr: &str,
+        index: usize,
+        tx: &Answers,
+    ) -> Result<Connection, ProducerError> {
+        let stream = connect(addr)?;
+        let io = |source| ProducerError::Io {
+            addr: addr.to_string(),
+            source,
+        };
+        stream.set_nodelay(true).map_err(io)?;
+        stream.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+        let mut read_half = stream.try_clone().map_err(io)?;
+        let tx = tx.clone();
+        let reader = std::thread::Builder::new()
+            .name("kafka-reader".into())
+            .spawn(move || loop {
+                let r = read_response(&mut read_half);
+                let stop = r.is_err();
+                if tx.send((index, r)).is_err() || stop {
+                    return;
+                }
+            })
+            .map_err(io)?;
+        Ok(Connection {
+            addr: addr.to_string(),
+            stream,
+            reader: Some(reader),
+            in_flight: VecDeque::new(),
+            waiting: VecDeque::new(),
+            out: BytesMut::with_capacity(64 << 10),
+            closed: false,
+        })
+    }
+
+    /// Shuts the socket down, which ends the reader once it is not blocked
+    /// on a full answer channel.
+    pub(super) fn shut_down(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// The reader thread, for the one who drops the connection and must
+    /// keep the answer channel drained while it ends.
+    pub(super) fn take_reader(&mut self) -> Option<JoinHandle<()>> {
+        self.reader.take()
+    }
+
+    /// Writes one request, then `tail` (a record batch) right after it,
+    /// uncopied (see [`encode_request`]).
+    pub(super) fn write_request<R: Encodable>(
+        &mut self,
+        head: &RequestHead<'_>,
+        body: &R,
+        tail: Option<&[u8]>,
+    ) -> Result<(), ProducerError> {
+        encode_request(&mut self.out, head, body, tail).map_err(|e| ProducerError::Protocol {
+            addr: self.addr.clone(),
+            detail: format!("cannot encode {:?} v{}: {e}", head.api, head.version),
+        })?;
+        let io = |source| ProducerError::Io {
+            addr: self.addr.clone(),
+            source,
+        };
+        self.stream.write_all(&self.out).map_err(io)?;
+        if let Some(tail) = tail {
+            self.stream.write_all(tail).map_err(io)?;
+        }
+        if self.out.capacity() > 4 << 20 {
+            // One huge line must not pin its buffer for good.
+            self.out = BytesMut::with_capacity(64 << 10);
+        }
+        Ok(())
+    }
+
+    /// Writes waiting batches, in order, while the connection has room
+    /// (Produce `version`, each with the next of `correlations`).
+    pub(super) fn pump(
+        &mut self,
+        version: i16,
+        client_id: &str,
+        correlations: &mut Correlations,
+    ) -> Result<(), ProducerError> {
+        while self.in_flight.len() < MAX_IN_FLIGHT {
+            let Some(s) = self.waiting.pop_front() else {
+                break;
+            };
+            let req = produce_request(&s.lines.topic, s.lines.partition, Bytes::new());
+            let correlation = correlations.next();
+            let head = RequestHead {
+                api: ApiKey::Produce,
+                version,
+                correlation,
+                client_id,
+            };
+            self.write_request(&head, &req, Some(&s.batch))?;
+            self.in_flight.push_back(InFlight {
+                correlation,
+                version,
+                sent: Instant::now(),
+                lines: s.lines,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A stream to the first of `addr`'s addresses that answers within
+/// [`SETUP_TIMEOUT`].
+fn connect(addr: &str) -> Result<TcpStream, ProducerError> {
+    let connect_err = |detail: String| ProducerError::Connect {
+        addr: addr.to_string(),
+        detail,
+    };
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|e| connect_err(e.to_string()))?
+        .collect();
+    let mut last = "the name resolved to no address".to_string();
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, SETUP_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(connect_err(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_broker_addresses_go_in_brackets() {
+        assert_eq!(broker_addr("b1.example", 9092), "b1.example:9092");
+        assert_eq!(broker_addr("::1", 9092), "[::1]:9092");
+        assert_eq!(broker_addr("[::1]", 9092), "[::1]:9092");
+    }
+}
