@@ -6,7 +6,8 @@
 # The folder holds libs/ (every jar: run a class with
 # java -cp "<folder>/libs/*" CLASS), config/log4j2.xml (brokers log to
 # $kafka.logs.dir/server.log, nothing on stdout), config/tools-log4j2.xml
-# (the CLIs log warnings to stderr), and the generated pom.xml.
+# (the CLIs log warnings to stderr), tools.env (config_command=the class of
+# kafka-configs, which moved in 4.4), and the generated pom.xml.
 #
 # Idempotent: a folder whose .installed stamp matches this script's pom is
 # used as it is, in well under a second. Installs maven with apt-get when mvn
@@ -153,12 +154,13 @@ EOF
 }
 
 # Classes that scripts/kafka.sh and the tests run, each with the jar that
-# must hold it.
+# must hold it; " | " separates alternatives (ConfigCommand moved from core
+# to kafka-tools in Kafka 4.4).
 REQUIRED_CLASSES=(
     "kafka_2.13-$KAFKA_VERSION.jar kafka/Kafka.class"
     "kafka_2.13-$KAFKA_VERSION.jar kafka/tools/StorageTool.class"
     "kafka-tools-$KAFKA_VERSION.jar org/apache/kafka/tools/TopicCommand.class"
-    "kafka_2.13-$KAFKA_VERSION.jar kafka/admin/ConfigCommand.class"
+    "kafka_2.13-$KAFKA_VERSION.jar kafka/admin/ConfigCommand.class | kafka-tools-$KAFKA_VERSION.jar org/apache/kafka/tools/ConfigCommand.class"
     "kafka-tools-$KAFKA_VERSION.jar org/apache/kafka/tools/AclCommand.class"
     "kafka-tools-$KAFKA_VERSION.jar org/apache/kafka/tools/ConsoleProducer.class"
     "kafka-tools-$KAFKA_VERSION.jar org/apache/kafka/tools/consumer/ConsoleConsumer.class"
@@ -178,20 +180,25 @@ list_jar() {
     fi
 }
 
+has_class() {
+    # $1: a libs folder, $2: "JAR CLASS". True when the jar holds the class.
+    local jar="${2%% *}" class="${2#* }"
+    [ -f "$1/$jar" ] || return 1
+    # grep without -q: an early exit would break the pipe under pipefail.
+    list_jar "$1/$jar" | grep -xF "$class" >/dev/null
+}
+
 check_libs() {
     # $1: a libs folder. True when every required class is in its jar.
-    local libs="$1" entry jar class
+    local libs="$1" entry alt found
     for entry in "${REQUIRED_CLASSES[@]}"; do
-        jar="${entry%% *}" class="${entry#* }"
-        if [ ! -f "$libs/$jar" ]; then
-            log "missing $jar"
-            return 1
-        fi
-        # grep without -q: an early exit would break the pipe under pipefail.
-        if ! list_jar "$libs/$jar" | grep -xF "$class" >/dev/null; then
-            log "$jar lacks $class"
-            return 1
-        fi
+        found=""
+        while [ -n "$entry" ]; do
+            alt="${entry%% | *}"
+            if [ "$alt" = "$entry" ]; then entry=""; else entry="${entry#* | }"; fi
+            if has_class "$libs" "$alt"; then found=1; break; fi
+        done
+        [ -n "$found" ] || { log "no jar holds ${alt#* } (looked in ${alt%% *})"; return 1; }
     done
 }
 
@@ -199,7 +206,8 @@ stamp="kafka $KAFKA_VERSION log4j $LOG4J_VERSION slf4j $SLF4J_VERSION $(pom | ck
 
 # Already installed.
 if [ -f "$home/.installed" ] && [ "$(cat "$home/.installed")" = "$stamp" ] \
-    && [ -f "$home/config/log4j2.xml" ] && [ -f "$home/config/tools-log4j2.xml" ]; then
+    && [ -f "$home/config/log4j2.xml" ] && [ -f "$home/config/tools-log4j2.xml" ] \
+    && [ -f "$home/tools.env" ]; then
     log "using Kafka $KAFKA_VERSION at $home"
     echo "$home"
     exit 0
@@ -230,8 +238,9 @@ pom >"$home/pom.xml"
 rm -rf "$home/libs.new"
 log "fetching Kafka $KAFKA_VERSION and its runtime dependencies with Maven"
 if ! mvn -q -B -Dstyle.color=never -f "$home/pom.xml" "$DEP_PLUGIN:copy-dependencies" \
-    -DincludeScope=runtime -DoutputDirectory="$home/libs.new" >&2; then
-    log "mvn copy-dependencies failed"
+    -DincludeScope=runtime -DoutputDirectory="$home/libs.new" >"$home/mvn.log" 2>&1; then
+    cat "$home/mvn.log" >&2
+    log "mvn copy-dependencies failed (log: $home/mvn.log)"
     exit 1
 fi
 check_libs "$home/libs.new" || { log "the fetched jars are incomplete"; exit 1; }
@@ -241,6 +250,13 @@ mv "$home/libs.new" "$home/libs"
 mkdir -p "$home/config"
 broker_log4j2 >"$home/config/log4j2.xml"
 tools_log4j2 >"$home/config/tools-log4j2.xml"
+
+# Where the CLIs that moved between releases are, for scripts/kafka.sh tool.
+config_command=kafka.admin.ConfigCommand
+if has_class "$home/libs" "kafka-tools-$KAFKA_VERSION.jar org/apache/kafka/tools/ConfigCommand.class"; then
+    config_command=org.apache.kafka.tools.ConfigCommand
+fi
+echo "config_command=$config_command" >"$home/tools.env"
 
 echo "$stamp" >"$home/.installed"
 log "installed Kafka $KAFKA_VERSION ($(ls "$home/libs" | wc -l) jars) at $home"

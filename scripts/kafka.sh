@@ -430,7 +430,7 @@ cmd_tool() {
     local class="$1"; shift
     case "$class" in
         topics) class=org.apache.kafka.tools.TopicCommand ;;
-        configs) class=kafka.admin.ConfigCommand ;;
+        configs) class=kafka.admin.ConfigCommand ;;  # or as tools.env says
         acls) class=org.apache.kafka.tools.AclCommand ;;
         produce) class=org.apache.kafka.tools.ConsoleProducer ;;
         consume) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
@@ -440,6 +440,10 @@ cmd_tool() {
         groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
     esac
     khome="$(kafka_home)"
+    if [ "$class" = kafka.admin.ConfigCommand ] && [ -f "$khome/tools.env" ]; then
+        # shellcheck disable=SC1091
+        class="$(. "$khome/tools.env"; echo "$config_command")"
+    fi
     exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData \
         -Dlog4j2.configurationFile="$khome/config/tools-log4j2.xml" \
         -cp "$khome/libs/*" "$class" "$@"

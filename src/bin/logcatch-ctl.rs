@@ -114,57 +114,64 @@ fn run(args: Args) -> Result<(), Failure> {
                 config.file.display()
             ))),
         },
-        Command::Reload => match get(&endpoint, "POST", "/reload")? {
-            Some(body) => {
-                let v: serde_json::Value = parse(&body)?;
-                if json {
-                    print_json(&v)
-                } else {
-                    let d: logcatch::control::reload::SourceDiff =
-                        serde_json::from_value(v["result"].clone()).map_err(fail)?;
-                    println!("reloaded: {}", d.summary());
-                    Ok(())
-                }
-            }
-            None => Err(fail(format!(
-                "no daemon is running (nothing answers at {endpoint})"
-            ))),
-        },
-        Command::Reset { name, to, yes } => {
-            confirm(&format!("Reset source `{name}` to {}?", describe(to)), yes)?;
-            let to_arg = match to {
-                ResetTo::Beginning => "beginning".to_string(),
-                ResetTo::End => "end".to_string(),
-                ResetTo::Offset(n) => n.to_string(),
-            };
-            let path = format!("/reset?name={}&to={to_arg}", encode(&name));
-            match get(&endpoint, "POST", &path)? {
-                Some(_) => println!("source `{name}` reset to {} (live)", describe(to)),
-                None => {
-                    offline_note(&config);
-                    logcatch::daemon::offline_set_record(&config, &name, Some(to)).map_err(fail)?;
-                    println!("source `{name}` reset to {} in the store", describe(to));
-                }
-            }
-            Ok(())
-        }
-        Command::Forget { name, yes } => {
-            confirm(
-                &format!("Forget the offset record of source `{name}`?"),
-                yes,
-            )?;
-            let path = format!("/forget?name={}", encode(&name));
-            match get(&endpoint, "POST", &path)? {
-                Some(_) => println!("source `{name}` forgotten (live)"),
-                None => {
-                    offline_note(&config);
-                    logcatch::daemon::offline_set_record(&config, &name, None).map_err(fail)?;
-                    println!("source `{name}` forgotten in the store");
-                }
-            }
-            Ok(())
+        Command::Reload => reload(&endpoint, json),
+        Command::Reset { name, to, yes } => reset(&config, &name, to, yes),
+        Command::Forget { name, yes } => forget(&config, &name, yes),
+    }
+}
+
+fn reload(endpoint: &AdminListen, json: bool) -> Result<(), Failure> {
+    let Some(body) = get(endpoint, "POST", "/reload")? else {
+        return Err(fail(format!(
+            "no daemon is running (nothing answers at {endpoint})"
+        )));
+    };
+    let v: serde_json::Value = parse(&body)?;
+    if json {
+        return print_json(&v);
+    }
+    let d: logcatch::control::reload::SourceDiff =
+        serde_json::from_value(v["result"].clone()).map_err(fail)?;
+    println!("reloaded: {}", d.summary());
+    Ok(())
+}
+
+/// `reset`: live through the daemon, or on the stopped store.
+fn reset(config: &Config, name: &str, to: ResetTo, yes: bool) -> Result<(), Failure> {
+    confirm(&format!("Reset source `{name}` to {}?", describe(to)), yes)?;
+    let to_arg = match to {
+        ResetTo::Beginning => "beginning".to_string(),
+        ResetTo::End => "end".to_string(),
+        ResetTo::Offset(n) => n.to_string(),
+    };
+    let path = format!("/reset?name={}&to={to_arg}", encode(name));
+    match get(&config.admin.listen, "POST", &path)? {
+        Some(_) => println!("source `{name}` reset to {} (live)", describe(to)),
+        None => {
+            offline_note(config);
+            logcatch::daemon::offline_set_record(config, name, Some(to)).map_err(fail)?;
+            println!("source `{name}` reset to {} in the store", describe(to));
         }
     }
+    Ok(())
+}
+
+/// `forget`: live through the daemon, or on the stopped store.
+fn forget(config: &Config, name: &str, yes: bool) -> Result<(), Failure> {
+    confirm(
+        &format!("Forget the offset record of source `{name}`?"),
+        yes,
+    )?;
+    let path = format!("/forget?name={}", encode(name));
+    match get(&config.admin.listen, "POST", &path)? {
+        Some(_) => println!("source `{name}` forgotten (live)"),
+        None => {
+            offline_note(config);
+            logcatch::daemon::offline_set_record(config, name, None).map_err(fail)?;
+            println!("source `{name}` forgotten in the store");
+        }
+    }
+    Ok(())
 }
 
 /// Commands that a running daemon can answer when the config file itself

@@ -289,85 +289,92 @@ impl AdminState {
             "Bytes of the file not yet read.",
             &per_source(&|r| r.lag_bytes),
         );
-        let scalars: [(&str, &str, &str, u64); 12] = [
-            (
-                "logcatch_spool_bytes",
-                "gauge",
-                "Bytes in spool segment files.",
-                q.bytes,
-            ),
-            (
-                "logcatch_spool_segments",
-                "gauge",
-                "Spool segment files.",
-                q.segments as u64,
-            ),
-            (
-                "logcatch_spool_waiting_bytes",
-                "gauge",
-                "Spooled bytes not yet acknowledged by Kafka.",
-                q.waiting_bytes,
-            ),
-            (
-                "logcatch_spool_paused",
-                "gauge",
-                "1 while tailers wait for spool room.",
-                q.paused_by_backpressure as u64,
-            ),
-            (
-                "logcatch_spool_damaged_frames_total",
-                "counter",
-                "Damaged spool frames skipped.",
-                q.damaged_frames,
-            ),
-            (
-                "logcatch_records_sent_total",
-                "counter",
-                "Lines handed to the Kafka producer.",
-                q.sent.unwrap_or(0),
-            ),
-            (
-                "logcatch_records_delivered_total",
-                "counter",
-                "Lines Kafka acknowledged.",
-                q.delivered.unwrap_or(0),
-            ),
-            (
-                "logcatch_delivery_errors_total",
-                "counter",
-                "Failed deliveries (resent after a producer rebuild).",
-                q.producer_errors.unwrap_or(0),
-            ),
-            (
-                "logcatch_dead_lettered_total",
-                "counter",
-                "Lines Kafka refused permanently, written to the dead-letter file.",
-                q.dead_lettered.unwrap_or(0),
-            ),
-            (
-                "logcatch_reloads_total",
-                "counter",
-                "Config reloads applied.",
-                st.reloads,
-            ),
-            (
-                "logcatch_reload_failures_total",
-                "counter",
-                "Config reloads rejected.",
-                st.reload_failures,
-            ),
-            (
-                "logcatch_running_tailers",
-                "gauge",
-                "Tailer tasks running.",
-                st.running_tailers as u64,
-            ),
-        ];
-        for (name, kind, help, v) in scalars {
+        for (name, kind, help, v) in scalar_metrics(&q, &st) {
             family(name, kind, help, &[(String::new(), v)]);
         }
         Ok(m)
     }
+}
+
+/// The metric families with one sample each: (name, type, help, value).
+fn scalar_metrics(
+    q: &QueueReport,
+    st: &StatusReport,
+) -> [(&'static str, &'static str, &'static str, u64); 12] {
+    [
+        (
+            "logcatch_spool_bytes",
+            "gauge",
+            "Bytes in spool segment files.",
+            q.bytes,
+        ),
+        (
+            "logcatch_spool_segments",
+            "gauge",
+            "Spool segment files.",
+            q.segments as u64,
+        ),
+        (
+            "logcatch_spool_waiting_bytes",
+            "gauge",
+            "Spooled bytes not yet acknowledged by Kafka.",
+            q.waiting_bytes,
+        ),
+        (
+            "logcatch_spool_paused",
+            "gauge",
+            "1 while tailers wait for spool room.",
+            q.paused_by_backpressure as u64,
+        ),
+        (
+            "logcatch_spool_damaged_frames_total",
+            "counter",
+            "Damaged spool frames skipped.",
+            q.damaged_frames,
+        ),
+        (
+            "logcatch_records_sent_total",
+            "counter",
+            "Lines handed to the Kafka producer.",
+            q.sent.unwrap_or(0),
+        ),
+        (
+            "logcatch_records_delivered_total",
+            "counter",
+            "Lines Kafka acknowledged.",
+            q.delivered.unwrap_or(0),
+        ),
+        (
+            "logcatch_delivery_errors_total",
+            "counter",
+            "Failed deliveries (resent after a producer rebuild).",
+            q.producer_errors.unwrap_or(0),
+        ),
+        (
+            "logcatch_dead_lettered_total",
+            "counter",
+            "Lines Kafka refused permanently, written to the dead-letter file.",
+            q.dead_lettered.unwrap_or(0),
+        ),
+        (
+            "logcatch_reloads_total",
+            "counter",
+            "Config reloads applied.",
+            st.reloads,
+        ),
+        (
+            "logcatch_reload_failures_total",
+            "counter",
+            "Config reloads rejected.",
+            st.reload_failures,
+        ),
+        (
+            "logcatch_running_tailers",
+            "gauge",
+            "Tailer tasks running.",
+            st.running_tailers as u64,
+        ),
+    ]
 }
 
 fn escape(s: &str) -> String {

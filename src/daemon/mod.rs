@@ -35,7 +35,6 @@ use crate::control::admin::{self, AdminCommand, AdminState};
 use crate::control::reload::{self, Trigger};
 use crate::control::ControlError;
 use crate::kafka::forwarder::{ForwardError, Forwarder};
-use crate::runtime::{lock, now_ms};
 use crate::source::tailer::{self, ResetTo};
 use crate::spool::{Recovery, Spool, SpoolError, WriterMsg};
 use crate::store::{Store, StoreError};
@@ -214,29 +213,22 @@ pub async fn run(
         spool,
         first_seq,
     } = open(&config).await?;
-    let live = Live::default();
-    {
-        let mut r = lock(&live.reload);
-        r.config_file = config.file.display().to_string();
-        r.loaded_ms = now_ms();
-    }
+    let live = Live::new(&config.file);
     let (tx, rx) = mpsc::channel::<WriterMsg>(8);
     let writer_stop = shutdown.token(Phase::StopTailers);
     let writer = spool.spawn_writer(store.clone(), rx, first_seq, writer_stop)?;
 
     let (kafka_tx, kafka_rx) = watch::channel(config.kafka.clone());
-    let forwarded = start_forwarder(
-        Forwarder {
-            kafka: kafka_rx,
-            spool: spool.clone(),
-            store: store.clone(),
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-            data_dir: config.data_dir.clone(),
-            stats: live.forward.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        },
-        &shutdown,
-    )?;
+    let forwarder = Forwarder {
+        kafka: kafka_rx,
+        spool: spool.clone(),
+        store: store.clone(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        data_dir: config.data_dir.clone(),
+        stats: live.forward.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let forwarded = start_forwarder(forwarder, &shutdown)?;
 
     let mut sup = Supervisor::new(
         &config,

@@ -44,6 +44,19 @@ pub struct Live {
     pub draining: Arc<Mutex<BTreeMap<String, (String, Position)>>>,
 }
 
+impl Live {
+    /// Handles for a daemon that just loaded `config_file`.
+    pub fn new(config_file: &std::path::Path) -> Live {
+        let live = Live::default();
+        {
+            let mut r = lock(&live.reload);
+            r.config_file = config_file.display().to_string();
+            r.loaded_ms = now_ms();
+        }
+        live
+    }
+}
+
 struct RunningTailer {
     stop: TailStop,
     task: JoinHandle<()>,
