@@ -10,15 +10,13 @@
 //! opens the store and says `no daemon is running` on stderr (`status` and
 //! `reload` then exit 1). Exit codes: 0 ok, 1 daemon/store error, 2 usage.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "logs";
@@ -132,14 +130,18 @@ fn assert_each_times(msgs: &[Msg], range: std::ops::Range<u64>, times: usize) {
 /// against its stopped store, checked against what was written and
 /// delivered.
 #[test]
-fn k1_reports_live_and_offline() {
+fn offsets_queue_status_reload_report_live_and_offline() {
     let env = TestEnv::new();
     let (a, b) = (env.path("a.log"), env.path("b.log"));
     write_numbered(&a, 0, 1000);
     write_numbered(&b, 5000, 5500);
     let mut d = env.start(&env.config(TOPIC).source("a", &a).source("b", &b));
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 1500, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1500)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..1000, 5000..5500]);
 
     // The socket.
@@ -312,7 +314,7 @@ fn k1_reports_live_and_offline() {
 /// socket path): every line delivered a second time; then to a byte
 /// offset; bad resets change nothing.
 #[test]
-fn k2_reset_live() {
+fn reset_while_running_delivers_again_from_the_new_offset() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     write_numbered(&a, 0, 1000);
@@ -323,7 +325,11 @@ fn k2_reset_live() {
     );
     let mut d = Daemon::start(env.dir.path(), &text);
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1000)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..1000);
     assert_socket_0600(&sock);
     assert!(
@@ -334,10 +340,14 @@ fn k2_reset_live() {
     let out = ctl_run(&cfg, &["reset", "a", "--to", "beginning", "--yes"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(!out.stderr.contains(NO_DAEMON), "{}", out.describe());
-    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |m| {
-        let c = counts_of(m);
-        (0..1000).all(|n| c.get(&n) >= Some(&2))
-    });
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|m| {
+            let c = counts_of(m);
+            (0..1000).all(|n| c.get(&n) >= Some(&2))
+        })
+        .timeout(WAIT)
+        .run();
     assert_each_times(&msgs, 0..1000, 2);
     wait_committed(&cfg, &[("a", &a)]);
 
@@ -345,7 +355,11 @@ fn k2_reset_live() {
     let at = line_offsets(&a)[&900].to_string();
     let out = ctl_run(&cfg, &["reset", "a", "--to", &at, "--yes"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
-    let msgs = d.consume(&env.addr(), TOPIC, 2100, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(2100)
+        .timeout(WAIT)
+        .run();
     let c = counts_of(&msgs);
     assert!(
         (0..900).all(|n| c[&n] == 2) && (900..1000).all(|n| c[&n] == 3) && msgs.len() == 2100,
@@ -373,7 +387,11 @@ fn k2_reset_live() {
         offsets_row(&rows, "a").unwrap()["offset"].as_u64(),
         Some(size)
     );
-    let msgs = d.consume(&env.addr(), TOPIC, 2100, Duration::from_secs(10));
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(2100)
+        .timeout(Duration::from_secs(10))
+        .run();
     assert_eq!(msgs.len(), 2100, "a failed reset delivered lines");
     d.stop();
 }
@@ -382,7 +400,7 @@ fn k2_reset_live() {
 /// stopped and before the reset are skipped, lines appended after it
 /// arrive.
 #[test]
-fn k3_reset_to_end_offline() {
+fn reset_to_end_offline_skips_the_unread_lines() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     let mut d = env.start_delivered(TOPIC, "a", &a, 0..1000, WAIT);
@@ -407,7 +425,11 @@ fn k3_reset_to_end_offline() {
 
     write_numbered(&a, 1500, 2000);
     d.restart();
-    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |m| has_all(m, 1500..2000));
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 1500..2000))
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..1000, 1500..2000]);
     d.stop();
 }
@@ -415,7 +437,7 @@ fn k3_reset_to_end_offline() {
 /// `forget a --yes` with no daemon: the record is gone and the whole file
 /// is delivered again at the next start.
 #[test]
-fn k4_forget_offline() {
+fn forget_offline_delivers_the_whole_file_again() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     let mut d = env.start_delivered(TOPIC, "a", &a, 0..1000, WAIT);
@@ -442,10 +464,14 @@ fn k4_forget_offline() {
     );
 
     d.restart();
-    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |m| {
-        let c = counts_of(m);
-        (0..1000).all(|n| c.get(&n) >= Some(&2))
-    });
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|m| {
+            let c = counts_of(m);
+            (0..1000).all(|n| c.get(&n) >= Some(&2))
+        })
+        .timeout(WAIT)
+        .run();
     assert_each_times(&msgs, 0..1000, 2);
     d.stop();
 }
@@ -453,13 +479,17 @@ fn k4_forget_offline() {
 /// `reset`/`forget` without `--yes` and stdin not a terminal exit 2 and
 /// change nothing (live and offline); usage errors exit 2.
 #[test]
-fn k5_confirmation_and_usage_errors() {
+fn reset_and_forget_need_confirmation_and_usage_errors_exit_2() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     write_numbered(&a, 0, 500);
     let mut d = env.start(&env.config(TOPIC).source("a", &a));
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 500, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(500)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..500);
     let before = wait_committed(&cfg, &[("a", &a)]);
     let before = offsets_row(&before, "a").unwrap().clone();
@@ -481,7 +511,11 @@ fn k5_confirmation_and_usage_errors() {
     };
     refuse("live");
     thread::sleep(Duration::from_millis(500));
-    let msgs = d.consume(&env.addr(), TOPIC, 500, Duration::from_secs(10));
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(500)
+        .timeout(Duration::from_secs(10))
+        .run();
     assert_exactly_once(&msgs, 0..500);
     d.stop();
 
@@ -522,7 +556,7 @@ fn k5_confirmation_and_usage_errors() {
 
 /// A non-loopback admin address is refused at config load unless allowed.
 #[test]
-fn k6_non_loopback_admin_is_refused() {
+fn non_loopback_admin_is_refused() {
     let dir = tempfile::Builder::new()
         .prefix("logcatch-e2e-")
         .tempdir()
@@ -589,7 +623,7 @@ fn k6_non_loopback_admin_is_refused() {
 /// families are there with values that match what was written, delivered
 /// and reloaded.
 #[test]
-fn k7_tcp_admin_and_metrics() {
+fn tcp_admin_and_metrics_match_what_was_delivered() {
     let env = TestEnv::new();
     let (a, b) = (env.path("a.log"), env.path("b.log"));
     write_numbered(&a, 0, 1000);
@@ -603,7 +637,11 @@ fn k7_tcp_admin_and_metrics() {
     let text = with_admin(&base.clone().source("b", &b), &admin);
     let mut d = Daemon::start(env.dir.path(), &text);
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 1300, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1300)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..1000, 5000..5300]);
     assert!(
         !env.path("data/admin.sock").exists(),
