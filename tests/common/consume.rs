@@ -80,7 +80,6 @@ pub fn current_partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
         .collect()
 }
 
-/// How long `consume` keeps reading after it has what it expected, to catch
 /// How long [`Consume`] keeps reading after its condition holds, to catch
 /// duplicates.
 pub const QUIET: Duration = Duration::from_secs(2);

@@ -167,64 +167,8 @@ fn offsets_queue_status_reload_report_live_and_offline() {
         table.stdout
     );
 
-    // queue, live: wait for the durable cursor to pass everything.
-    let mut q = serde_json::Value::Null;
-    for _ in 0..300 {
-        q = ctl_json(&cfg, &["queue", "--json"]);
-        if q["waiting_bytes"] == 0 && q["delivered"] == 1500 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        q["delivered"].as_u64(),
-        Some(msgs.len() as u64),
-        "queue: {q:#}"
-    );
-    assert_eq!(q["sent"].as_u64(), Some(1500), "queue: {q:#}");
-    assert_eq!(q["waiting_bytes"], 0, "queue: {q:#}");
-    assert_eq!(q["dead_lettered"], 0, "queue: {q:#}");
-    assert_eq!(q["producer_errors"], 0, "queue: {q:#}");
-    assert_eq!(q["producer_rebuilds"], 0, "queue: {q:#}");
-    assert_eq!(q["damaged_frames"], 0, "queue: {q:#}");
-    assert_eq!(q["damaged_bytes"], 0, "queue: {q:#}");
-    assert_eq!(q["paused_by_backpressure"], false, "queue: {q:#}");
-    assert_eq!(
-        q["spool_dir"],
-        env.path("data/spool").to_str().unwrap(),
-        "queue: {q:#}"
-    );
-    assert!(
-        q["segments"].as_u64().is_some_and(|n| n >= 1),
-        "queue: {q:#}"
-    );
-    assert!(
-        q["bytes"].as_u64().is_some_and(|n| n >= 150_000 - 1500),
-        "spool bytes smaller than the lines spooled: {q:#}"
-    );
-    assert!(
-        q["cursor"]["segment"].is_u64() && q["cursor"]["position"].is_u64(),
-        "queue: {q:#}"
-    );
-    assert!(q["durable_end"].is_object(), "queue: {q:#}");
-    assert!(
-        q["oldest_unacked_age_ms"].is_null(),
-        "nothing is unacked: {q:#}"
-    );
-
-    // status, live.
-    let st = ctl_json(&cfg, &["status", "--json"]);
-    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"), "status: {st:#}");
-    assert_eq!(st["pid"].as_u64(), d.pid().map(u64::from), "status: {st:#}");
-    assert_eq!(st["config_file"], cfg.to_str().unwrap(), "status: {st:#}");
-    assert_eq!(st["sources"], 2, "status: {st:#}");
-    assert_eq!(st["running_tailers"], 2, "status: {st:#}");
-    assert_eq!(st["reloads"], 0, "status: {st:#}");
-    assert_eq!(st["reload_failures"], 0, "status: {st:#}");
-    assert!(st["last_reload_error"].is_null(), "status: {st:#}");
-    assert!(st["last_reload"].is_null(), "status: {st:#}");
-    assert_eq!(st["broker"], "up", "status: {st:#}");
-    assert_eq!(st["kafka_client"], "native", "the default client: {st:#}");
+    check_queue_live(&cfg, &env.path("data/spool"), msgs.len() as u64);
+    check_status_live(&cfg, d.pid());
 
     // reload, live: a forced reload of an unchanged file.
     let out = ctl_run(&cfg, &["reload"]);
@@ -252,8 +196,84 @@ fn offsets_queue_status_reload_report_live_and_offline() {
         "the admin socket outlived the daemon"
     );
 
+    check_offline(
+        &cfg,
+        &env.path("data/spool"),
+        &[("a", &a, 1000), ("b", &b, 500)],
+        &live_cursor,
+    );
+}
+
+/// `queue --json` of the running daemon of the test above (1,500 lines of
+/// 100 bytes), once its durable cursor passed everything: all sent, as
+/// many delivered as the consumer read (`delivered`), nothing waiting or
+/// failed, the spool in `spool_dir`.
+fn check_queue_live(cfg: &Path, spool_dir: &Path, delivered: u64) {
+    // Wait for the durable cursor to pass everything.
+    let mut q = serde_json::Value::Null;
+    for _ in 0..300 {
+        q = ctl_json(cfg, &["queue", "--json"]);
+        if q["waiting_bytes"] == 0 && q["delivered"] == 1500 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(q["delivered"].as_u64(), Some(delivered), "queue: {q:#}");
+    assert_eq!(q["sent"].as_u64(), Some(1500), "queue: {q:#}");
+    assert_eq!(q["waiting_bytes"], 0, "queue: {q:#}");
+    assert_eq!(q["dead_lettered"], 0, "queue: {q:#}");
+    assert_eq!(q["producer_errors"], 0, "queue: {q:#}");
+    assert_eq!(q["producer_rebuilds"], 0, "queue: {q:#}");
+    assert_eq!(q["damaged_frames"], 0, "queue: {q:#}");
+    assert_eq!(q["damaged_bytes"], 0, "queue: {q:#}");
+    assert_eq!(q["paused_by_backpressure"], false, "queue: {q:#}");
+    assert_eq!(q["spool_dir"], spool_dir.to_str().unwrap(), "queue: {q:#}");
+    assert!(
+        q["segments"].as_u64().is_some_and(|n| n >= 1),
+        "queue: {q:#}"
+    );
+    assert!(
+        q["bytes"].as_u64().is_some_and(|n| n >= 150_000 - 1500),
+        "spool bytes smaller than the lines spooled: {q:#}"
+    );
+    assert!(
+        q["cursor"]["segment"].is_u64() && q["cursor"]["position"].is_u64(),
+        "queue: {q:#}"
+    );
+    assert!(q["durable_end"].is_object(), "queue: {q:#}");
+    assert!(
+        q["oldest_unacked_age_ms"].is_null(),
+        "nothing is unacked: {q:#}"
+    );
+}
+
+/// `status --json` of the running daemon `pid`, before any reload.
+fn check_status_live(cfg: &Path, pid: Option<u32>) {
+    let st = ctl_json(cfg, &["status", "--json"]);
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"), "status: {st:#}");
+    assert_eq!(st["pid"].as_u64(), pid.map(u64::from), "status: {st:#}");
+    assert_eq!(st["config_file"], cfg.to_str().unwrap(), "status: {st:#}");
+    assert_eq!(st["sources"], 2, "status: {st:#}");
+    assert_eq!(st["running_tailers"], 2, "status: {st:#}");
+    assert_eq!(st["reloads"], 0, "status: {st:#}");
+    assert_eq!(st["reload_failures"], 0, "status: {st:#}");
+    assert!(st["last_reload_error"].is_null(), "status: {st:#}");
+    assert!(st["last_reload"].is_null(), "status: {st:#}");
+    assert_eq!(st["broker"], "up", "status: {st:#}");
+    assert_eq!(st["kafka_client"], "native", "the default client: {st:#}");
+}
+
+/// offsets, queue, status and reload with the daemon stopped: the store's
+/// rows for `files` (name, path, lines), the cursor it last reported live,
+/// and status and reload refused.
+fn check_offline(
+    cfg: &Path,
+    spool_dir: &Path,
+    files: &[(&str, &Path, u64)],
+    live_cursor: &serde_json::Value,
+) {
     // offsets, offline.
-    let out = ctl_run(&cfg, &["offsets", "--json"]);
+    let out = ctl_run(cfg, &["offsets", "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(
         out.stderr.contains(NO_DAEMON),
@@ -261,11 +281,12 @@ fn offsets_queue_status_reload_report_live_and_offline() {
         out.describe()
     );
     let rows = out.json();
-    check_row(&rows, "a", &a, 1000, false);
-    check_row(&rows, "b", &b, 500, false);
+    for (name, file, lines) in files {
+        check_row(&rows, name, file, *lines, false);
+    }
 
     // queue, offline.
-    let out = ctl_run(&cfg, &["queue", "--json"]);
+    let out = ctl_run(cfg, &["queue", "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(
         out.stderr.contains(NO_DAEMON),
@@ -283,19 +304,15 @@ fn offsets_queue_status_reload_report_live_and_offline() {
         assert!(q[k].is_null(), "offline queue has {k}: {q:#}");
     }
     assert_eq!(q["waiting_bytes"], 0, "offline queue: {q:#}");
+    assert_eq!(q["spool_dir"], spool_dir.to_str().unwrap(), "{q:#}");
     assert_eq!(
-        q["spool_dir"],
-        env.path("data/spool").to_str().unwrap(),
-        "{q:#}"
-    );
-    assert_eq!(
-        q["cursor"], live_cursor,
+        &q["cursor"], live_cursor,
         "offline cursor differs from the last live one: {q:#}"
     );
 
     // status and reload need a daemon.
     for cmd in [["status", "--json"], ["reload", "--json"]] {
-        let out = ctl_run(&cfg, &cmd);
+        let out = ctl_run(cfg, &cmd);
         assert_eq!(
             out.code,
             Some(1),
@@ -619,6 +636,88 @@ fn non_loopback_admin_is_refused() {
     );
 }
 
+/// Samples of `/metrics` by `name{labels}`.
+type Metrics = std::collections::BTreeMap<String, f64>;
+
+/// Polls `/metrics` at `addr` until `pred` holds; returns the samples and
+/// the text.
+fn wait_metrics(addr: &str, what: &str, pred: &dyn Fn(&Metrics) -> bool) -> (Metrics, String) {
+    let mut last = String::new();
+    for _ in 0..300 {
+        let (code, body) = http_get_tcp(addr, "/metrics");
+        assert_eq!(code, 200, "GET /metrics: {body}");
+        let m = parse_metrics(&body);
+        if pred(&m) {
+            return (m, body);
+        }
+        last = body;
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("metrics never showed {what}:\n{last}");
+}
+
+/// The sample `k`; panics if there is none.
+fn sample(m: &Metrics, k: &str) -> f64 {
+    *m.get(k)
+        .unwrap_or_else(|| panic!("no sample {k} in /metrics: {m:#?}"))
+}
+
+/// The metric families, and their values once the 1,300 lines of sources
+/// a (1,000) and b (300) were delivered: they agree with the offsets
+/// `rows`.
+fn check_metrics_after_delivery(m: &Metrics, body: &str, rows: &serde_json::Value) {
+    for family in [
+        "logcatch_source_lines_read_total",
+        "logcatch_source_bytes_read_total",
+        "logcatch_source_lag_bytes",
+        "logcatch_spool_bytes",
+        "logcatch_spool_segments",
+        "logcatch_spool_waiting_bytes",
+        "logcatch_records_sent_total",
+        "logcatch_records_delivered_total",
+        "logcatch_delivery_errors_total",
+        "logcatch_dead_lettered_total",
+        "logcatch_reloads_total",
+        "logcatch_reload_failures_total",
+        "logcatch_running_tailers",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "no TYPE line for {family}:\n{body}"
+        );
+    }
+    let row_bytes = |name: &str| offsets_row(rows, name).unwrap()["bytes"].as_f64().unwrap();
+    assert_eq!(
+        sample(m, "logcatch_source_lines_read_total{source=\"a\"}"),
+        1000.0
+    );
+    assert_eq!(
+        sample(m, "logcatch_source_lines_read_total{source=\"b\"}"),
+        300.0
+    );
+    assert_eq!(
+        sample(m, "logcatch_source_bytes_read_total{source=\"a\"}"),
+        row_bytes("a")
+    );
+    assert_eq!(
+        sample(m, "logcatch_source_bytes_read_total{source=\"b\"}"),
+        row_bytes("b")
+    );
+    assert_eq!(sample(m, "logcatch_source_lag_bytes{source=\"a\"}"), 0.0);
+    assert_eq!(sample(m, "logcatch_source_lag_bytes{source=\"b\"}"), 0.0);
+    assert!(
+        sample(m, "logcatch_spool_bytes") >= 130_000.0 - 1300.0,
+        "{body}"
+    );
+    assert!(sample(m, "logcatch_spool_segments") >= 1.0, "{body}");
+    assert_eq!(sample(m, "logcatch_records_sent_total"), 1300.0);
+    assert_eq!(sample(m, "logcatch_delivery_errors_total"), 0.0);
+    assert_eq!(sample(m, "logcatch_dead_lettered_total"), 0.0);
+    assert_eq!(sample(m, "logcatch_reloads_total"), 0.0);
+    assert_eq!(sample(m, "logcatch_reload_failures_total"), 0.0);
+    assert_eq!(sample(m, "logcatch_running_tailers"), 2.0);
+}
+
 /// Admin over loopback TCP plus `/metrics` on `metrics_listen`: the
 /// families are there with values that match what was written, delivered
 /// and reloaded.
@@ -656,78 +755,12 @@ fn tcp_admin_and_metrics_match_what_was_delivered() {
     check_row(&rows, "a", &a, 1000, true);
 
     let metrics_addr = format!("127.0.0.1:{p2}");
-    let get = |what: &str, pred: &dyn Fn(&std::collections::BTreeMap<String, f64>) -> bool| {
-        let mut last = String::new();
-        for _ in 0..300 {
-            let (code, body) = http_get_tcp(&metrics_addr, "/metrics");
-            assert_eq!(code, 200, "GET /metrics: {body}");
-            let m = parse_metrics(&body);
-            if pred(&m) {
-                return (m, body);
-            }
-            last = body;
-            thread::sleep(Duration::from_millis(100));
-        }
-        panic!("metrics never showed {what}:\n{last}");
-    };
-    let v = |m: &std::collections::BTreeMap<String, f64>, k: &str| -> f64 {
-        *m.get(k)
-            .unwrap_or_else(|| panic!("no sample {k} in /metrics: {m:#?}"))
-    };
+    let get = |what: &str, pred: &dyn Fn(&Metrics) -> bool| wait_metrics(&metrics_addr, what, pred);
     let (m, body) = get("everything delivered", &|m| {
         m.get("logcatch_records_delivered_total") == Some(&1300.0)
             && m.get("logcatch_spool_waiting_bytes") == Some(&0.0)
     });
-    for family in [
-        "logcatch_source_lines_read_total",
-        "logcatch_source_bytes_read_total",
-        "logcatch_source_lag_bytes",
-        "logcatch_spool_bytes",
-        "logcatch_spool_segments",
-        "logcatch_spool_waiting_bytes",
-        "logcatch_records_sent_total",
-        "logcatch_records_delivered_total",
-        "logcatch_delivery_errors_total",
-        "logcatch_dead_lettered_total",
-        "logcatch_reloads_total",
-        "logcatch_reload_failures_total",
-        "logcatch_running_tailers",
-    ] {
-        assert!(
-            body.contains(&format!("# TYPE {family} ")),
-            "no TYPE line for {family}:\n{body}"
-        );
-    }
-    let row_bytes = |name: &str| offsets_row(&rows, name).unwrap()["bytes"].as_f64().unwrap();
-    assert_eq!(
-        v(&m, "logcatch_source_lines_read_total{source=\"a\"}"),
-        1000.0
-    );
-    assert_eq!(
-        v(&m, "logcatch_source_lines_read_total{source=\"b\"}"),
-        300.0
-    );
-    assert_eq!(
-        v(&m, "logcatch_source_bytes_read_total{source=\"a\"}"),
-        row_bytes("a")
-    );
-    assert_eq!(
-        v(&m, "logcatch_source_bytes_read_total{source=\"b\"}"),
-        row_bytes("b")
-    );
-    assert_eq!(v(&m, "logcatch_source_lag_bytes{source=\"a\"}"), 0.0);
-    assert_eq!(v(&m, "logcatch_source_lag_bytes{source=\"b\"}"), 0.0);
-    assert!(
-        v(&m, "logcatch_spool_bytes") >= 130_000.0 - 1300.0,
-        "{body}"
-    );
-    assert!(v(&m, "logcatch_spool_segments") >= 1.0, "{body}");
-    assert_eq!(v(&m, "logcatch_records_sent_total"), 1300.0);
-    assert_eq!(v(&m, "logcatch_delivery_errors_total"), 0.0);
-    assert_eq!(v(&m, "logcatch_dead_lettered_total"), 0.0);
-    assert_eq!(v(&m, "logcatch_reloads_total"), 0.0);
-    assert_eq!(v(&m, "logcatch_reload_failures_total"), 0.0);
-    assert_eq!(v(&m, "logcatch_running_tailers"), 2.0);
+    check_metrics_after_delivery(&m, &body, &rows);
 
     // The metrics port serves only /metrics; the admin port serves it too.
     assert_eq!(http_get_tcp(&metrics_addr, "/status").0, 404);
@@ -751,7 +784,7 @@ fn tcp_admin_and_metrics_match_what_was_delivered() {
             && m.get("logcatch_running_tailers") == Some(&1.0)
             && m.get("logcatch_source_lines_read_total{source=\"a\"}") == Some(&1100.0)
     });
-    assert_eq!(v(&m, "logcatch_reload_failures_total"), 1.0);
+    assert_eq!(sample(&m, "logcatch_reload_failures_total"), 1.0);
     assert!(
         !body.contains("source=\"b\""),
         "the removed source b is still reported:\n{body}"

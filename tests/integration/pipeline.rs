@@ -82,6 +82,26 @@ fn check_headers(msgs: &[Msg], source: &str, file: &Path, numbers: std::ops::Ran
     );
 }
 
+/// Reads back lines `0..lines.end` of source `app` (waiting up to
+/// [`WAIT`]): each exactly once, in file order, and the lines of `lines`
+/// with the key and headers of `log` as it is now.
+fn read_back_in_order(
+    env: &TestEnv,
+    d: &mut Daemon,
+    log: &Path,
+    lines: std::ops::Range<u64>,
+) -> Vec<Msg> {
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(lines.end as usize)
+        .timeout(WAIT)
+        .run();
+    assert_exactly_once(&msgs, 0..lines.end);
+    assert_file_order(&msgs);
+    check_headers(&msgs, "app", log, lines);
+    msgs
+}
+
 /// 100,000 lines, SIGTERM (exit 0), 50,000 more, restart:
 /// exactly 150,000 messages in file order, headers right.
 #[test]
@@ -194,14 +214,7 @@ fn rotation_by_rename_while_running_delivers_every_line_once() {
     thread::sleep(Duration::from_millis(300));
     write_numbered(&log, 1500, 2000);
 
-    let msgs = d
-        .consume(&env.addr(), TOPIC)
-        .until_count(2000)
-        .timeout(WAIT)
-        .run();
-    assert_exactly_once(&msgs, 0..2000);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1100..2000);
+    read_back_in_order(&env, &mut d, &log, 1100..2000);
     d.stop();
 }
 
@@ -218,14 +231,7 @@ fn rotation_by_rename_while_stopped_is_told_apart_by_identity() {
     write_numbered(&log, 1000, 2000);
     d.restart();
 
-    let msgs = d
-        .consume(&env.addr(), TOPIC)
-        .until_count(2000)
-        .timeout(WAIT)
-        .run();
-    assert_exactly_once(&msgs, 0..2000);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1000..2000);
+    read_back_in_order(&env, &mut d, &log, 1000..2000);
     d.stop();
 }
 
@@ -242,14 +248,7 @@ fn copytruncate_while_running_delivers_the_new_content() {
     thread::sleep(Duration::from_millis(300));
     write_numbered(&log, 1000, 1500);
 
-    let msgs = d
-        .consume(&env.addr(), TOPIC)
-        .until_count(1500)
-        .timeout(WAIT)
-        .run();
-    assert_exactly_once(&msgs, 0..1500);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1000..1500);
+    read_back_in_order(&env, &mut d, &log, 1000..1500);
     d.stop();
 }
 
@@ -268,14 +267,7 @@ fn truncate_and_rewrite_while_stopped_delivers_the_new_content() {
     assert_eq!(std::fs::metadata(&log).unwrap().ino(), ino_before);
     d.restart();
 
-    let msgs = d
-        .consume(&env.addr(), TOPIC)
-        .until_count(1300)
-        .timeout(WAIT)
-        .run();
-    assert_exactly_once(&msgs, 0..1300);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1000..1300);
+    read_back_in_order(&env, &mut d, &log, 1000..1300);
     d.stop();
 }
 
@@ -299,14 +291,7 @@ fn rotation_while_stopped_with_unread_lines_finishes_the_old_file() {
     assert_ne!(std::fs::metadata(&log).unwrap().ino(), old_ino);
     d.restart();
 
-    let msgs = d
-        .consume(&env.addr(), TOPIC)
-        .until_count(2500)
-        .timeout(WAIT)
-        .run();
-    assert_exactly_once(&msgs, 0..2500);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 2000..2500);
+    let msgs = read_back_in_order(&env, &mut d, &log, 2000..2500);
     // The old file's lines carry their offsets in the old file.
     let old_offsets = line_offsets(&rotated);
     for m in &msgs {
@@ -340,14 +325,7 @@ fn rewrite_longer_while_stopped_is_read_from_the_start() {
     assert!(after.len() > before.len());
     d.restart();
 
-    let msgs = d
-        .consume(&env.addr(), TOPIC)
-        .until_count(2500)
-        .timeout(WAIT)
-        .run();
-    assert_exactly_once(&msgs, 0..2500);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1000..2500);
+    read_back_in_order(&env, &mut d, &log, 1000..2500);
     d.stop();
 }
 

@@ -59,6 +59,8 @@ fn line_after_file(text: &str, file: &Path) -> Option<usize> {
 /// left, nothing more read from the removed file, and its record gone
 /// from the store; every line of it written before the edit delivered
 /// exactly once.
+// Over 80 lines: one scenario whose steps build on each other (edit,
+// reload, check what runs); it reads best top to bottom.
 #[test]
 fn removed_source_stops_and_its_record_is_deleted() {
     let env = TestEnv::new();
@@ -215,8 +217,46 @@ fn changed_path_is_read_from_the_start() {
     }
 }
 
+/// `good` with a YAML syntax error on the line of a source's path
+/// (`path: "...": oops`), and that line's number.
+fn break_the_path_line(good: &str) -> (String, usize) {
+    let broken: String = good
+        .lines()
+        .map(|l| {
+            if l.starts_with("    path: ") {
+                format!("{l}: oops\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(broken, good);
+    let broken_line = broken.lines().position(|l| l.ends_with(": oops")).unwrap() + 1;
+    (broken, broken_line)
+}
+
+/// A status (read `via` the admin endpoint or `logcatch-ctl`) after one
+/// rejected edit of `config` broken at `broken_line`: the error names the
+/// file and line, one failure, no reload, the one source still running.
+fn check_rejected_status(st: &serde_json::Value, via: &str, config: &Path, broken_line: usize) {
+    let err = st["last_reload_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{via}: no last_reload_error after a rejected edit: {st:#}"));
+    assert_eq!(
+        line_after_file(err, config),
+        Some(broken_line),
+        "{via}: last_reload_error does not name {}:{broken_line}: {err}",
+        config.display()
+    );
+    assert_eq!(st["reload_failures"], 1, "{via}: {st:#}");
+    assert_eq!(st["reloads"], 0, "{via}: {st:#}");
+    assert_eq!(st["running_tailers"], 1, "{via}: {st:#}");
+}
+
 /// A broken edit is rejected (logged once, with the file and line),
 /// delivery goes on on the last good config, and the fix is applied.
+// Over 80 lines: one scenario whose steps build on each other (edit,
+// reload, check what runs); it reads best top to bottom.
 #[test]
 fn broken_yaml_is_rejected_then_the_fix_applies() {
     let env = TestEnv::new();
@@ -231,20 +271,7 @@ fn broken_yaml_is_rejected_then_the_fix_applies() {
         .timeout(WAIT)
         .expect("a's lines");
 
-    // A YAML syntax error on the line of a's path: `path: "...": oops`.
-    let good = cfg.render();
-    let broken: String = good
-        .lines()
-        .map(|l| {
-            if l.starts_with("    path: ") {
-                format!("{l}: oops\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert_ne!(broken, good);
-    let broken_line = broken.lines().position(|l| l.ends_with(": oops")).unwrap() + 1;
+    let (broken, broken_line) = break_the_path_line(&cfg.render());
     let t = Instant::now();
     d.rewrite_config(&broken);
     let line = d.wait_log(REJECTED, 1, WAIT);
@@ -274,20 +301,8 @@ fn broken_yaml_is_rejected_then_the_fix_applies() {
     let (code, body) = http_get_unix(&env.path("data/admin.sock"), "/status");
     assert_eq!(code, 200, "GET /status: {body}");
     let st: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
-    let check_status = |st: &serde_json::Value, via: &str| {
-        let err = st["last_reload_error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{via}: no last_reload_error after a rejected edit: {st:#}"));
-        assert_eq!(
-            line_after_file(err, &config),
-            Some(broken_line),
-            "{via}: last_reload_error does not name {}:{broken_line}: {err}",
-            config.display()
-        );
-        assert_eq!(st["reload_failures"], 1, "{via}: {st:#}");
-        assert_eq!(st["reloads"], 0, "{via}: {st:#}");
-        assert_eq!(st["running_tailers"], 1, "{via}: {st:#}");
-    };
+    let check_status =
+        |st: &serde_json::Value, via: &str| check_rejected_status(st, via, &config, broken_line);
     check_status(&st, "the admin endpoint's /status");
     let ctl_status_while_broken = ctl_run(d.config_path(), &["status", "--json"]);
     // One bad edit is logged once, also after the 2 s content poll ran.
@@ -433,6 +448,8 @@ fn config_symlink_swap_is_reloaded() {
 
 /// 50 edits in one second give at most 2 reloads, and the final config
 /// is what runs.
+// Over 80 lines: one scenario whose steps build on each other (edit,
+// reload, check what runs); it reads best top to bottom.
 #[test]
 fn burst_of_edits_is_debounced() {
     let env = TestEnv::new();

@@ -37,6 +37,45 @@ fn spool_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Polls `logcatch-ctl queue --json` until the spool reports backpressure
+/// (at most 60 s after `since`); returns that report.
+fn wait_paused(d: &mut Daemon, since: Instant) -> serde_json::Value {
+    loop {
+        let q = queue(d.config_path());
+        if q["paused_by_backpressure"] == true {
+            return q;
+        }
+        d.assert_running();
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "the spool never reported backpressure: {q:#}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// For a delivery that stalled at `got` of 21,000 messages: the spool as
+/// the daemon sees it and on disk, and its last spool log lines.
+fn describe_stall(d: &Daemon, spool: &Path, got: usize) {
+    let q = queue(d.config_path());
+    let mut segs: Vec<(String, u64)> = std::fs::read_dir(spool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().map(|m| m.len()).unwrap_or(0),
+            )
+        })
+        .collect();
+    segs.sort();
+    eprintln!(
+        "cap: STALLED at {} of 21000 messages after the broker returned\nqueue: {q:#}\nspool dir: {segs:?}\n--- daemon.log (spool lines) ---\n{}",
+        got,
+        d.log_lines("logcatch::spool").iter().rev().take(6).rev().cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
 /// A 256 KiB spool fills while the broker is away: tailers pause, the spool
 /// stays near its cap, nothing is lost or doubled when the broker returns.
 #[test]
@@ -69,18 +108,7 @@ fn spool_cap_backpressure() {
     let writer = write_numbered_slowly(&log, 1000, 21_000, 2000, Duration::from_millis(100));
     writer.join().unwrap();
     let t = Instant::now();
-    let paused = loop {
-        let q = queue(d.config_path());
-        if q["paused_by_backpressure"] == true {
-            break q;
-        }
-        d.assert_running();
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the spool never reported backpressure: {q:#}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    };
+    let paused = wait_paused(&mut d, t);
     // Bound: the cap, plus one group of writes (at most segment_bytes) and
     // the one tailer batch (at most read_buffer, 256 KiB) that crossed it.
     let bound = CAP + (64 << 10) + (256 << 10) + (8 << 10);
@@ -122,24 +150,7 @@ fn spool_cap_backpressure() {
         .timeout(Duration::from_secs(45))
         .run();
     if msgs.len() < 21_000 {
-        // Stalled: show the spool as the daemon sees it and on disk.
-        let q = queue(d.config_path());
-        let mut segs: Vec<(String, u64)> = std::fs::read_dir(&spool)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    e.metadata().map(|m| m.len()).unwrap_or(0),
-                )
-            })
-            .collect();
-        segs.sort();
-        eprintln!(
-            "cap: STALLED at {} of 21000 messages after the broker returned\nqueue: {q:#}\nspool dir: {segs:?}\n--- daemon.log (spool lines) ---\n{}",
-            msgs.len(),
-            d.log_lines("logcatch::spool").iter().rev().take(6).rev().cloned().collect::<Vec<_>>().join("\n")
-        );
+        describe_stall(&d, &spool, msgs.len());
     }
     assert_exactly_once(&msgs, 0..21_000);
     assert_file_order(&msgs);

@@ -1,18 +1,17 @@
 //! Missing and broken configs: refused at start with the file (and line)
 //! named; a config deleted under a running daemon leaves it running.
 
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use super::{TOPIC, WAIT};
 use crate::common::*;
 
-/// A missing config and a broken one stop the daemon at start with a
-/// message naming the file (and the line); a config deleted while running
-/// leaves it running on the last good one, logged at most once.
-#[test]
-fn missing_and_broken_config() {
-    let env = TestEnv::new();
+/// A missing config, then one with an unknown key: the daemon exits
+/// non-zero naming the file (and the key and line), before creating
+/// data_dir. `log` is the source the broken config names.
+fn refused_at_start(env: &TestEnv, log: &Path) {
     let missing = env.path("missing.yaml");
     let (code, text) = run_to_exit(&missing, Duration::from_secs(30));
     eprintln!("missing config: exit {code:?}: {text}");
@@ -23,8 +22,7 @@ fn missing_and_broken_config() {
         missing.display()
     );
 
-    let log = env.path("app.log");
-    let good = env.config(TOPIC).source("app", &log).render();
+    let good = env.config(TOPIC).source("app", log).render();
     let broken_path = env.path("broken.yaml");
     // An unknown key under `tailer:` (typo), on a known line.
     let broken = format!("{good}tailer:\n  poll_intervall: 50ms\n");
@@ -52,6 +50,16 @@ fn missing_and_broken_config() {
         !env.path("data").exists(),
         "a rejected config still created data_dir"
     );
+}
+
+/// A missing config and a broken one stop the daemon at start with a
+/// message naming the file (and the line); a config deleted while running
+/// leaves it running on the last good one, logged at most once.
+#[test]
+fn missing_and_broken_config() {
+    let env = TestEnv::new();
+    let log = env.path("app.log");
+    refused_at_start(&env, &log);
 
     // Deleted while running: keeps running and delivering.
     write_numbered(&log, 0, 300);

@@ -200,12 +200,50 @@ impl SteadyWriter {
     }
 }
 
+const PIECES: usize = 100;
+/// Numbered lines written after the long one.
+const AFTER: u64 = 100;
+/// The first number of the other source's lines.
+const SMALL_BASE: u64 = 1_000_000;
+
 /// The 100 MiB line scenario, under `split` or `truncate`.
 fn long_line(policy: &str) {
-    const PIECES: usize = 100;
-    const AFTER: u64 = 100; // numbered lines after the long one
-    const SMALL_BASE: u64 = 1_000_000;
     let env = TestEnv::new();
+    let (mut d, seen) = deliver_long_line(&env, policy);
+    let last_piece_at = check_long_line(policy, &seen);
+    // Memory: the line is never held whole.
+    let peak = seen.rss_peak;
+    assert!(
+        peak < 200 * 1024,
+        "the daemon's RSS peaked at {peak} KiB (> 200 MiB) while a 100 MiB line went through"
+    );
+    check_small_not_held_up(&seen, last_piece_at);
+    d.stop();
+}
+
+/// What a run of the scenario saw.
+struct LongLineRun {
+    /// Every message of the topic, with when it arrived here.
+    all: Vec<(Msg, Instant)>,
+    /// The other source's writes while the long line went through.
+    small_writes: Vec<(u64, u64, Instant)>,
+    /// One past the last number written to the other source.
+    small_end: u64,
+    /// The daemon's RSS (KiB) before the long line, after it was written,
+    /// and at its peak.
+    rss_before: u64,
+    rss_after_write: u64,
+    rss_peak: u64,
+    /// How long writing the long line took, and how long until all of
+    /// `big` was delivered.
+    big_written: Duration,
+    big_done: Duration,
+}
+
+/// Starts a daemon on `big` (the long line, then numbered lines) and
+/// `small` (10 lines every 100 ms meanwhile), and collects everything
+/// delivered. Returns the daemon, still running.
+fn deliver_long_line(env: &TestEnv, policy: &str) -> (Daemon, LongLineRun) {
     env.broker.create_topic(TOPIC, 1);
     let big = env.path("big.log");
     let small = env.path("small.log");
@@ -255,9 +293,9 @@ fn long_line(policy: &str) {
             >= want_big
     });
     let big_done = big_started.elapsed();
-    let peak = sampler.finish();
-    let writes = small_writer.finish();
-    let small_end = writes.last().map(|w| w.1).unwrap_or(SMALL_BASE + 100);
+    let rss_peak = sampler.finish();
+    let small_writes = small_writer.finish();
+    let small_end = small_writes.last().map(|w| w.1).unwrap_or(SMALL_BASE + 100);
     collector.wait(&mut d, "all of small's lines", WAIT, |m| {
         m.iter()
             .filter(|(m, _)| m.key.as_deref() == Some(b"small"))
@@ -269,10 +307,26 @@ fn long_line(policy: &str) {
     thread::sleep(QUIET);
     let all = collector.messages();
     d.assert_running();
+    let run = LongLineRun {
+        all,
+        small_writes,
+        small_end,
+        rss_before,
+        rss_after_write,
+        rss_peak,
+        big_written,
+        big_done,
+    };
+    (d, run)
+}
 
+/// Checks the long line's messages (its pieces, or its first MiB) and the
+/// numbered lines after it; returns when its last piece arrived.
+fn check_long_line(policy: &str, seen: &LongLineRun) -> Option<Instant> {
     // The long line's messages: everything of `big` that is not numbered,
     // in topic order.
-    let big_msgs: Vec<&(Msg, Instant)> = all
+    let big_msgs: Vec<&(Msg, Instant)> = seen
+        .all
         .iter()
         .filter(|(m, _)| m.key.as_deref() == Some(b"big"))
         .collect();
@@ -283,6 +337,14 @@ fn long_line(policy: &str) {
         .collect();
     let total: usize = pieces.iter().map(|(m, _)| m.value.len()).sum();
     let last_piece_at = pieces.iter().map(|(_, t)| *t).max();
+    let LongLineRun {
+        rss_before,
+        rss_after_write,
+        rss_peak: peak,
+        big_written,
+        big_done,
+        ..
+    } = seen;
     eprintln!(
         "long line ({policy}): {} piece(s), {total} bytes; written in {big_written:?}, all of `big` delivered {big_done:?} after the first byte; \
          daemon RSS {rss_before} KiB before, {rss_after_write} KiB after the write, peak {peak} KiB",
@@ -336,14 +398,16 @@ fn long_line(policy: &str) {
         Some(first_after.to_string()),
         "offset header of the first line after the long one"
     );
+    last_piece_at
+}
 
-    // Memory: the line is never held whole.
-    assert!(
-        peak < 200 * 1024,
-        "the daemon's RSS peaked at {peak} KiB (> 200 MiB) while a 100 MiB line went through"
-    );
-
-    // The other source was not held up behind the long line.
+/// The other source was not held up behind the long line: its lines all
+/// arrived once, some of them before the long line's last piece, none
+/// late.
+fn check_small_not_held_up(seen: &LongLineRun, last_piece_at: Option<Instant>) {
+    let all = &seen.all;
+    let writes = &seen.small_writes;
+    let big_done = seen.big_done;
     let small_msgs: BTreeMap<u64, Instant> = all
         .iter()
         .filter(|(m, _)| m.key.as_deref() == Some(b"small"))
@@ -353,7 +417,7 @@ fn long_line(policy: &str) {
         let msgs: Vec<Msg> = all.iter().map(|(m, _)| m.clone()).collect();
         number_counts(&msgs, "small")
     };
-    let missing: Vec<u64> = (SMALL_BASE..small_end)
+    let missing: Vec<u64> = (SMALL_BASE..seen.small_end)
         .filter(|n| !counts.contains_key(n))
         .collect();
     let dups: Vec<u64> = counts
@@ -369,7 +433,7 @@ fn long_line(policy: &str) {
     );
     let mut worst = Duration::ZERO;
     let mut during = 0usize;
-    for &(from, _, at) in &writes {
+    for &(from, _, at) in writes {
         let arrived = small_msgs[&from];
         worst = worst.max(arrived.saturating_duration_since(at));
         if last_piece_at.is_some_and(|last| arrived < last) {
@@ -388,7 +452,6 @@ fn long_line(policy: &str) {
         worst < Duration::from_secs(10),
         "a line of `small` took {worst:?} to arrive while the long line went through"
     );
-    d.stop();
 }
 
 /// A 100 MiB line with `long_lines: split` arrives as 100 pieces of 1 MiB;

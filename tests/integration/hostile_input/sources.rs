@@ -10,13 +10,60 @@ use std::time::Duration;
 use super::{TOPIC, WAIT};
 use crate::common::*;
 
+/// Lines in the file before the truncation (20 MB).
+const LINES: u64 = 200_000;
+/// The first number of the lines written after it.
+const NEW: u64 = 5_000_000;
+
+/// After the truncation to `half_lines` lines, with `committed` bytes read
+/// before it: the new lines arrived once, the spooled ones all arrived, and
+/// the lines the truncation kept were read again from 0.
+fn check_after_shrink(msgs: &[Msg], committed: u64, half_lines: u64) {
+    let counts = number_counts(msgs, "app");
+    let new_bad: Vec<u64> = (NEW..NEW + 1000)
+        .filter(|n| counts.get(n) != Some(&1))
+        .collect();
+    assert!(
+        new_bad.is_empty(),
+        "lines written after the truncation not delivered exactly once: {}",
+        ranges(new_bad)
+    );
+    let spooled_missing: Vec<u64> = (0..committed / LINE_LEN as u64)
+        .filter(|n| !counts.contains_key(n))
+        .collect();
+    assert!(
+        spooled_missing.is_empty(),
+        "lines that were in the spool before the truncation were lost: {}",
+        ranges(spooled_missing)
+    );
+    let unexpected: Vec<u64> = counts
+        .keys()
+        .copied()
+        .filter(|n| !(*n < LINES || (NEW..NEW + 1000).contains(n)))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected numbers {}",
+        ranges(unexpected)
+    );
+    let reread = (0..half_lines)
+        .filter(|n| counts.get(n).copied().unwrap_or(0) >= 2)
+        .count();
+    eprintln!(
+        "shrink: {} messages; {reread} of the {half_lines} lines kept by the truncation were read again from 0 (expected: all)",
+        msgs.len()
+    );
+    assert_eq!(
+        reread as u64, half_lines,
+        "after the truncation the file was not read again from 0"
+    );
+}
+
 /// A large file is truncated to half of what the daemon already read: it
 /// keeps running, warns about the truncation, reads the file again from 0,
 /// and delivers the lines written after.
 #[test]
 fn file_shrinks_while_being_read() {
-    const LINES: u64 = 200_000; // 20 MB
-    const NEW: u64 = 5_000_000;
     let mut env = TestEnv::with_proxy();
     env.broker.create_topic(TOPIC, 1);
     let log = env.path("big.log");
@@ -74,44 +121,7 @@ fn file_shrinks_while_being_read() {
         .timeout(WAIT)
         .run();
     d.assert_running();
-    let counts = number_counts(&msgs, "app");
-    let new_bad: Vec<u64> = (NEW..NEW + 1000)
-        .filter(|n| counts.get(n) != Some(&1))
-        .collect();
-    assert!(
-        new_bad.is_empty(),
-        "lines written after the truncation not delivered exactly once: {}",
-        ranges(new_bad)
-    );
-    let spooled_missing: Vec<u64> = (0..committed / LINE_LEN as u64)
-        .filter(|n| !counts.contains_key(n))
-        .collect();
-    assert!(
-        spooled_missing.is_empty(),
-        "lines that were in the spool before the truncation were lost: {}",
-        ranges(spooled_missing)
-    );
-    let unexpected: Vec<u64> = counts
-        .keys()
-        .copied()
-        .filter(|n| !(*n < LINES || (NEW..NEW + 1000).contains(n)))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "unexpected numbers {}",
-        ranges(unexpected)
-    );
-    let reread = (0..half_lines)
-        .filter(|n| counts.get(n).copied().unwrap_or(0) >= 2)
-        .count();
-    eprintln!(
-        "shrink: {} messages; {reread} of the {half_lines} lines kept by the truncation were read again from 0 (expected: all)",
-        msgs.len()
-    );
-    assert_eq!(
-        reread as u64, half_lines,
-        "after the truncation the file was not read again from 0"
-    );
+    check_after_shrink(&msgs, committed, half_lines);
     d.stop();
 }
 

@@ -50,12 +50,14 @@ enum Damage {
     Cut,
 }
 
+/// Tailer reads (frames) while the broker is away, and lines per read.
+const ROUNDS: u64 = 30;
+const PER: u64 = 150;
+const TOTAL: u64 = ROUNDS * PER;
+
 /// Fills the spool while the broker is away, stops, damages a segment in
 /// the middle of the spool, restarts with the broker back.
 fn spool_damage(damage: Damage) {
-    const ROUNDS: u64 = 30;
-    const PER: u64 = 150;
-    const TOTAL: u64 = ROUNDS * PER;
     let mut env = TestEnv::with_proxy();
     env.broker.create_topic(TOPIC, 1);
     env.broker.proxy_mut().down();
@@ -87,6 +89,42 @@ fn spool_damage(damage: Damage) {
         (0..TOTAL).collect::<Vec<_>>(),
         "the spool does not hold every line exactly once before the damage"
     );
+    let (lost, damaged_frames) = damage_middle_segment(&spool, &frames, damage);
+    let mut lost_sorted = lost.clone();
+    lost_sorted.sort_unstable();
+
+    env.broker.proxy_mut().up();
+    d.restart();
+    let expect: Vec<u64> = (0..TOTAL)
+        .filter(|n| lost_sorted.binary_search(n).is_err())
+        .collect();
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(expect.len())
+        .timeout(WAIT)
+        .run();
+    d.assert_running();
+    let line = d.wait_log("damaged spool frame", 1, WAIT);
+    eprintln!("spool damage: {line}");
+    let q = ctl_json(d.config_path(), &["queue", "--json"]);
+    eprintln!(
+        "spool damage: queue damaged_frames {} damaged_bytes {}",
+        q["damaged_frames"], q["damaged_bytes"]
+    );
+    assert!(
+        q["damaged_frames"].as_u64().unwrap_or(0) >= 1,
+        "logcatch-ctl queue does not count the damaged frame: {q:#}"
+    );
+
+    check_delivery_after_damage(&msgs, &lost, damaged_frames);
+    d.stop();
+}
+
+/// Damages a segment in the middle of the spool (neither the oldest nor the
+/// newest, which recovery would treat as a torn tail) in the frame at its
+/// middle. Returns the numbers of the lines the damage took, and how many
+/// frames it damaged.
+fn damage_middle_segment(spool: &Path, frames: &[FrameInfo], damage: Damage) -> (Vec<u64>, usize) {
     let mut segs: Vec<u64> = frames.iter().map(|f| f.segment).collect();
     segs.dedup();
     assert!(
@@ -97,7 +135,7 @@ fn spool_damage(damage: Damage) {
     // newest, which recovery would treat as a torn tail).
     let seg = segs[segs.len() / 2];
     let in_seg: Vec<&FrameInfo> = frames.iter().filter(|f| f.segment == seg).collect();
-    let seg_path = logcatch::spool::segment_path(&spool, seg);
+    let seg_path = logcatch::spool::segment_path(spool, seg);
     let seg_len = std::fs::metadata(&seg_path).unwrap().len();
     let mid = seg_len / 2;
     let hit = in_seg
@@ -145,33 +183,15 @@ fn spool_damage(damage: Damage) {
         Damage::Flip => 1,
         Damage::Cut => in_seg.len() - hit,
     };
-    let mut lost_sorted = lost.clone();
+    (lost, damaged_frames)
+}
+
+/// Every line but those of the damaged frames arrived, none twice, and the
+/// loss is within what the damaged frames can hold.
+fn check_delivery_after_damage(msgs: &[Msg], lost: &[u64], damaged_frames: usize) {
+    let mut lost_sorted = lost.to_vec();
     lost_sorted.sort_unstable();
-
-    env.broker.proxy_mut().up();
-    d.restart();
-    let expect: Vec<u64> = (0..TOTAL)
-        .filter(|n| lost_sorted.binary_search(n).is_err())
-        .collect();
-    let msgs = d
-        .consume(&env.addr(), TOPIC)
-        .until_count(expect.len())
-        .timeout(WAIT)
-        .run();
-    d.assert_running();
-    let line = d.wait_log("damaged spool frame", 1, WAIT);
-    eprintln!("spool damage: {line}");
-    let q = ctl_json(d.config_path(), &["queue", "--json"]);
-    eprintln!(
-        "spool damage: queue damaged_frames {} damaged_bytes {}",
-        q["damaged_frames"], q["damaged_bytes"]
-    );
-    assert!(
-        q["damaged_frames"].as_u64().unwrap_or(0) >= 1,
-        "logcatch-ctl queue does not count the damaged frame: {q:#}"
-    );
-
-    let counts = number_counts(&msgs, "app");
+    let counts = number_counts(msgs, "app");
     let delivered = counts.len() as u64;
     let dups: Vec<u64> = counts
         .iter()
@@ -201,7 +221,6 @@ fn spool_damage(damage: Damage) {
         ranges(missing.clone()),
         ranges(lost_sorted.clone())
     );
-    d.stop();
 }
 
 /// Bytes flipped in the middle of a spool segment: that frame is skipped
