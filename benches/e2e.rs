@@ -31,6 +31,9 @@
 //! 1,000 lines/s in total; printed: idle and active CPU (% of one core),
 //! RSS, and p50/p99 latency from a line's write to its arrival in Kafka.
 
+// Borrows the tansu broker from the integration tests' helpers; the rest of
+// them serves the tests (and is checked for dead code there), not this bench.
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,12 +1,11 @@
 //! Proves the test helpers on their own, without the daemon: the tansu
 //! broker starts, a plain idempotent producer's messages all come back
-//! through `consume`, and the proxy really cuts the broker off and back on.
-
-mod common;
+//! through [`Consume`], and the proxy really cuts the broker off and back
+//! on.
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -104,7 +103,10 @@ fn produce_and_consume_1000_in_order() {
     p.flush(Duration::from_secs(30)).expect("flush");
     assert!(wait_delivered(&c, 1000, Duration::from_secs(30)));
 
-    let msgs = consume(&broker.addr(), "smoke", 1000, Duration::from_secs(30));
+    let msgs = Consume::new(&broker.addr(), "smoke")
+        .until_count(1000)
+        .timeout(Duration::from_secs(30))
+        .run();
     assert_eq!(msgs.len(), 1000, "consumed {} messages", msgs.len());
     assert_exactly_once(&msgs, 0..1000);
     let nums = numbers_of(&msgs);
@@ -145,7 +147,10 @@ fn consume_reads_every_partition() {
     }
     p.flush(Duration::from_secs(30)).expect("flush");
     assert!(wait_delivered(&c, 300, Duration::from_secs(30)));
-    let msgs = consume(&broker.addr(), "multi", 300, Duration::from_secs(30));
+    let msgs = Consume::new(&broker.addr(), "multi")
+        .until_count(300)
+        .timeout(Duration::from_secs(30))
+        .run();
     assert_exactly_once(&msgs, 0..300);
     assert_file_order(&msgs);
     for m in &msgs {
@@ -182,7 +187,10 @@ fn proxy_outage_blocks_then_delivers() {
     );
     eprintln!("delivered {:?} after the outage began", t.elapsed());
 
-    let msgs = consume(&broker.addr(), "outage", 2, Duration::from_secs(20));
+    let msgs = Consume::new(&broker.addr(), "outage")
+        .until_count(2)
+        .timeout(Duration::from_secs(20))
+        .run();
     // An idempotent producer must not duplicate across the reconnect.
     assert_exactly_once(&msgs, 0..2);
 }

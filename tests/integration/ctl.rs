@@ -10,15 +10,13 @@
 //! opens the store and says `no daemon is running` on stderr (`status` and
 //! `reload` then exit 1). Exit codes: 0 ok, 1 daemon/store error, 2 usage.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "logs";
@@ -132,14 +130,18 @@ fn assert_each_times(msgs: &[Msg], range: std::ops::Range<u64>, times: usize) {
 /// against its stopped store, checked against what was written and
 /// delivered.
 #[test]
-fn k1_reports_live_and_offline() {
+fn offsets_queue_status_reload_report_live_and_offline() {
     let env = TestEnv::new();
     let (a, b) = (env.path("a.log"), env.path("b.log"));
     write_numbered(&a, 0, 1000);
     write_numbered(&b, 5000, 5500);
     let mut d = env.start(&env.config(TOPIC).source("a", &a).source("b", &b));
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 1500, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1500)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..1000, 5000..5500]);
 
     // The socket.
@@ -165,64 +167,8 @@ fn k1_reports_live_and_offline() {
         table.stdout
     );
 
-    // queue, live: wait for the durable cursor to pass everything.
-    let mut q = serde_json::Value::Null;
-    for _ in 0..300 {
-        q = ctl_json(&cfg, &["queue", "--json"]);
-        if q["waiting_bytes"] == 0 && q["delivered"] == 1500 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        q["delivered"].as_u64(),
-        Some(msgs.len() as u64),
-        "queue: {q:#}"
-    );
-    assert_eq!(q["sent"].as_u64(), Some(1500), "queue: {q:#}");
-    assert_eq!(q["waiting_bytes"], 0, "queue: {q:#}");
-    assert_eq!(q["dead_lettered"], 0, "queue: {q:#}");
-    assert_eq!(q["producer_errors"], 0, "queue: {q:#}");
-    assert_eq!(q["producer_rebuilds"], 0, "queue: {q:#}");
-    assert_eq!(q["damaged_frames"], 0, "queue: {q:#}");
-    assert_eq!(q["damaged_bytes"], 0, "queue: {q:#}");
-    assert_eq!(q["paused_by_backpressure"], false, "queue: {q:#}");
-    assert_eq!(
-        q["spool_dir"],
-        env.path("data/spool").to_str().unwrap(),
-        "queue: {q:#}"
-    );
-    assert!(
-        q["segments"].as_u64().is_some_and(|n| n >= 1),
-        "queue: {q:#}"
-    );
-    assert!(
-        q["bytes"].as_u64().is_some_and(|n| n >= 150_000 - 1500),
-        "spool bytes smaller than the lines spooled: {q:#}"
-    );
-    assert!(
-        q["cursor"]["segment"].is_u64() && q["cursor"]["position"].is_u64(),
-        "queue: {q:#}"
-    );
-    assert!(q["durable_end"].is_object(), "queue: {q:#}");
-    assert!(
-        q["oldest_unacked_age_ms"].is_null(),
-        "nothing is unacked: {q:#}"
-    );
-
-    // status, live.
-    let st = ctl_json(&cfg, &["status", "--json"]);
-    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"), "status: {st:#}");
-    assert_eq!(st["pid"].as_u64(), d.pid().map(u64::from), "status: {st:#}");
-    assert_eq!(st["config_file"], cfg.to_str().unwrap(), "status: {st:#}");
-    assert_eq!(st["sources"], 2, "status: {st:#}");
-    assert_eq!(st["running_tailers"], 2, "status: {st:#}");
-    assert_eq!(st["reloads"], 0, "status: {st:#}");
-    assert_eq!(st["reload_failures"], 0, "status: {st:#}");
-    assert!(st["last_reload_error"].is_null(), "status: {st:#}");
-    assert!(st["last_reload"].is_null(), "status: {st:#}");
-    assert_eq!(st["broker"], "up", "status: {st:#}");
-    assert_eq!(st["kafka_client"], "native", "the default client: {st:#}");
+    check_queue_live(&cfg, &env.path("data/spool"), msgs.len() as u64);
+    check_status_live(&cfg, d.pid());
 
     // reload, live: a forced reload of an unchanged file.
     let out = ctl_run(&cfg, &["reload"]);
@@ -250,8 +196,84 @@ fn k1_reports_live_and_offline() {
         "the admin socket outlived the daemon"
     );
 
+    check_offline(
+        &cfg,
+        &env.path("data/spool"),
+        &[("a", &a, 1000), ("b", &b, 500)],
+        &live_cursor,
+    );
+}
+
+/// `queue --json` of the running daemon of the test above (1,500 lines of
+/// 100 bytes), once its durable cursor passed everything: all sent, as
+/// many delivered as the consumer read (`delivered`), nothing waiting or
+/// failed, the spool in `spool_dir`.
+fn check_queue_live(cfg: &Path, spool_dir: &Path, delivered: u64) {
+    // Wait for the durable cursor to pass everything.
+    let mut q = serde_json::Value::Null;
+    for _ in 0..300 {
+        q = ctl_json(cfg, &["queue", "--json"]);
+        if q["waiting_bytes"] == 0 && q["delivered"] == 1500 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(q["delivered"].as_u64(), Some(delivered), "queue: {q:#}");
+    assert_eq!(q["sent"].as_u64(), Some(1500), "queue: {q:#}");
+    assert_eq!(q["waiting_bytes"], 0, "queue: {q:#}");
+    assert_eq!(q["dead_lettered"], 0, "queue: {q:#}");
+    assert_eq!(q["producer_errors"], 0, "queue: {q:#}");
+    assert_eq!(q["producer_rebuilds"], 0, "queue: {q:#}");
+    assert_eq!(q["damaged_frames"], 0, "queue: {q:#}");
+    assert_eq!(q["damaged_bytes"], 0, "queue: {q:#}");
+    assert_eq!(q["paused_by_backpressure"], false, "queue: {q:#}");
+    assert_eq!(q["spool_dir"], spool_dir.to_str().unwrap(), "queue: {q:#}");
+    assert!(
+        q["segments"].as_u64().is_some_and(|n| n >= 1),
+        "queue: {q:#}"
+    );
+    assert!(
+        q["bytes"].as_u64().is_some_and(|n| n >= 150_000 - 1500),
+        "spool bytes smaller than the lines spooled: {q:#}"
+    );
+    assert!(
+        q["cursor"]["segment"].is_u64() && q["cursor"]["position"].is_u64(),
+        "queue: {q:#}"
+    );
+    assert!(q["durable_end"].is_object(), "queue: {q:#}");
+    assert!(
+        q["oldest_unacked_age_ms"].is_null(),
+        "nothing is unacked: {q:#}"
+    );
+}
+
+/// `status --json` of the running daemon `pid`, before any reload.
+fn check_status_live(cfg: &Path, pid: Option<u32>) {
+    let st = ctl_json(cfg, &["status", "--json"]);
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"), "status: {st:#}");
+    assert_eq!(st["pid"].as_u64(), pid.map(u64::from), "status: {st:#}");
+    assert_eq!(st["config_file"], cfg.to_str().unwrap(), "status: {st:#}");
+    assert_eq!(st["sources"], 2, "status: {st:#}");
+    assert_eq!(st["running_tailers"], 2, "status: {st:#}");
+    assert_eq!(st["reloads"], 0, "status: {st:#}");
+    assert_eq!(st["reload_failures"], 0, "status: {st:#}");
+    assert!(st["last_reload_error"].is_null(), "status: {st:#}");
+    assert!(st["last_reload"].is_null(), "status: {st:#}");
+    assert_eq!(st["broker"], "up", "status: {st:#}");
+    assert_eq!(st["kafka_client"], "native", "the default client: {st:#}");
+}
+
+/// offsets, queue, status and reload with the daemon stopped: the store's
+/// rows for `files` (name, path, lines), the cursor it last reported live,
+/// and status and reload refused.
+fn check_offline(
+    cfg: &Path,
+    spool_dir: &Path,
+    files: &[(&str, &Path, u64)],
+    live_cursor: &serde_json::Value,
+) {
     // offsets, offline.
-    let out = ctl_run(&cfg, &["offsets", "--json"]);
+    let out = ctl_run(cfg, &["offsets", "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(
         out.stderr.contains(NO_DAEMON),
@@ -259,11 +281,12 @@ fn k1_reports_live_and_offline() {
         out.describe()
     );
     let rows = out.json();
-    check_row(&rows, "a", &a, 1000, false);
-    check_row(&rows, "b", &b, 500, false);
+    for (name, file, lines) in files {
+        check_row(&rows, name, file, *lines, false);
+    }
 
     // queue, offline.
-    let out = ctl_run(&cfg, &["queue", "--json"]);
+    let out = ctl_run(cfg, &["queue", "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(
         out.stderr.contains(NO_DAEMON),
@@ -281,19 +304,15 @@ fn k1_reports_live_and_offline() {
         assert!(q[k].is_null(), "offline queue has {k}: {q:#}");
     }
     assert_eq!(q["waiting_bytes"], 0, "offline queue: {q:#}");
+    assert_eq!(q["spool_dir"], spool_dir.to_str().unwrap(), "{q:#}");
     assert_eq!(
-        q["spool_dir"],
-        env.path("data/spool").to_str().unwrap(),
-        "{q:#}"
-    );
-    assert_eq!(
-        q["cursor"], live_cursor,
+        &q["cursor"], live_cursor,
         "offline cursor differs from the last live one: {q:#}"
     );
 
     // status and reload need a daemon.
     for cmd in [["status", "--json"], ["reload", "--json"]] {
-        let out = ctl_run(&cfg, &cmd);
+        let out = ctl_run(cfg, &cmd);
         assert_eq!(
             out.code,
             Some(1),
@@ -312,7 +331,7 @@ fn k1_reports_live_and_offline() {
 /// socket path): every line delivered a second time; then to a byte
 /// offset; bad resets change nothing.
 #[test]
-fn k2_reset_live() {
+fn reset_while_running_delivers_again_from_the_new_offset() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     write_numbered(&a, 0, 1000);
@@ -323,7 +342,11 @@ fn k2_reset_live() {
     );
     let mut d = Daemon::start(env.dir.path(), &text);
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 1000, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1000)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..1000);
     assert_socket_0600(&sock);
     assert!(
@@ -334,10 +357,14 @@ fn k2_reset_live() {
     let out = ctl_run(&cfg, &["reset", "a", "--to", "beginning", "--yes"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     assert!(!out.stderr.contains(NO_DAEMON), "{}", out.describe());
-    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |m| {
-        let c = counts_of(m);
-        (0..1000).all(|n| c.get(&n) >= Some(&2))
-    });
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|m| {
+            let c = counts_of(m);
+            (0..1000).all(|n| c.get(&n) >= Some(&2))
+        })
+        .timeout(WAIT)
+        .run();
     assert_each_times(&msgs, 0..1000, 2);
     wait_committed(&cfg, &[("a", &a)]);
 
@@ -345,7 +372,11 @@ fn k2_reset_live() {
     let at = line_offsets(&a)[&900].to_string();
     let out = ctl_run(&cfg, &["reset", "a", "--to", &at, "--yes"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
-    let msgs = d.consume(&env.addr(), TOPIC, 2100, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(2100)
+        .timeout(WAIT)
+        .run();
     let c = counts_of(&msgs);
     assert!(
         (0..900).all(|n| c[&n] == 2) && (900..1000).all(|n| c[&n] == 3) && msgs.len() == 2100,
@@ -373,7 +404,11 @@ fn k2_reset_live() {
         offsets_row(&rows, "a").unwrap()["offset"].as_u64(),
         Some(size)
     );
-    let msgs = d.consume(&env.addr(), TOPIC, 2100, Duration::from_secs(10));
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(2100)
+        .timeout(Duration::from_secs(10))
+        .run();
     assert_eq!(msgs.len(), 2100, "a failed reset delivered lines");
     d.stop();
 }
@@ -382,7 +417,7 @@ fn k2_reset_live() {
 /// stopped and before the reset are skipped, lines appended after it
 /// arrive.
 #[test]
-fn k3_reset_to_end_offline() {
+fn reset_to_end_offline_skips_the_unread_lines() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     let mut d = env.start_delivered(TOPIC, "a", &a, 0..1000, WAIT);
@@ -407,7 +442,11 @@ fn k3_reset_to_end_offline() {
 
     write_numbered(&a, 1500, 2000);
     d.restart();
-    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |m| has_all(m, 1500..2000));
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 1500..2000))
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..1000, 1500..2000]);
     d.stop();
 }
@@ -415,7 +454,7 @@ fn k3_reset_to_end_offline() {
 /// `forget a --yes` with no daemon: the record is gone and the whole file
 /// is delivered again at the next start.
 #[test]
-fn k4_forget_offline() {
+fn forget_offline_delivers_the_whole_file_again() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     let mut d = env.start_delivered(TOPIC, "a", &a, 0..1000, WAIT);
@@ -442,10 +481,14 @@ fn k4_forget_offline() {
     );
 
     d.restart();
-    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |m| {
-        let c = counts_of(m);
-        (0..1000).all(|n| c.get(&n) >= Some(&2))
-    });
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|m| {
+            let c = counts_of(m);
+            (0..1000).all(|n| c.get(&n) >= Some(&2))
+        })
+        .timeout(WAIT)
+        .run();
     assert_each_times(&msgs, 0..1000, 2);
     d.stop();
 }
@@ -453,13 +496,17 @@ fn k4_forget_offline() {
 /// `reset`/`forget` without `--yes` and stdin not a terminal exit 2 and
 /// change nothing (live and offline); usage errors exit 2.
 #[test]
-fn k5_confirmation_and_usage_errors() {
+fn reset_and_forget_need_confirmation_and_usage_errors_exit_2() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     write_numbered(&a, 0, 500);
     let mut d = env.start(&env.config(TOPIC).source("a", &a));
     let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 500, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(500)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..500);
     let before = wait_committed(&cfg, &[("a", &a)]);
     let before = offsets_row(&before, "a").unwrap().clone();
@@ -481,7 +528,11 @@ fn k5_confirmation_and_usage_errors() {
     };
     refuse("live");
     thread::sleep(Duration::from_millis(500));
-    let msgs = d.consume(&env.addr(), TOPIC, 500, Duration::from_secs(10));
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(500)
+        .timeout(Duration::from_secs(10))
+        .run();
     assert_exactly_once(&msgs, 0..500);
     d.stop();
 
@@ -522,7 +573,7 @@ fn k5_confirmation_and_usage_errors() {
 
 /// A non-loopback admin address is refused at config load unless allowed.
 #[test]
-fn k6_non_loopback_admin_is_refused() {
+fn non_loopback_admin_is_refused() {
     let dir = tempfile::Builder::new()
         .prefix("logcatch-e2e-")
         .tempdir()
@@ -585,61 +636,36 @@ fn k6_non_loopback_admin_is_refused() {
     );
 }
 
-/// Admin over loopback TCP plus `/metrics` on `metrics_listen`: the
-/// families are there with values that match what was written, delivered
-/// and reloaded.
-#[test]
-fn k7_tcp_admin_and_metrics() {
-    let env = TestEnv::new();
-    let (a, b) = (env.path("a.log"), env.path("b.log"));
-    write_numbered(&a, 0, 1000);
-    write_numbered(&b, 5000, 5300);
-    let (p1, p2) = (free_port(), free_port());
-    let admin = [
-        ("listen", format!("\"127.0.0.1:{p1}\"")),
-        ("metrics_listen", format!("\"127.0.0.1:{p2}\"")),
-    ];
-    let base = env.config(TOPIC).source("a", &a);
-    let text = with_admin(&base.clone().source("b", &b), &admin);
-    let mut d = Daemon::start(env.dir.path(), &text);
-    let cfg = d.config_path().to_path_buf();
-    let msgs = d.consume(&env.addr(), TOPIC, 1300, WAIT);
-    assert_exactly_once_in(&msgs, &[0..1000, 5000..5300]);
-    assert!(
-        !env.path("data/admin.sock").exists(),
-        "a Unix socket with admin.listen on TCP"
-    );
+/// Samples of `/metrics` by `name{labels}`.
+type Metrics = std::collections::BTreeMap<String, f64>;
 
-    // ctl over TCP.
-    let out = ctl_run(&cfg, &["status", "--json"]);
-    assert_eq!(out.code, Some(0), "{}", out.describe());
-    assert_eq!(out.json()["running_tailers"], 2);
-    let rows = wait_committed(&cfg, &[("a", &a), ("b", &b)]);
-    check_row(&rows, "a", &a, 1000, true);
-
-    let metrics_addr = format!("127.0.0.1:{p2}");
-    let get = |what: &str, pred: &dyn Fn(&std::collections::BTreeMap<String, f64>) -> bool| {
-        let mut last = String::new();
-        for _ in 0..300 {
-            let (code, body) = http_get_tcp(&metrics_addr, "/metrics");
-            assert_eq!(code, 200, "GET /metrics: {body}");
-            let m = parse_metrics(&body);
-            if pred(&m) {
-                return (m, body);
-            }
-            last = body;
-            thread::sleep(Duration::from_millis(100));
+/// Polls `/metrics` at `addr` until `pred` holds; returns the samples and
+/// the text.
+fn wait_metrics(addr: &str, what: &str, pred: &dyn Fn(&Metrics) -> bool) -> (Metrics, String) {
+    let mut last = String::new();
+    for _ in 0..300 {
+        let (code, body) = http_get_tcp(addr, "/metrics");
+        assert_eq!(code, 200, "GET /metrics: {body}");
+        let m = parse_metrics(&body);
+        if pred(&m) {
+            return (m, body);
         }
-        panic!("metrics never showed {what}:\n{last}");
-    };
-    let v = |m: &std::collections::BTreeMap<String, f64>, k: &str| -> f64 {
-        *m.get(k)
-            .unwrap_or_else(|| panic!("no sample {k} in /metrics: {m:#?}"))
-    };
-    let (m, body) = get("everything delivered", &|m| {
-        m.get("logcatch_records_delivered_total") == Some(&1300.0)
-            && m.get("logcatch_spool_waiting_bytes") == Some(&0.0)
-    });
+        last = body;
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("metrics never showed {what}:\n{last}");
+}
+
+/// The sample `k`; panics if there is none.
+fn sample(m: &Metrics, k: &str) -> f64 {
+    *m.get(k)
+        .unwrap_or_else(|| panic!("no sample {k} in /metrics: {m:#?}"))
+}
+
+/// The metric families, and their values once the 1,300 lines of sources
+/// a (1,000) and b (300) were delivered: they agree with the offsets
+/// `rows`.
+fn check_metrics_after_delivery(m: &Metrics, body: &str, rows: &serde_json::Value) {
     for family in [
         "logcatch_source_lines_read_total",
         "logcatch_source_bytes_read_total",
@@ -660,36 +686,81 @@ fn k7_tcp_admin_and_metrics() {
             "no TYPE line for {family}:\n{body}"
         );
     }
-    let row_bytes = |name: &str| offsets_row(&rows, name).unwrap()["bytes"].as_f64().unwrap();
+    let row_bytes = |name: &str| offsets_row(rows, name).unwrap()["bytes"].as_f64().unwrap();
     assert_eq!(
-        v(&m, "logcatch_source_lines_read_total{source=\"a\"}"),
+        sample(m, "logcatch_source_lines_read_total{source=\"a\"}"),
         1000.0
     );
     assert_eq!(
-        v(&m, "logcatch_source_lines_read_total{source=\"b\"}"),
+        sample(m, "logcatch_source_lines_read_total{source=\"b\"}"),
         300.0
     );
     assert_eq!(
-        v(&m, "logcatch_source_bytes_read_total{source=\"a\"}"),
+        sample(m, "logcatch_source_bytes_read_total{source=\"a\"}"),
         row_bytes("a")
     );
     assert_eq!(
-        v(&m, "logcatch_source_bytes_read_total{source=\"b\"}"),
+        sample(m, "logcatch_source_bytes_read_total{source=\"b\"}"),
         row_bytes("b")
     );
-    assert_eq!(v(&m, "logcatch_source_lag_bytes{source=\"a\"}"), 0.0);
-    assert_eq!(v(&m, "logcatch_source_lag_bytes{source=\"b\"}"), 0.0);
+    assert_eq!(sample(m, "logcatch_source_lag_bytes{source=\"a\"}"), 0.0);
+    assert_eq!(sample(m, "logcatch_source_lag_bytes{source=\"b\"}"), 0.0);
     assert!(
-        v(&m, "logcatch_spool_bytes") >= 130_000.0 - 1300.0,
+        sample(m, "logcatch_spool_bytes") >= 130_000.0 - 1300.0,
         "{body}"
     );
-    assert!(v(&m, "logcatch_spool_segments") >= 1.0, "{body}");
-    assert_eq!(v(&m, "logcatch_records_sent_total"), 1300.0);
-    assert_eq!(v(&m, "logcatch_delivery_errors_total"), 0.0);
-    assert_eq!(v(&m, "logcatch_dead_lettered_total"), 0.0);
-    assert_eq!(v(&m, "logcatch_reloads_total"), 0.0);
-    assert_eq!(v(&m, "logcatch_reload_failures_total"), 0.0);
-    assert_eq!(v(&m, "logcatch_running_tailers"), 2.0);
+    assert!(sample(m, "logcatch_spool_segments") >= 1.0, "{body}");
+    assert_eq!(sample(m, "logcatch_records_sent_total"), 1300.0);
+    assert_eq!(sample(m, "logcatch_delivery_errors_total"), 0.0);
+    assert_eq!(sample(m, "logcatch_dead_lettered_total"), 0.0);
+    assert_eq!(sample(m, "logcatch_reloads_total"), 0.0);
+    assert_eq!(sample(m, "logcatch_reload_failures_total"), 0.0);
+    assert_eq!(sample(m, "logcatch_running_tailers"), 2.0);
+}
+
+/// Admin over loopback TCP plus `/metrics` on `metrics_listen`: the
+/// families are there with values that match what was written, delivered
+/// and reloaded.
+#[test]
+fn tcp_admin_and_metrics_match_what_was_delivered() {
+    let env = TestEnv::new();
+    let (a, b) = (env.path("a.log"), env.path("b.log"));
+    write_numbered(&a, 0, 1000);
+    write_numbered(&b, 5000, 5300);
+    let (p1, p2) = (free_port(), free_port());
+    let admin = [
+        ("listen", format!("\"127.0.0.1:{p1}\"")),
+        ("metrics_listen", format!("\"127.0.0.1:{p2}\"")),
+    ];
+    let base = env.config(TOPIC).source("a", &a);
+    let text = with_admin(&base.clone().source("b", &b), &admin);
+    let mut d = Daemon::start(env.dir.path(), &text);
+    let cfg = d.config_path().to_path_buf();
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1300)
+        .timeout(WAIT)
+        .run();
+    assert_exactly_once_in(&msgs, &[0..1000, 5000..5300]);
+    assert!(
+        !env.path("data/admin.sock").exists(),
+        "a Unix socket with admin.listen on TCP"
+    );
+
+    // ctl over TCP.
+    let out = ctl_run(&cfg, &["status", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert_eq!(out.json()["running_tailers"], 2);
+    let rows = wait_committed(&cfg, &[("a", &a), ("b", &b)]);
+    check_row(&rows, "a", &a, 1000, true);
+
+    let metrics_addr = format!("127.0.0.1:{p2}");
+    let get = |what: &str, pred: &dyn Fn(&Metrics) -> bool| wait_metrics(&metrics_addr, what, pred);
+    let (m, body) = get("everything delivered", &|m| {
+        m.get("logcatch_records_delivered_total") == Some(&1300.0)
+            && m.get("logcatch_spool_waiting_bytes") == Some(&0.0)
+    });
+    check_metrics_after_delivery(&m, &body, &rows);
 
     // The metrics port serves only /metrics; the admin port serves it too.
     assert_eq!(http_get_tcp(&metrics_addr, "/status").0, 404);
@@ -713,7 +784,7 @@ fn k7_tcp_admin_and_metrics() {
             && m.get("logcatch_running_tailers") == Some(&1.0)
             && m.get("logcatch_source_lines_read_total{source=\"a\"}") == Some(&1100.0)
     });
-    assert_eq!(v(&m, "logcatch_reload_failures_total"), 1.0);
+    assert_eq!(sample(&m, "logcatch_reload_failures_total"), 1.0);
     assert!(
         !body.contains("source=\"b\""),
         "the removed source b is still reported:\n{body}"

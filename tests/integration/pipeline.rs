@@ -1,6 +1,6 @@
 //! End-to-end scenarios against the real `logcatch` binary and a real
 //! (tansu) broker. Each test has its own broker and temp dir and asserts
-//! exact counts of numbered lines (see `common::write_numbered`).
+//! exact counts of numbered lines (see [`write_numbered`]).
 //!
 //! The daemon contract these tests hold it to:
 //! - one Kafka message per line: value = the line without `\n` (and `\r`),
@@ -10,22 +10,17 @@
 //! - nothing is lost across restarts, `kill -9`, rotation, truncation and
 //!   broker outages; nothing is duplicated except after `kill -9`.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// How long to wait for a delivery before failing. Generous: a debug build
 /// on 2 cores running two tests at once. Passing tests finish far sooner.
 const WAIT: Duration = Duration::from_secs(120);
 const TOPIC: &str = "logs";
-
-/// Each test's temp dir and broker (`common::TestEnv`).
-use common::TestEnv as Env;
 
 /// Checks the key and headers of every numbered-line message from `source`
 /// against the file: `offset` must be the byte offset where that line
@@ -87,17 +82,41 @@ fn check_headers(msgs: &[Msg], source: &str, file: &Path, numbers: std::ops::Ran
     );
 }
 
-/// Scenario a: 100,000 lines, SIGTERM (exit 0), 50,000 more, restart:
+/// Reads back lines `0..lines.end` of source `app` (waiting up to
+/// [`WAIT`]): each exactly once, in file order, and the lines of `lines`
+/// with the key and headers of `log` as it is now.
+fn read_back_in_order(
+    env: &TestEnv,
+    d: &mut Daemon,
+    log: &Path,
+    lines: std::ops::Range<u64>,
+) -> Vec<Msg> {
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(lines.end as usize)
+        .timeout(WAIT)
+        .run();
+    assert_exactly_once(&msgs, 0..lines.end);
+    assert_file_order(&msgs);
+    check_headers(&msgs, "app", log, lines);
+    msgs
+}
+
+/// 100,000 lines, SIGTERM (exit 0), 50,000 more, restart:
 /// exactly 150,000 messages in file order, headers right.
 #[test]
-fn a_clean_restart_delivers_exactly_once() {
-    let env = Env::new();
+fn clean_restart_delivers_exactly_once() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     write_numbered(&log, 0, 100_000);
     let mut d = env.start(&env.config(TOPIC).source("app", &log));
 
     let t = Instant::now();
-    let msgs = d.consume(&env.addr(), TOPIC, 100_000, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(100_000)
+        .timeout(WAIT)
+        .run();
     eprintln!(
         "first 100,000: {} messages in {:?}",
         msgs.len(),
@@ -109,7 +128,11 @@ fn a_clean_restart_delivers_exactly_once() {
     write_numbered(&log, 100_000, 150_000);
     d.restart();
     let t = Instant::now();
-    let msgs = d.consume(&env.addr(), TOPIC, 150_000, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(150_000)
+        .timeout(WAIT)
+        .run();
     eprintln!("all 150,000: {} messages in {:?}", msgs.len(), t.elapsed());
     assert_exactly_once(&msgs, 0..150_000);
     assert_file_order(&msgs);
@@ -117,15 +140,15 @@ fn a_clean_restart_delivers_exactly_once() {
     d.stop();
 }
 
-/// Scenario b: kill -9 at random points during delivery, three times, while
+/// kill -9 at random points during delivery, three times, while
 /// lines keep being appended: nothing missing. Duplicates are allowed and
 /// printed.
 #[test]
-fn b_kill9_three_times_loses_nothing() {
+fn kill9_three_times_loses_nothing() {
     let seed = seed_from_env_or_time();
-    eprintln!("b_kill9: seed {seed} (set LOGCATCH_TEST_SEED to replay)");
+    eprintln!("kill9: seed {seed} (set LOGCATCH_TEST_SEED to replay)");
     let mut rng = Rng::new(seed);
-    let env = Env::new();
+    let env = TestEnv::new();
     let log = env.path("app.log");
     const TOTAL: u64 = 60_000;
     write_numbered(&log, 0, 10_000);
@@ -139,19 +162,21 @@ fn b_kill9_three_times_loses_nothing() {
         thread::sleep(run_for);
         d.assert_running();
         d.kill9();
-        eprintln!("b_kill9: kill -9 #{round} after {run_for:?}");
+        eprintln!("kill9: kill -9 #{round} after {run_for:?}");
         thread::sleep(Duration::from_millis(rng.range(0..300)));
         d.restart();
     }
     writer.join().expect("writer");
 
     let t = Instant::now();
-    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |msgs| {
-        Tally::of(msgs, 0..TOTAL).missing.is_empty()
-    });
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|msgs| Tally::of(msgs, 0..TOTAL).missing.is_empty())
+        .timeout(WAIT)
+        .run();
     let tally = Tally::of(&msgs, 0..TOTAL);
     eprintln!(
-        "b_kill9: {} messages for {TOTAL} lines in {:?}: {} missing, {} duplicate copies ({} lines duplicated)",
+        "kill9: {} messages for {TOTAL} lines in {:?}: {} missing, {} duplicate copies ({} lines duplicated)",
         msgs.len(),
         t.elapsed(),
         tally.missing.len(),
@@ -160,7 +185,7 @@ fn b_kill9_three_times_loses_nothing() {
     );
     if !tally.duplicated.is_empty() {
         eprintln!(
-            "b_kill9: duplicated lines: {}",
+            "kill9: duplicated lines: {}",
             ranges(tally.duplicated.keys().copied())
         );
     }
@@ -173,11 +198,11 @@ fn b_kill9_three_times_loses_nothing() {
     d.stop();
 }
 
-/// Scenario c1: rename rotation while running; the writer's last lines go
+/// Rename rotation while running; the writer's last lines go
 /// to the renamed file, then a new file is created.
 #[test]
-fn c1_rotation_by_rename_while_running() {
-    let env = Env::new();
+fn rotation_by_rename_while_running_delivers_every_line_once() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     let rotated = env.path("app.log.1");
     let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
@@ -189,18 +214,15 @@ fn c1_rotation_by_rename_while_running() {
     thread::sleep(Duration::from_millis(300));
     write_numbered(&log, 1500, 2000);
 
-    let msgs = d.consume(&env.addr(), TOPIC, 2000, WAIT);
-    assert_exactly_once(&msgs, 0..2000);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1100..2000);
+    read_back_in_order(&env, &mut d, &log, 1100..2000);
     d.stop();
 }
 
-/// Scenario c2: rename rotation while stopped; the new file has exactly the
+/// Rename rotation while stopped; the new file has exactly the
 /// old file's size, so only its identity tells it apart.
 #[test]
-fn c2_rotation_by_rename_while_stopped() {
-    let env = Env::new();
+fn rotation_by_rename_while_stopped_is_told_apart_by_identity() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
     d.stop();
@@ -209,63 +231,54 @@ fn c2_rotation_by_rename_while_stopped() {
     write_numbered(&log, 1000, 2000);
     d.restart();
 
-    let msgs = d.consume(&env.addr(), TOPIC, 2000, WAIT);
-    assert_exactly_once(&msgs, 0..2000);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1000..2000);
+    read_back_in_order(&env, &mut d, &log, 1000..2000);
     d.stop();
 }
 
-/// Scenario c3: copytruncate while running, after everything was
+/// Copytruncate while running, after everything was
 /// delivered; the new content is shorter than the old.
 #[test]
-fn c3_copytruncate_while_running() {
-    let env = Env::new();
+fn copytruncate_while_running_delivers_the_new_content() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
 
     std::fs::copy(&log, env.path("app.log.1")).expect("copy");
-    common::truncate(&log);
+    truncate(&log);
     thread::sleep(Duration::from_millis(300));
     write_numbered(&log, 1000, 1500);
 
-    let msgs = d.consume(&env.addr(), TOPIC, 1500, WAIT);
-    assert_exactly_once(&msgs, 0..1500);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1000..1500);
+    read_back_in_order(&env, &mut d, &log, 1000..1500);
     d.stop();
 }
 
-/// Scenario c4: truncated and rewritten (shorter, different content) while
+/// Truncated and rewritten (shorter, different content) while
 /// the daemon was stopped.
 #[test]
-fn c4_truncate_and_rewrite_while_stopped() {
-    let env = Env::new();
+fn truncate_and_rewrite_while_stopped_delivers_the_new_content() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
     d.stop();
 
     let ino_before = std::fs::metadata(&log).unwrap().ino();
-    common::truncate(&log);
+    truncate(&log);
     write_numbered(&log, 1000, 1300);
     assert_eq!(std::fs::metadata(&log).unwrap().ino(), ino_before);
     d.restart();
 
-    let msgs = d.consume(&env.addr(), TOPIC, 1300, WAIT);
-    assert_exactly_once(&msgs, 0..1300);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1000..1300);
+    read_back_in_order(&env, &mut d, &log, 1000..1300);
     d.stop();
 }
 
-/// Scenario c5: rename rotation while stopped with unread lines: 1,000
+/// Rename rotation while stopped with unread lines: 1,000
 /// lines are appended after the clean stop, then the file is renamed away
 /// and a new one with 500 lines takes its path. The daemon must find the
 /// old file beside the path by inode, finish it from the stored offset, and
 /// then read the new file: every line exactly once, in file order.
 #[test]
-fn c5_rotation_while_stopped_with_unread_lines() {
-    let env = Env::new();
+fn rotation_while_stopped_with_unread_lines_finishes_the_old_file() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     let rotated = env.path("app.log.1");
     let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
@@ -278,10 +291,7 @@ fn c5_rotation_while_stopped_with_unread_lines() {
     assert_ne!(std::fs::metadata(&log).unwrap().ino(), old_ino);
     d.restart();
 
-    let msgs = d.consume(&env.addr(), TOPIC, 2500, WAIT);
-    assert_exactly_once(&msgs, 0..2500);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 2000..2500);
+    let msgs = read_back_in_order(&env, &mut d, &log, 2000..2500);
     // The old file's lines carry their offsets in the old file.
     let old_offsets = line_offsets(&rotated);
     for m in &msgs {
@@ -297,36 +307,33 @@ fn c5_rotation_while_stopped_with_unread_lines() {
     d.stop();
 }
 
-/// Scenario c6: rewritten in place while stopped with LONGER content (same
+/// Rewritten in place while stopped with LONGER content (same
 /// inode, different numbered lines, more bytes than the stored offset): the
 /// first bytes changed, so the new content is read from 0, exactly once.
 #[test]
-fn c6_rewrite_longer_while_stopped() {
-    let env = Env::new();
+fn rewrite_longer_while_stopped_is_read_from_the_start() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
     d.stop();
 
     let before = std::fs::metadata(&log).unwrap();
-    common::truncate(&log);
+    truncate(&log);
     write_numbered(&log, 1000, 2500);
     let after = std::fs::metadata(&log).unwrap();
     assert_eq!(after.ino(), before.ino());
     assert!(after.len() > before.len());
     d.restart();
 
-    let msgs = d.consume(&env.addr(), TOPIC, 2500, WAIT);
-    assert_exactly_once(&msgs, 0..2500);
-    assert_file_order(&msgs);
-    check_headers(&msgs, "app", &log, 1000..2500);
+    read_back_in_order(&env, &mut d, &log, 1000..2500);
     d.stop();
 }
 
-/// Scenario d: the broker is unreachable for 10 s while lines are written;
+/// The broker is unreachable for 10 s while lines are written;
 /// all arrive exactly once after it returns.
 #[test]
-fn d_broker_outage_then_recovery() {
-    let mut env = Env::with_proxy();
+fn broker_outage_then_recovery_delivers_exactly_once() {
+    let mut env = TestEnv::with_proxy();
     let log = env.path("app.log");
     let mut d = env.start_delivered(TOPIC, "app", &log, 0..1000, WAIT);
 
@@ -340,12 +347,16 @@ fn d_broker_outage_then_recovery() {
     }
     d.assert_running();
     env.broker.proxy_mut().up();
-    eprintln!("d_outage: broker back after {:?}", down_at.elapsed());
+    eprintln!("outage: broker back after {:?}", down_at.elapsed());
 
     let t = Instant::now();
-    let msgs = d.consume(&env.addr(), TOPIC, 3000, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(3000)
+        .timeout(WAIT)
+        .run();
     eprintln!(
-        "d_outage: {} messages {:?} after recovery",
+        "outage: {} messages {:?} after recovery",
         msgs.len(),
         t.elapsed()
     );
@@ -355,30 +366,33 @@ fn d_broker_outage_then_recovery() {
     d.stop();
 }
 
-/// Scenario e: `logcatch-ctl offsets --json` on a stopped daemon names each
+/// `logcatch-ctl offsets --json` on a stopped daemon names each
 /// source with its file's device, inode and size, fully read.
 #[test]
-fn e_ctl_offsets_after_clean_stop() {
-    let env = Env::new();
+fn ctl_offsets_after_clean_stop_names_each_file() {
+    let env = TestEnv::new();
     let a = env.path("a.log");
     let b = env.path("b.log");
     write_numbered(&a, 0, 1000);
     write_numbered(&b, 1000, 1500);
     let mut d = env.start(&env.config(TOPIC).source("alpha", &a).source("beta", &b));
-    let msgs = d.consume(&env.addr(), TOPIC, 1500, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1500)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..1500);
     d.stop();
 
-    let out = ctl(d.config_path(), &["offsets", "--json"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "logcatch-ctl offsets --json failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
+    let out = ctl_run(d.config_path(), &["offsets", "--json"]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "logcatch-ctl offsets --json failed:\n{}",
+        out.describe()
     );
-    let json: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"));
+    let json = out.json();
+    let stdout = &out.stdout;
     let entries = json
         .as_array()
         .unwrap_or_else(|| panic!("not a JSON array:\n{stdout}"));
@@ -408,12 +422,12 @@ fn e_ctl_offsets_after_clean_stop() {
     }
 }
 
-/// Scenario f: a `configpath` source (default topic) and a `sources` entry
+/// A `configpath` source (default topic) and a `sources` entry
 /// with its own topic are both delivered, each to its topic. Stopped with
 /// SIGINT, which must also exit 0.
 #[test]
-fn f_two_sources_two_topics() {
-    let env = Env::new();
+fn two_sources_deliver_to_two_topics() {
+    let env = TestEnv::new();
     let web = env.path("web.log");
     let db = env.path("db.log");
     write_numbered(&web, 0, 2000);
@@ -424,8 +438,16 @@ fn f_two_sources_two_topics() {
         .source_to("db", &db, "db-logs");
     let mut d = env.start(&cfg);
 
-    let web_msgs = d.consume(&env.addr(), TOPIC, 2000, WAIT);
-    let db_msgs = d.consume(&env.addr(), "db-logs", 3000, WAIT);
+    let web_msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(2000)
+        .timeout(WAIT)
+        .run();
+    let db_msgs = d
+        .consume(&env.addr(), "db-logs")
+        .until_count(3000)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&web_msgs, 0..2000);
     assert_exactly_once(&db_msgs, 10_000..13_000);
     assert_file_order(&web_msgs);
@@ -441,8 +463,8 @@ fn f_two_sources_two_topics() {
 /// `--check` accepts a good config and rejects a bad one with the error on
 /// stderr, without starting anything.
 #[test]
-fn g_check_validates_config() {
-    let env = Env::new();
+fn check_validates_config() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     let good = env.path("good.yaml");
     std::fs::write(&good, env.config(TOPIC).source("app", &log).render()).unwrap();
@@ -484,8 +506,8 @@ fn g_check_validates_config() {
 
 /// Lines ending in `\r\n` are delivered without the `\r`.
 #[test]
-fn h_crlf_line_endings_are_stripped() {
-    let env = Env::new();
+fn crlf_line_endings_are_stripped() {
+    let env = TestEnv::new();
     let log = env.path("win.log");
     let mut text = String::new();
     for n in 0..500 {
@@ -494,7 +516,11 @@ fn h_crlf_line_endings_are_stripped() {
     }
     std::fs::write(&log, text).unwrap();
     let mut d = env.start(&env.config(TOPIC).source("win", &log));
-    let msgs = d.consume(&env.addr(), TOPIC, 500, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(500)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..500);
     assert_file_order(&msgs);
     // Checks each value is the line without "\r\n" and the offsets count
@@ -503,12 +529,12 @@ fn h_crlf_line_endings_are_stripped() {
     d.stop();
 }
 
-/// Scenario i: the librdkafka client (`kafka.client: librdkafka`, what
+/// The librdkafka client (`kafka.client: librdkafka`, what
 /// TLS, SASL and `kafka.properties` setups get) keeps the same guarantees
 /// as the native one across `kill -9`, and `status` names the client.
 #[test]
-fn i_librdkafka_client_is_exactly_once_across_kill9() {
-    let env = Env::new();
+fn librdkafka_client_is_exactly_once_across_kill9() {
+    let env = TestEnv::new();
     let log = env.path("app.log");
     const TOTAL: u64 = 20_000;
     write_numbered(&log, 0, 5_000);
@@ -525,13 +551,15 @@ fn i_librdkafka_client_is_exactly_once_across_kill9() {
         thread::sleep(Duration::from_millis(500));
         d.assert_running();
         d.kill9();
-        eprintln!("i_librdkafka: kill -9 #{round}");
+        eprintln!("librdkafka: kill -9 #{round}");
         d.restart();
     }
     writer.join().expect("writer");
-    let msgs = d.consume_until(&env.addr(), TOPIC, WAIT, |msgs| {
-        Tally::of(msgs, 0..TOTAL).missing.is_empty()
-    });
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|msgs| Tally::of(msgs, 0..TOTAL).missing.is_empty())
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..TOTAL);
     check_headers(&msgs, "app", &log, 0..TOTAL);
     d.stop();

@@ -4,23 +4,20 @@
 //! refused by both, with a message naming the path, before anything is
 //! written.
 //!
-//! The v1 layout these tests read (see `migrations/v0_to_v1.rs`): default
+//! The v1 layout these tests read (see `src/store/migrations/v0_to_v1.rs`): default
 //! tree key `schema_version` = u32 big-endian; trees `sources` and `spool`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(120);
 const TOPIC: &str = "logs";
 const VERSION_KEY: &[u8] = b"schema_version";
 /// A key a v0 store may hold that no migration knows about: it must survive.
 const FOREIGN_KEY: &[u8] = b"fixture-note";
-const FOREIGN_VALUE: &[u8] = b"written by tests/store_migration.rs as a v0 store";
+const FOREIGN_VALUE: &[u8] = b"written by tests/integration/store_migration.rs as a v0 store";
 
 /// Opens a sled db the way a test fixture needs: plain `sled::open`, which
 /// is what any earlier logcatch build would have produced on disk.
@@ -198,7 +195,11 @@ fn v0_store_is_upgraded_by_the_daemon() {
     write_numbered(&fx.path("app.log"), 0, 1000);
     let cfg = fx.config(&broker.addr());
     let mut d = Daemon::with(fx.dir.path(), &cfg);
-    let msgs = d.consume(&broker.addr(), TOPIC, 1000, WAIT);
+    let msgs = d
+        .consume(&broker.addr(), TOPIC)
+        .until_count(1000)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..1000);
     d.stop();
 
@@ -213,7 +214,11 @@ fn v0_store_is_upgraded_by_the_daemon() {
     // line read twice).
     write_numbered(&fx.path("app.log"), 1000, 1200);
     d.restart();
-    let msgs = d.consume(&broker.addr(), TOPIC, 1200, WAIT);
+    let msgs = d
+        .consume(&broker.addr(), TOPIC)
+        .until_count(1200)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&msgs, 0..1200);
     d.stop();
     // The step ran once, at the first start, and said so.
@@ -232,42 +237,6 @@ fn v0_store_is_upgraded_by_the_daemon() {
     assert_is_v1(&inspect(&fx.store()), "the second run");
 }
 
-/// Runs the daemon on `config` and waits (bounded) for it to exit.
-fn run_daemon_expecting_exit(config: &Path, timeout: Duration) -> (Option<i32>, String) {
-    let mut child = Command::new(Daemon::bin())
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn logcatch");
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "logcatch kept running on a store it must refuse (killed after {timeout:?}); output:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
-
 /// A store written by a newer logcatch (schema_version 99) is refused by
 /// the daemon and by `logcatch-ctl`, naming the path and saying it is
 /// newer, and left as it was.
@@ -282,7 +251,7 @@ fn newer_store_is_refused() {
     let store = fx.store();
     let store_s = store.to_str().unwrap();
 
-    let (code, text) = run_daemon_expecting_exit(&config, Duration::from_secs(30));
+    let (code, text) = run_to_exit(&config, Duration::from_secs(30));
     eprintln!("logcatch on a v99 store: exit {code:?}\n{text}");
     assert!(
         code.is_some_and(|c| c != 0),

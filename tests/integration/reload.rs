@@ -12,8 +12,6 @@
 //! changed -> old record deleted, new path read from 0; other settings ->
 //! restarted from the stored offset; unchanged -> untouched.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +19,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// How long to wait for a delivery or a log line before failing. Generous:
 /// a debug build on 2 cores running two tests at once.
@@ -57,12 +55,14 @@ fn line_after_file(text: &str, file: &Path) -> Option<usize> {
     digits.parse().ok()
 }
 
-/// 1. Removing a source: reload within 2 s with `removed 1`, one tailer
-///    left, nothing more read from the removed file, and its record gone
-///    from the store; every line of it written before the edit delivered
-///    exactly once.
+/// Removing a source: reload within 2 s with `removed 1`, one tailer
+/// left, nothing more read from the removed file, and its record gone
+/// from the store; every line of it written before the edit delivered
+/// exactly once.
+// Over 80 lines: one scenario whose steps build on each other (edit,
+// reload, check what runs); it reads best top to bottom.
 #[test]
-fn r1_remove_source() {
+fn removed_source_stops_and_its_record_is_deleted() {
     let env = TestEnv::new();
     let (a, b) = (env.path("a.log"), env.path("b.log"));
     write_numbered(&a, 0, 1000);
@@ -73,12 +73,16 @@ fn r1_remove_source() {
             .source_to("a", &a, "a-logs")
             .source_to("b", &b, "b-logs"),
     );
-    d.wait_delivered(&env.addr(), "a-logs", "a's lines", WAIT, |m| {
-        has_all(m, 0..1000)
-    });
-    d.wait_delivered(&env.addr(), "b-logs", "b's lines", WAIT, |m| {
-        has_all(m, 100_000..101_000)
-    });
+    d.consume(&env.addr(), "a-logs")
+        .until(|m| has_all(m, 0..1000))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's lines");
+    d.consume(&env.addr(), "b-logs")
+        .until(|m| has_all(m, 100_000..101_000))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("b's lines");
     assert_eq!(d.log_count(RELOADED), 0, "a reload before any edit");
 
     // Lines of b written just before the edit: read, maybe not delivered yet.
@@ -116,13 +120,11 @@ fn r1_remove_source() {
     // b is no longer read; a still is.
     write_numbered(&b, 101_500, 101_600);
     write_numbered(&a, 1000, 1200);
-    d.wait_delivered(
-        &env.addr(),
-        "a-logs",
-        "a's lines after the reload",
-        WAIT,
-        |m| has_all(m, 0..1200),
-    );
+    d.consume(&env.addr(), "a-logs")
+        .until(|m| has_all(m, 0..1200))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's lines after the reload");
     let live = ctl_json(d.config_path(), &["offsets", "--json"]);
     assert!(
         offsets_row(&live, "b").is_none_or(|r| r["offset"].is_null()),
@@ -145,25 +147,33 @@ fn r1_remove_source() {
         Some(std::fs::metadata(&a).unwrap().len())
     );
 
-    let bm = consume(&env.addr(), "b-logs", 1500, WAIT);
+    let bm = Consume::new(&env.addr(), "b-logs")
+        .until_count(1500)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&bm, 100_000..101_500);
-    let am = consume(&env.addr(), "a-logs", 1200, WAIT);
+    let am = Consume::new(&env.addr(), "a-logs")
+        .until_count(1200)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once(&am, 0..1200);
 }
 
-/// 2. Changing a source's path: the new file is read from 0, the old one
-///    no longer, and the store's record describes the new file.
+/// Changing a source's path: the new file is read from 0, the old one
+/// no longer, and the store's record describes the new file.
 #[test]
-fn r2_path_change() {
+fn changed_path_is_read_from_the_start() {
     let env = TestEnv::new();
     let (old, new) = (env.path("a.log"), env.path("a-new.log"));
     write_numbered(&old, 0, 1000);
     write_numbered(&new, 5000, 5600);
     let cfg = env.config(TOPIC);
     let mut d = env.start(&cfg.clone().source("a", &old));
-    d.wait_delivered(&env.addr(), TOPIC, "the old file's lines", WAIT, |m| {
-        has_all(m, 0..1000)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..1000))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("the old file's lines");
 
     d.rewrite_config(&cfg.clone().source("a", &new).render());
     let line = d.wait_log(RELOADED, 1, WAIT);
@@ -177,9 +187,11 @@ fn r2_path_change() {
 
     write_numbered(&old, 1000, 1100); // not read any more
     write_numbered(&new, 5600, 5700);
-    d.wait_delivered(&env.addr(), TOPIC, "the new file's lines", WAIT, |m| {
-        has_all(m, 5000..5700)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 5000..5700))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("the new file's lines");
     d.stop();
 
     let rows = ctl_json(d.config_path(), &["offsets", "--json"]);
@@ -195,29 +207,19 @@ fn r2_path_change() {
         "the record still counts the old file's lines: {r:#}"
     );
 
-    let msgs = consume(&env.addr(), TOPIC, 1700, WAIT);
+    let msgs = Consume::new(&env.addr(), TOPIC)
+        .until_count(1700)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..1000, 5000..5700]);
     for m in msgs.iter().filter(|m| number_of(&m.value) >= Some(5000)) {
         assert_eq!(m.header("path").as_deref(), new.to_str(), "path header");
     }
 }
 
-/// 3. A broken edit is rejected (logged once, with the file and line),
-///    delivery goes on on the last good config, and the fix is applied.
-#[test]
-fn r3_broken_yaml_then_fix() {
-    let env = TestEnv::new();
-    let (a, c) = (env.path("a.log"), env.path("c.log"));
-    write_numbered(&a, 0, 500);
-    write_numbered(&c, 9000, 9300);
-    let cfg = env.config(TOPIC).source("a", &a);
-    let mut d = env.start(&cfg);
-    d.wait_delivered(&env.addr(), TOPIC, "a's lines", WAIT, |m| {
-        has_all(m, 0..500)
-    });
-
-    // A YAML syntax error on the line of a's path: `path: "...": oops`.
-    let good = cfg.render();
+/// `good` with a YAML syntax error on the line of a source's path
+/// (`path: "...": oops`), and that line's number.
+fn break_the_path_line(good: &str) -> (String, usize) {
     let broken: String = good
         .lines()
         .map(|l| {
@@ -230,6 +232,46 @@ fn r3_broken_yaml_then_fix() {
         .collect();
     assert_ne!(broken, good);
     let broken_line = broken.lines().position(|l| l.ends_with(": oops")).unwrap() + 1;
+    (broken, broken_line)
+}
+
+/// A status (read `via` the admin endpoint or `logcatch-ctl`) after one
+/// rejected edit of `config` broken at `broken_line`: the error names the
+/// file and line, one failure, no reload, the one source still running.
+fn check_rejected_status(st: &serde_json::Value, via: &str, config: &Path, broken_line: usize) {
+    let err = st["last_reload_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{via}: no last_reload_error after a rejected edit: {st:#}"));
+    assert_eq!(
+        line_after_file(err, config),
+        Some(broken_line),
+        "{via}: last_reload_error does not name {}:{broken_line}: {err}",
+        config.display()
+    );
+    assert_eq!(st["reload_failures"], 1, "{via}: {st:#}");
+    assert_eq!(st["reloads"], 0, "{via}: {st:#}");
+    assert_eq!(st["running_tailers"], 1, "{via}: {st:#}");
+}
+
+/// A broken edit is rejected (logged once, with the file and line),
+/// delivery goes on on the last good config, and the fix is applied.
+// Over 80 lines: one scenario whose steps build on each other (edit,
+// reload, check what runs); it reads best top to bottom.
+#[test]
+fn broken_yaml_is_rejected_then_the_fix_applies() {
+    let env = TestEnv::new();
+    let (a, c) = (env.path("a.log"), env.path("c.log"));
+    write_numbered(&a, 0, 500);
+    write_numbered(&c, 9000, 9300);
+    let cfg = env.config(TOPIC).source("a", &a);
+    let mut d = env.start(&cfg);
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..500))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's lines");
+
+    let (broken, broken_line) = break_the_path_line(&cfg.render());
     let t = Instant::now();
     d.rewrite_config(&broken);
     let line = d.wait_log(REJECTED, 1, WAIT);
@@ -247,13 +289,11 @@ fn r3_broken_yaml_then_fix() {
 
     // Still delivering a's lines on the last good config.
     write_numbered(&a, 500, 800);
-    d.wait_delivered(
-        &env.addr(),
-        TOPIC,
-        "a's lines after the bad edit",
-        WAIT,
-        |m| has_all(m, 0..800),
-    );
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..800))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's lines after the bad edit");
     d.assert_running();
     // The daemon's own report (its admin socket), then what
     // `logcatch-ctl status` shows while the file on disk is broken; the
@@ -261,20 +301,8 @@ fn r3_broken_yaml_then_fix() {
     let (code, body) = http_get_unix(&env.path("data/admin.sock"), "/status");
     assert_eq!(code, 200, "GET /status: {body}");
     let st: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
-    let check_status = |st: &serde_json::Value, via: &str| {
-        let err = st["last_reload_error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{via}: no last_reload_error after a rejected edit: {st:#}"));
-        assert_eq!(
-            line_after_file(err, &config),
-            Some(broken_line),
-            "{via}: last_reload_error does not name {}:{broken_line}: {err}",
-            config.display()
-        );
-        assert_eq!(st["reload_failures"], 1, "{via}: {st:#}");
-        assert_eq!(st["reloads"], 0, "{via}: {st:#}");
-        assert_eq!(st["running_tailers"], 1, "{via}: {st:#}");
-    };
+    let check_status =
+        |st: &serde_json::Value, via: &str| check_rejected_status(st, via, &config, broken_line);
     check_status(&st, "the admin endpoint's /status");
     let ctl_status_while_broken = ctl_run(d.config_path(), &["status", "--json"]);
     // One bad edit is logged once, also after the 2 s content poll ran.
@@ -301,7 +329,11 @@ fn r3_broken_yaml_then_fix() {
     assert_eq!(st["running_tailers"], 2, "status: {st:#}");
     assert_eq!(names(&st["last_reload"]["added"]), ["c"], "status: {st:#}");
 
-    let msgs = d.consume(&env.addr(), TOPIC, 1100, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1100)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..800, 9000..9300]);
     d.stop();
 
@@ -319,9 +351,9 @@ fn r3_broken_yaml_then_fix() {
     );
 }
 
-/// 4a. A config replaced by writing a temp file and renaming it over.
+/// A config replaced by writing a temp file and renaming it over.
 #[test]
-fn r4a_rename_over() {
+fn config_renamed_over_is_reloaded() {
     let env = TestEnv::new();
     let (a, b, c) = (env.path("a.log"), env.path("b.log"), env.path("c.log"));
     write_numbered(&a, 0, 300);
@@ -329,32 +361,40 @@ fn r4a_rename_over() {
     write_numbered(&c, 2000, 2300);
     let cfg = env.config(TOPIC).source("a", &a);
     let mut d = env.start(&cfg);
-    d.wait_delivered(&env.addr(), TOPIC, "a's lines", WAIT, |m| {
-        has_all(m, 0..300)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..300))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's lines");
 
     let cfg = cfg.source("b", &b);
     write_by_rename(d.config_path(), &cfg.render());
     let line = d.wait_log(RELOADED, 1, WAIT);
     assert!(line.contains("added 1, removed 0"), "reload line: {line}");
-    d.wait_delivered(&env.addr(), TOPIC, "b's lines", WAIT, |m| {
-        has_all(m, 1000..1300)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 1000..1300))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("b's lines");
 
     // Again: the watch survives the replaced file.
     write_by_rename(d.config_path(), &cfg.source("c", &c).render());
     let line = d.wait_log(RELOADED, 2, WAIT);
     assert!(line.contains("added 1, removed 0"), "reload line: {line}");
     assert!(line.contains("running_tailers=3"), "reload line: {line}");
-    let msgs = d.consume(&env.addr(), TOPIC, 900, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(900)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..300, 1000..1300, 2000..2300]);
     d.stop();
 }
 
-/// 4b. The config path is a symlink, swapped atomically to another target
-///     (`ln -s v2/config.yaml tmp && mv -T tmp config.yaml`), twice.
+/// The config path is a symlink, swapped atomically to another target
+/// (`ln -s v2/config.yaml tmp && mv -T tmp config.yaml`), twice.
 #[test]
-fn r4b_symlink_swap() {
+fn config_symlink_swap_is_reloaded() {
     let env = TestEnv::new();
     let (a, b, c) = (env.path("a.log"), env.path("b.log"), env.path("c.log"));
     write_numbered(&a, 0, 300);
@@ -376,32 +416,42 @@ fn r4b_symlink_swap() {
         assert_eq!(std::fs::read_link(&link).unwrap().to_str(), Some(target));
     };
     let mut d = Daemon::start_with_file(env.dir.path(), &link);
-    d.wait_delivered(&env.addr(), TOPIC, "a's lines", WAIT, |m| {
-        has_all(m, 0..300)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..300))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's lines");
 
     swap("v2/config.yaml");
     let line = d.wait_log(RELOADED, 1, WAIT);
     assert!(line.contains("added 1, removed 0"), "reload line: {line}");
-    d.wait_delivered(&env.addr(), TOPIC, "b's lines", WAIT, |m| {
-        has_all(m, 1000..1300)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 1000..1300))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("b's lines");
 
     swap("v3/config.yaml");
     let line = d.wait_log(RELOADED, 2, WAIT);
     assert!(line.contains("added 1, removed 0"), "reload line: {line}");
     assert!(line.contains("running_tailers=3"), "reload line: {line}");
-    let msgs = d.consume(&env.addr(), TOPIC, 900, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(900)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..300, 1000..1300, 2000..2300]);
     let st = status(&d);
     assert_eq!(st["running_tailers"], 3, "status: {st:#}");
     d.stop();
 }
 
-/// 5. 50 edits in one second give at most 2 reloads, and the final config
-///    is what runs.
+/// 50 edits in one second give at most 2 reloads, and the final config
+/// is what runs.
+// Over 80 lines: one scenario whose steps build on each other (edit,
+// reload, check what runs); it reads best top to bottom.
 #[test]
-fn r5_burst_of_edits_is_debounced() {
+fn burst_of_edits_is_debounced() {
     let env = TestEnv::new();
     let files: Vec<_> = ["a", "b", "c", "d"]
         .iter()
@@ -419,9 +469,11 @@ fn r5_burst_of_edits_is_debounced() {
         .source("c", &files[2])
         .source("d", &files[3]);
     let mut d = env.start(&ab);
-    d.wait_delivered(&env.addr(), TOPIC, "a's and b's lines", WAIT, |m| {
-        has_all(m, 0..200) && has_all(m, 10_000..10_200)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..200) && has_all(m, 10_000..10_200))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's and b's lines");
     let before = d.log_count(RELOADED);
     assert_eq!(before, 0);
 
@@ -439,7 +491,7 @@ fn r5_burst_of_edits_is_debounced() {
             thread::sleep(rest);
         }
     }
-    eprintln!("r5: 50 edits in {:?}", start.elapsed());
+    eprintln!("debounce: 50 edits in {:?}", start.elapsed());
 
     let st = wait_status(d.config_path(), "the final config running", WAIT, |s| {
         s["sources"] == 3 && s["running_tailers"] == 3
@@ -456,7 +508,11 @@ fn r5_burst_of_edits_is_debounced() {
     );
     // Deliveries of c and d; the 2 s quiet at the end also lets a late
     // poll-triggered reload show up.
-    let msgs = d.consume(&env.addr(), TOPIC, 800, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(800)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(
         &msgs,
         &[0..200, 10_000..10_200, 20_000..20_200, 30_000..30_200],
@@ -465,7 +521,7 @@ fn r5_burst_of_edits_is_debounced() {
         thread::sleep(rest);
     }
     let reloads = d.log_lines(RELOADED);
-    eprintln!("r5: reload lines:\n{}", reloads.join("\n"));
+    eprintln!("debounce: reload lines:\n{}", reloads.join("\n"));
     assert!(
         !reloads.is_empty() && reloads.len() <= 2,
         "{} reload lines for one burst of edits (want 1 or 2):\n{}",
@@ -487,19 +543,21 @@ fn r5_burst_of_edits_is_debounced() {
     d.stop();
 }
 
-/// 6. Changing a source's topic while lines are written: the lines before
-///    the reload stay in the old topic, the lines after it go to the new
-///    one, and across both every line is delivered exactly once.
+/// Changing a source's topic while lines are written: the lines before
+/// the reload stay in the old topic, the lines after it go to the new
+/// one, and across both every line is delivered exactly once.
 #[test]
-fn r6_topic_change() {
+fn topic_change_moves_later_lines_to_the_new_topic() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     write_numbered(&a, 0, 1000);
     let cfg = env.config(TOPIC);
     let mut d = env.start(&cfg.clone().source_to("a", &a, "t1"));
-    d.wait_delivered(&env.addr(), "t1", "the first lines", WAIT, |m| {
-        has_all(m, 0..1000)
-    });
+    d.consume(&env.addr(), "t1")
+        .until(|m| has_all(m, 0..1000))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("the first lines");
 
     // Lines keep being written (20 every 30 ms) until 1 s after the reload
     // showed; `written` is how many lines are complete.
@@ -523,7 +581,7 @@ fn r6_topic_change() {
     let line = d.wait_log(RELOADED, 1, WAIT);
     let after = written.load(Ordering::SeqCst);
     eprintln!(
-        "r6: reload showed {:?} after the edit ({edited_at} lines written at the edit, {after} then)",
+        "topic change: reload showed {:?} after the edit ({edited_at} lines written at the edit, {after} then)",
         t.elapsed()
     );
     thread::sleep(Duration::from_secs(1));
@@ -536,12 +594,19 @@ fn r6_topic_change() {
     );
     assert!(after < total, "no line was written after the reload");
 
-    let t2 = d.consume_until(&env.addr(), "t2", WAIT, |m| has_all(m, after..total));
-    let t1 = consume(&env.addr(), "t1", 1000, Duration::from_secs(10));
+    let t2 = d
+        .consume(&env.addr(), "t2")
+        .until(|m| has_all(m, after..total))
+        .timeout(WAIT)
+        .run();
+    let t1 = Consume::new(&env.addr(), "t1")
+        .until_count(1000)
+        .timeout(Duration::from_secs(10))
+        .run();
     let n1 = numbers_of(&t1);
     let n2 = numbers_of(&t2);
     eprintln!(
-        "r6: t1 has {} lines (max {:?}), t2 has {} (min {:?}); {after} lines written when the reload showed",
+        "topic change: t1 has {} lines (max {:?}), t2 has {} (min {:?}); {after} lines written when the reload showed",
         n1.len(),
         n1.iter().max(),
         n2.len(),
@@ -566,18 +631,20 @@ fn r6_topic_change() {
     d.stop();
 }
 
-/// 7. SIGHUP with an unchanged file: one reload, every source unchanged
-///    and left running (not reopened).
+/// SIGHUP with an unchanged file: one reload, every source unchanged
+/// and left running (not reopened).
 #[test]
-fn r7_sighup_unchanged() {
+fn sighup_with_unchanged_config_leaves_sources_running() {
     let env = TestEnv::new();
     let (a, b) = (env.path("a.log"), env.path("b.log"));
     write_numbered(&a, 0, 500);
     write_numbered(&b, 1000, 1500);
     let mut d = env.start(&env.config(TOPIC).source("a", &a).source("b", &b));
-    d.wait_delivered(&env.addr(), TOPIC, "a's and b's lines", WAIT, |m| {
-        has_all(m, 0..500) && has_all(m, 1000..1500)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..500) && has_all(m, 1000..1500))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's and b's lines");
     let opened = d.log_count("tailing");
 
     d.sighup();
@@ -589,7 +656,11 @@ fn r7_sighup_unchanged() {
     assert!(line.contains("running_tailers=2"), "reload line: {line}");
     write_numbered(&a, 500, 700);
     write_numbered(&b, 1500, 1700);
-    let msgs = d.consume(&env.addr(), TOPIC, 1400, WAIT);
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(1400)
+        .timeout(WAIT)
+        .run();
     assert_exactly_once_in(&msgs, &[0..700, 1000..1700]);
     assert_eq!(d.log_count(RELOADED), 1, "one SIGHUP, more than one reload");
     assert_eq!(
@@ -608,19 +679,21 @@ fn r7_sighup_unchanged() {
     d.stop();
 }
 
-/// 8. Kafka settings: a harmless change (linger) rebuilds the producer
-///    with no line lost or repeated; brokers pointed at a dead address and
-///    then back: the fixed config takes effect and delivery resumes.
+/// Kafka settings: a harmless change (linger) rebuilds the producer
+/// with no line lost or repeated; brokers pointed at a dead address and
+/// then back: the fixed config takes effect and delivery resumes.
 #[test]
-fn r8_kafka_settings_change() {
+fn kafka_settings_change_rebuilds_the_producer() {
     let env = TestEnv::new();
     let a = env.path("a.log");
     write_numbered(&a, 0, 1000);
     let cfg = env.config(TOPIC).source("a", &a);
     let mut d = env.start(&cfg);
-    d.wait_delivered(&env.addr(), TOPIC, "a's lines", WAIT, |m| {
-        has_all(m, 0..1000)
-    });
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..1000))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("a's lines");
 
     // linger_ms 5 -> 20, while lines are written.
     let writer = write_numbered_slowly(&a, 1000, 2000, 50, Duration::from_millis(20));
@@ -632,13 +705,11 @@ fn r8_kafka_settings_change() {
         "reload line: {line}"
     );
     writer.join().unwrap();
-    d.wait_delivered(
-        &env.addr(),
-        TOPIC,
-        "the lines around the rebuild",
-        WAIT,
-        |m| has_all(m, 0..2000),
-    );
+    d.consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..2000))
+        .quiet(SHORT_QUIET)
+        .timeout(WAIT)
+        .expect("the lines around the rebuild");
 
     // Brokers: a dead address, then the right one again.
     let mut dead = cfg.clone();
@@ -662,9 +733,11 @@ fn r8_kafka_settings_change() {
         "reload line: {line}"
     );
     write_numbered(&a, 2100, 2200);
-    let msgs = d.consume_until(&env.addr(), TOPIC, Duration::from_secs(30), |m| {
-        has_all(m, 0..2200)
-    });
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until(|m| has_all(m, 0..2200))
+        .timeout(Duration::from_secs(30))
+        .run();
     assert_exactly_once(&msgs, 0..2200);
     d.stop();
 }

@@ -1,0 +1,434 @@
+//! The broker the tests deliver to: tansu with in-memory storage on a free
+//! loopback port, killed on drop; optionally behind a [`Proxy`] that takes
+//! it away (every connection cut, new ones refused) and brings it back, to
+//! simulate an outage.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, Producer};
+
+use super::{free_port, tail_lines, wait_for};
+
+/// The tansu binary: `$TANSU_BIN`, else `<repo>/.tools/bin/tansu`, else
+/// `tansu` on PATH.
+pub fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "TANSU_BIN={} does not exist; run scripts/install-tansu.sh",
+            p.display()
+        );
+        return p;
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/tansu");
+    if local.is_file() {
+        return local;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let cand = dir.join("tansu");
+            if cand.is_file() {
+                return cand;
+            }
+        }
+    }
+    panic!(
+        "the tansu broker (0.6.x) was not found: set TANSU_BIN, or run \
+         scripts/install-tansu.sh (installs it into {})",
+        local.display()
+    );
+}
+
+/// A tansu broker with in-memory storage, on a free loopback port, killed on
+/// drop. Optionally behind a [`Proxy`], in which case the broker advertises
+/// the proxy's address and every client goes through the proxy.
+pub struct Broker {
+    child: Child,
+    /// The port tansu itself listens on.
+    port: u16,
+    proxy: Option<Proxy>,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker that clients reach directly.
+    pub fn start() -> Broker {
+        Broker::start_inner(false)
+    }
+
+    /// Starts a broker behind a [`Proxy`]; `addr()` is the proxy's address.
+    pub fn start_with_proxy() -> Broker {
+        Broker::start_inner(true)
+    }
+
+    fn start_inner(with_proxy: bool) -> Broker {
+        let bin = tansu_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("tansu-")
+            .tempdir()
+            .expect("tempdir");
+        let log_path = dir.path().join("tansu.log");
+        let mut errors = Vec::new();
+        // A free port can be taken between our probe and tansu's bind:
+        // retry on a new port when tansu does not come up.
+        for attempt in 0..4 {
+            let port = free_port();
+            let proxy = with_proxy.then(|| Proxy::start(port));
+            let advertised = proxy.as_ref().map_or(port, |p| p.port());
+            let client_addr = format!("127.0.0.1:{advertised}");
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .expect("open tansu.log");
+            writeln!(
+                &log,
+                "=== test harness: attempt {attempt}, port {port}, advertised {advertised} ==="
+            )
+            .ok();
+            let mut child = Command::new(&bin)
+                .arg("broker")
+                .arg("--listener-url")
+                .arg(format!("tcp://127.0.0.1:{port}"))
+                .arg("--advertised-listener-url")
+                .arg(format!("tcp://{client_addr}"))
+                .arg("--storage-engine")
+                .arg("memory://tansu/")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log.try_clone().unwrap()))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+            match wait_ready(&mut child, &client_addr, Duration::from_secs(30)) {
+                Ok(()) => {
+                    return Broker {
+                        child,
+                        port,
+                        proxy,
+                        log_path,
+                        _dir: dir,
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    errors.push(format!("attempt {attempt} on port {port}: {e}"));
+                }
+            }
+        }
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!(
+            "tansu ({}) did not become ready:\n{}\n--- tansu.log ---\n{}",
+            bin.display(),
+            errors.join("\n"),
+            tail_lines(&log, 40)
+        );
+    }
+
+    /// The address clients use (the proxy's, when there is one).
+    pub fn addr(&self) -> String {
+        match &self.proxy {
+            Some(p) => p.addr(),
+            None => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The address tansu itself listens on.
+    pub fn direct_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The proxy, mutably (for `down()` / `up()`).
+    pub fn proxy_mut(&mut self) -> &mut Proxy {
+        self.proxy
+            .as_mut()
+            .expect("this broker was started without a proxy (use Broker::start_with_proxy)")
+    }
+
+    /// tansu's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Creates a topic with `partitions` partitions through the Kafka admin
+    /// API. An already existing topic is not an error.
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        create_topic(&self.addr(), topic, partitions);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!(
+                "--- tansu.log (last 30 lines) ---\n{}",
+                tail_lines(&self.log(), 30)
+            );
+        }
+    }
+}
+
+/// Waits until a broker answers a metadata request at `addr`.
+fn wait_ready(child: &mut Child, addr: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let probe: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("socket.connection.setup.timeout.ms", "2000")
+        .set("log_level", "0")
+        .create()
+        .map_err(|e| format!("cannot create a probe client: {e}"))?;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("tansu exited early with {status}"));
+        }
+        if let Ok(md) = probe.client().fetch_metadata(None, Duration::from_secs(2)) {
+            if !md.brokers().is_empty() {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no metadata from tansu within {timeout:?}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Creates `topic` with `partitions` partitions (replication 1) through
+/// rdkafka's AdminClient. "Already exists" is fine.
+pub fn create_topic(addr: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("log_level", "3")
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = rt
+        .block_on(admin.create_topics([&new], &opts))
+        .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => panic!("create topic {name}: {code:?}"),
+        }
+    }
+    // Wait until the topic's partitions show in metadata.
+    let probe: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("log_level", "3")
+        .create()
+        .expect("probe client");
+    wait_for(
+        &format!("topic {topic} in metadata"),
+        Duration::from_secs(30),
+        || partitions_of(probe.client(), topic).filter(|p| !p.is_empty()),
+    );
+}
+
+/// The partition ids of `topic`, or `None` when the broker does not know it.
+pub fn partitions_of<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Option<Vec<i32>> {
+    let md = client
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    if t.error().is_some() {
+        return None;
+    }
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    Some(ids)
+}
+
+// ---------------------------------------------------------------------------
+// Proxy
+// ---------------------------------------------------------------------------
+
+struct ProxyShared {
+    upstream: SocketAddr,
+    /// Every open socket of every proxied connection (both sides), by id.
+    conns: Mutex<BTreeMap<u64, TcpStream>>,
+    next_id: AtomicU64,
+}
+
+/// A TCP forwarder from a loopback port to the broker. `down()` cuts every
+/// open connection and stops listening (new connects are refused); `up()`
+/// listens on the same port again. Runs on its own threads.
+pub struct Proxy {
+    port: u16,
+    shared: Arc<ProxyShared>,
+    acceptor: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl Proxy {
+    /// A proxy on a free port forwarding to 127.0.0.1:`upstream_port`.
+    pub fn start(upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let mut p = Proxy {
+            port,
+            shared: Arc::new(ProxyShared {
+                upstream: SocketAddr::from(([127, 0, 0, 1], upstream_port)),
+                conns: Mutex::new(BTreeMap::new()),
+                next_id: AtomicU64::new(0),
+            }),
+            acceptor: None,
+        };
+        p.run(listener);
+        p
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops listening and closes every open connection.
+    pub fn down(&mut self) {
+        if let Some((stop, handle)) = self.acceptor.take() {
+            stop.store(true, Ordering::SeqCst);
+            handle.join().expect("proxy acceptor panicked");
+        }
+        let conns = std::mem::take(&mut *self.shared.conns.lock().unwrap());
+        for s in conns.values() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Listens again on the same port.
+    pub fn up(&mut self) {
+        if self.acceptor.is_some() {
+            return;
+        }
+        let addr = format!("127.0.0.1:{}", self.port);
+        let listener = wait_for(
+            &format!("proxy to rebind {addr}"),
+            Duration::from_secs(30),
+            || TcpListener::bind(&addr).ok(),
+        );
+        self.run(listener);
+    }
+
+    fn run(&mut self, listener: TcpListener) {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = self.shared.clone();
+        let stop2 = stop.clone();
+        let handle = thread::Builder::new()
+            .name(format!("proxy-accept-{}", self.port))
+            .spawn(move || {
+                while !stop2.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            if stop2.load(Ordering::SeqCst) {
+                                let _ = client.shutdown(Shutdown::Both);
+                                break;
+                            }
+                            Proxy::forward(&shared, client);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                // `listener` is dropped here: connects are refused from now.
+            })
+            .expect("spawn proxy acceptor");
+        self.acceptor = Some((stop, handle));
+    }
+
+    fn forward(shared: &Arc<ProxyShared>, client: TcpStream) {
+        let _ = client.set_nonblocking(false);
+        let _ = client.set_nodelay(true);
+        let upstream = match TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5)) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        let id_c = shared.next_id.fetch_add(1, Ordering::SeqCst);
+        let id_u = shared.next_id.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut conns = shared.conns.lock().unwrap();
+            conns.insert(id_c, client.try_clone().unwrap());
+            conns.insert(id_u, upstream.try_clone().unwrap());
+        }
+        let pipe = |mut from: TcpStream, to: TcpStream, shared: Arc<ProxyShared>, ids: [u64; 2]| {
+            move || {
+                let mut to_w = to;
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if to_w.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = to_w.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+                let mut conns = shared.conns.lock().unwrap();
+                for id in ids {
+                    conns.remove(&id);
+                }
+            }
+        };
+        let c2u = pipe(
+            client.try_clone().unwrap(),
+            upstream.try_clone().unwrap(),
+            shared.clone(),
+            [id_c, id_u],
+        );
+        let u2c = pipe(upstream, client, shared.clone(), [id_c, id_u]);
+        thread::Builder::new()
+            .name("proxy-c2u".into())
+            .spawn(c2u)
+            .expect("spawn proxy pipe");
+        thread::Builder::new()
+            .name("proxy-u2c".into())
+            .spawn(u2c)
+            .expect("spawn proxy pipe");
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
