@@ -2,7 +2,7 @@
 # The project's test command: unit tests, doc tests and integration tests
 # (which need the tansu broker, installed here if missing).
 # Extra arguments are passed to the test binaries as filters/flags, e.g.
-#   scripts/test.sh c1_          # only tests whose name contains c1_
+#   scripts/test.sh rotation     # only tests whose name contains "rotation"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
