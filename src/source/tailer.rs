@@ -806,3 +806,5 @@ pub fn reset_record(
     })
 }
 
+#[cfg(test)]
+mod tests;
