@@ -1,27 +1,38 @@
 //! tailer: owns following one source's file: finding it, resuming at the
 //! stored offset, reading new bytes, and noticing rotation, truncation and
-//! replacement. One task per source; the reading itself runs on the
-//! blocking pool (`FileTail::step`).
+//! replacement. One task per source ([`run`]); the reading itself runs on
+//! the blocking pool ([`FileTail::step`]).
 //!
 //! Invariants:
 //! - The tailer never writes offsets itself. It sends batches (lines plus
 //!   the offset after them) to the spool writer in file order, and the
 //!   writer commits the offset only after the lines are durable
-//!   (`spool` invariant 1). So a crash anywhere here re-reads, never skips.
+//!   ([`crate::spool`] invariant 1). So a crash anywhere here re-reads, never
+//!   skips.
 //! - A file is identified by device, inode and a checksum of its first
-//!   bytes (`FileIdentity`), and a resumed offset is trusted only if the
-//!   bytes just before it still match (`tail_crc`). Anything else is a new
-//!   file and is read from 0.
+//!   bytes ([`FileIdentity`]), and a resumed offset is trusted only if the
+//!   bytes just before it still match
+//!   ([`SourceRecord::tail_crc`](crate::store::SourceRecord::tail_crc),
+//!   checked by [`verify`]). Anything else is a new file and is
+//!   read from 0.
 //! - After a rename rotation the old file is read to its end before the new
 //!   one is opened, also when the rotation happened while we were down (the
-//!   old file is looked for beside the path by device and inode).
+//!   old file is looked for beside the path by device and inode:
+//!   [`find_rotated`]).
 //!
 //! Must never: hold more than `max_line_bytes` of one line, block an async
 //! worker thread on file I/O, or open anything but a regular file (a FIFO
 //! would block the open).
+//!
+//! Known limits (what the in-process tests' model leaves out, see
+//! `tailer/tests.rs`): lines written to a rotated file after the tailer
+//! moved to the new one are not read; a file truncated and rewritten past
+//! the read position between two looks is caught only by the head check,
+//! at most once a second (`HEAD_RECHECK`); a partial last line of a file that was
+//! deleted or rewritten while logcatch was stopped is lost.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,16 +42,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceConfig, StartAt};
-use crate::runtime::lock;
+use crate::runtime::{lock, Outage};
 use crate::source::filewatch::{FileWatch, Seen};
+use crate::source::identity::{
+    crc_at, find_rotated, identity_of, not_a_regular_file, tail_check, verify, FileIdentity,
+    Verdict, HEAD_BYTES,
+};
 use crate::source::lines::{LineBatch, LineSplitter};
 use crate::spool::{SpoolBatch, WriterMsg};
-use crate::store::{FileIdentity, SourceRecord, Store, StoreError};
+use crate::store::{SourceRecord, Store, StoreError};
 
-/// How many leading bytes identify a file.
-pub const HEAD_BYTES: u32 = 1024;
-/// How many bytes before the committed offset are checked on resume.
-pub const TAIL_BYTES: u64 = 64;
 /// The read buffer of an idle source.
 const MIN_READ_BUFFER: usize = 16 << 10;
 /// How often a growing file's first bytes are compared with its identity.
@@ -67,6 +78,16 @@ pub enum TailError {
         #[source]
         source: StoreError,
     },
+}
+
+/// Wraps an I/O error on `path` of source `source_name`.
+fn io_err(source_name: &str, path: &Path) -> impl FnOnce(std::io::Error) -> TailError {
+    let (source_name, path) = (source_name.to_string(), path.to_path_buf());
+    move |source| TailError::Io {
+        source_name,
+        path,
+        source,
+    }
 }
 
 /// What a tailer is doing, for `logcatch-ctl`.
@@ -109,6 +130,16 @@ struct OpenFile {
     last_size: u64,
     /// When the head checksum was last compared with the file.
     head_checked: std::time::Instant,
+    /// The tail check (length, crc32c) of the bytes before the last line
+    /// end: see [`tail_check`].
+    tail: (u32, u32),
+}
+
+/// Where [`FileTail::open`] starts reading, and in which file.
+struct StartPoint {
+    file: File,
+    opened_as: PathBuf,
+    offset: u64,
     tail: (u32, u32),
 }
 
@@ -125,6 +156,8 @@ pub struct FileTail {
     buf: Vec<u8>,
     max_buf: usize,
     status: Arc<Mutex<TailStatus>>,
+    /// Failing steps since the last good one: the recovery is logged once.
+    outage: Outage,
     /// The last error logged, to log each distinct error once.
     last_logged: Option<String>,
 }
@@ -149,6 +182,7 @@ impl FileTail {
             buf: vec![0u8; MIN_READ_BUFFER.min(read_buffer)],
             max_buf: read_buffer,
             status: Arc::new(Mutex::new(TailStatus::default())),
+            outage: Outage::default(),
             last_logged: None,
         }
     }
@@ -166,13 +200,8 @@ impl FileTail {
         }
     }
 
-    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> TailError + '_ {
-        let path = path.to_path_buf();
-        move |source| TailError::Io {
-            source_name: self.source.name.clone(),
-            path,
-            source,
-        }
+    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> TailError {
+        io_err(&self.source.name, path)
     }
 
     fn store_err(&self, source: StoreError) -> TailError {
@@ -195,7 +224,7 @@ impl FileTail {
         step
     }
 
-    /// What is at the path as far as this tailer knows, for `FileWatch`.
+    /// What is at the path as far as this tailer knows, for [`FileWatch`].
     fn idle_seen(&self) -> Option<Seen> {
         match &self.current {
             Some(c) if c.opened_as == self.source.path => Some(Seen {
@@ -214,12 +243,14 @@ impl FileTail {
     fn step_logged(&mut self) -> Step {
         match self.step_inner() {
             Ok(step) => {
-                if self.last_logged.take().is_some() {
+                if self.outage.recovered().is_some() {
+                    self.last_logged = None;
                     tracing::info!(source = %self.source.name, path = %self.source.path.display(), "source recovered");
                 }
                 step
             }
             Err(e) => {
+                self.outage.failed();
                 let msg = e.to_string();
                 if self.last_logged.as_deref() != Some(msg.as_str()) {
                     tracing::error!(source = %self.source.name, "{msg}");
@@ -247,107 +278,101 @@ impl FileTail {
 
     fn step_inner(&mut self) -> Result<Step, TailError> {
         let mut batches = Vec::new();
+        let idle = |batches| Step {
+            batches,
+            more: false,
+            seen: None,
+        };
         if self.current.is_none() {
             match self.open()? {
                 Some(checkpoint) => batches.push(checkpoint),
                 None => {
                     self.set_state(TailState::WaitingForFile, None);
-                    return Ok(Step {
-                        batches,
-                        more: false,
-                        seen: None,
-                    });
+                    return Ok(idle(batches));
                 }
             }
         }
-        let Some(cur) = self.current.as_mut() else {
-            return Ok(Step {
-                batches,
-                more: false,
-                seen: None,
-            });
-        };
+        if self.current.is_none() {
+            return Ok(idle(batches));
+        }
         let asked = self.buf.len();
+        let n = self.read_chunk()?;
+        if n > 0 {
+            self.split_chunk(n, &mut batches)?;
+        }
+        // A full read: more is probably waiting. A short read reached the
+        // end of the file: do the end-of-file checks now rather than in one
+        // more step (was it truncated, replaced, or rotated away?).
+        let more = if n > 0 && n == asked {
+            true
+        } else {
+            match self.check_at_eof()? {
+                Some(b) => {
+                    batches.push(b);
+                    true
+                }
+                None => self.current.is_none(),
+            }
+        };
+        Ok(Step {
+            batches,
+            more,
+            seen: None,
+        })
+    }
+
+    /// Reads the next buffer of the open file at its read position; grows
+    /// the buffer when a read fills it.
+    fn read_chunk(&mut self) -> Result<usize, TailError> {
+        let Some(cur) = self.current.as_ref() else {
+            return Ok(0);
+        };
         let n = cur
             .file
             .read_at(&mut self.buf, cur.read_pos)
-            .map_err(|source| TailError::Io {
-                source_name: self.source.name.clone(),
-                path: cur.opened_as.clone(),
-                source,
-            })?;
+            .map_err(io_err(&self.source.name, &cur.opened_as))?;
         if n == self.buf.len() && n < self.max_buf {
             // Catching up: read more per step next time.
             let grown = (n * 2).min(self.max_buf);
             self.buf.resize(grown, 0);
         }
-        if n > 0 {
-            let at = cur.read_pos;
-            let mut out = LineBatch::default();
-            cur.splitter.feed(&self.buf[..n], at, &mut out);
-            cur.read_pos += n as u64;
-            if let Some(end) = out.end_offset {
-                let k = (end - at).min(TAIL_BYTES) as usize;
-                let rel = (end - at) as usize;
-                cur.tail = (k as u32, crc32c::crc32c(&self.buf[rel - k..rel]));
-            }
-            if cur.identity.head_len < HEAD_BYTES {
-                let size = cur.read_pos;
-                cur.identity = identity_of(&cur.file, size, cur.identity.dev, cur.identity.ino)
-                    .map_err(|source| TailError::Io {
-                        source_name: self.source.name.clone(),
-                        path: cur.opened_as.clone(),
-                        source,
-                    })?;
-            }
-            {
-                let mut s = lock(&self.status);
-                s.lines_read += out.lines.len() as u64;
-                s.bytes_read += out.data.len() as u64;
-                s.last_read_ms = crate::runtime::now_ms();
-            }
-            if !out.is_empty() {
-                batches.push(self.batch(out));
-            }
-            let state = if self.rotated_drain() {
-                TailState::DrainingRotated
-            } else {
-                TailState::Tailing
-            };
-            self.set_state(state, None);
-            // A short read reached the end of the file: do the end-of-file
-            // checks now rather than in one more step.
-            let more = if n < asked {
-                match self.check_at_eof()? {
-                    Some(b) => {
-                        batches.push(b);
-                        true
-                    }
-                    None => self.current.is_none(),
-                }
-            } else {
-                true
-            };
-            return Ok(Step {
-                batches,
-                more,
-                seen: None,
-            });
+        Ok(n)
+    }
+
+    /// Splits the `n` bytes just read into lines, moves the read position,
+    /// tail check and identity past them, and queues the lines.
+    fn split_chunk(&mut self, n: usize, batches: &mut Vec<SpoolBatch>) -> Result<(), TailError> {
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let at = cur.read_pos;
+        let mut out = LineBatch::default();
+        cur.splitter.feed(&self.buf[..n], at, &mut out);
+        cur.read_pos += n as u64;
+        if let Some(end) = out.end_offset {
+            cur.tail = tail_check(&self.buf[..(end - at) as usize]);
         }
-        // End of file: was it truncated, replaced, or rotated away?
-        if let Some(b) = self.check_at_eof()? {
-            batches.push(b);
-            return Ok(Step {
-                batches,
-                more: true,
-                seen: None,
-            });
+        if cur.identity.head_len < HEAD_BYTES {
+            let size = cur.read_pos;
+            cur.identity = identity_of(&cur.file, size, cur.identity.dev, cur.identity.ino)
+                .map_err(io_err(&self.source.name, &cur.opened_as))?;
         }
-        Ok(Step {
-            batches,
-            more: self.current.is_none(),
-            seen: None,
-        })
+        {
+            let mut s = lock(&self.status);
+            s.lines_read += out.lines.len() as u64;
+            s.bytes_read += out.data.len() as u64;
+            s.last_read_ms = crate::runtime::now_ms();
+        }
+        if !out.is_empty() {
+            batches.push(self.batch(out));
+        }
+        let state = if self.rotated_drain() {
+            TailState::DrainingRotated
+        } else {
+            TailState::Tailing
+        };
+        self.set_state(state, None);
+        Ok(())
     }
 
     fn rotated_drain(&self) -> bool {
@@ -395,7 +420,13 @@ impl FileTail {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io(&path)(e)),
         };
-        check_regular(&self.source.name, &path, &meta)?;
+        if let Some(kind) = not_a_regular_file(&meta) {
+            return Err(TailError::NotAFile {
+                source_name: self.source.name.clone(),
+                path,
+                kind,
+            });
+        }
         let record = self
             .store
             .source(&self.source.name)
@@ -403,43 +434,12 @@ impl FileTail {
             .filter(|r| Path::new(&r.path) == path);
 
         let file = File::open(&path).map_err(self.io(&path))?;
-        let meta = file.metadata().map_err(self.io(&path))?;
-        let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
-
-        let (file, opened_as, start, tail) = match record {
-            _ if self.rotated => (file, path.clone(), 0, (0, 0)),
-            None => {
-                let start = match self.source.start_at {
-                    StartAt::Beginning => 0,
-                    StartAt::End => size,
-                };
-                (file, path.clone(), start, (0, 0))
-            }
-            Some(rec) if rec.identity.dev == dev && rec.identity.ino == ino => {
-                match verify(&file, size, &rec).map_err(self.io(&path))? {
-                    Verdict::Same => (file, path.clone(), rec.offset, (rec.tail_len, rec.tail_crc)),
-                    Verdict::Changed(why) => {
-                        tracing::warn!(source = %self.source.name, path = %path.display(), offset = rec.offset,
-                            "{why} since the last run; reading it from the start");
-                        (file, path.clone(), 0, (0, 0))
-                    }
-                }
-            }
-            Some(rec) => match find_rotated(&path, &rec).map_err(self.io(&path))? {
-                Some((old_path, old_file)) => {
-                    tracing::info!(source = %self.source.name, rotated_to = %old_path.display(), offset = rec.offset,
-                        "the file was rotated while logcatch was stopped; finishing the old file first");
-                    (old_file, old_path, rec.offset, (rec.tail_len, rec.tail_crc))
-                }
-                None => {
-                    tracing::warn!(source = %self.source.name, path = %path.display(),
-                        old_device = rec.identity.dev, old_inode = rec.identity.ino, old_offset = rec.offset,
-                        "the previously read file is gone (rotated away or deleted while logcatch was stopped); \
-                         lines written to it after the stored offset cannot be read; starting the new file from 0");
-                    (file, path.clone(), 0, (0, 0))
-                }
-            },
-        };
+        let StartPoint {
+            file,
+            opened_as,
+            offset: start,
+            tail,
+        } = self.start_point(file, &path, record)?;
         self.rotated = false;
         let meta = file.metadata().map_err(self.io(&opened_as))?;
         let identity =
@@ -460,50 +460,129 @@ impl FileTail {
         Ok(Some(self.checkpoint(start)))
     }
 
+    /// Where to start in `file` (just opened at `path`), given the stored
+    /// `record` of this path: its offset if it is the same file, unchanged;
+    /// the old file's offset if the file was rotated while we were down
+    /// (that file is read first); otherwise 0 (or the end, for a source
+    /// never read, with `start_at: end`).
+    fn start_point(
+        &self,
+        file: File,
+        path: &Path,
+        record: Option<SourceRecord>,
+    ) -> Result<StartPoint, TailError> {
+        let meta = file.metadata().map_err(self.io(path))?;
+        let from = |file, offset, tail| StartPoint {
+            file,
+            opened_as: path.to_path_buf(),
+            offset,
+            tail,
+        };
+        let start = match record {
+            _ if self.rotated => from(file, 0, (0, 0)),
+            None => {
+                let start = match self.source.start_at {
+                    StartAt::Beginning => 0,
+                    StartAt::End => meta.len(),
+                };
+                from(file, start, (0, 0))
+            }
+            Some(rec) if rec.identity.is_inode_of(&meta) => {
+                match verify(&file, meta.len(), &rec).map_err(self.io(path))? {
+                    Verdict::Same => from(file, rec.offset, (rec.tail_len, rec.tail_crc)),
+                    Verdict::Changed(why) => {
+                        tracing::warn!(source = %self.source.name, path = %path.display(), offset = rec.offset,
+                            "{why} since the last run; reading it from the start");
+                        from(file, 0, (0, 0))
+                    }
+                }
+            }
+            Some(rec) => match find_rotated(path, &rec).map_err(self.io(path))? {
+                Some((old_path, old_file)) => {
+                    tracing::info!(source = %self.source.name, rotated_to = %old_path.display(), offset = rec.offset,
+                        "the file was rotated while logcatch was stopped; finishing the old file first");
+                    StartPoint {
+                        file: old_file,
+                        opened_as: old_path,
+                        offset: rec.offset,
+                        tail: (rec.tail_len, rec.tail_crc),
+                    }
+                }
+                None => {
+                    tracing::warn!(source = %self.source.name, path = %path.display(),
+                        old_device = rec.identity.dev, old_inode = rec.identity.ino, old_offset = rec.offset,
+                        "the previously read file is gone (rotated away or deleted while logcatch was stopped); \
+                         lines written to it after the stored offset cannot be read; starting the new file from 0");
+                    from(file, 0, (0, 0))
+                }
+            },
+        };
+        Ok(start)
+    }
+
     /// At end of file: detects truncation, in-place replacement, and
     /// rotation. Returns a batch to commit when the position changed.
     fn check_at_eof(&mut self) -> Result<Option<SpoolBatch>, TailError> {
-        let name = self.source.name.clone();
+        if self.current.is_none() {
+            return Ok(None);
+        }
+        if let Some(restart) = self.check_rewritten()? {
+            return Ok(Some(restart));
+        }
+        self.check_rotated()
+    }
+
+    /// Has the open file shrunk below the read position, or had its first
+    /// bytes rewritten, since the last look? Then it is read again from 0
+    /// and the checkpoint of that is returned.
+    fn check_rewritten(&mut self) -> Result<Option<SpoolBatch>, TailError> {
+        let name = self.source.name.as_str();
         let Some(cur) = self.current.as_mut() else {
             return Ok(None);
         };
-        let opened_as = cur.opened_as.clone();
-        let io = |source| TailError::Io {
-            source_name: name.clone(),
-            path: opened_as.clone(),
-            source,
-        };
-        let size = cur.file.metadata().map_err(io)?.len();
-        if size != cur.last_size {
-            cur.last_size = size;
-            // Rereading the head on every growth would cost a read per
-            // wake-up of a busy file: once a second is enough to catch a
-            // truncate-and-rewrite that outgrew our offset in between.
-            let head_due = cur.head_checked.elapsed() >= HEAD_RECHECK;
-            let changed = if size < cur.read_pos {
-                Some("the file was truncated (copytruncate?)")
-            } else if head_due && cur.identity.head_len > 0 && {
-                cur.head_checked = std::time::Instant::now();
-                crc_at(&cur.file, 0, cur.identity.head_len as u64).map_err(io)?
-                    != Some(cur.identity.head_crc)
-            } {
-                Some("the file's first bytes were rewritten")
-            } else {
-                None
-            };
-            if let Some(why) = changed {
-                tracing::warn!(source = %name, path = %cur.opened_as.display(), offset = cur.read_pos, size,
-                    "{why}; reading it again from the start");
-                cur.read_pos = 0;
-                cur.splitter.reset(0);
-                cur.tail = (0, 0);
-                cur.identity =
-                    identity_of(&cur.file, size, cur.identity.dev, cur.identity.ino).map_err(io)?;
-                return Ok(Some(self.checkpoint(0)));
-            }
+        let size = cur
+            .file
+            .metadata()
+            .map_err(io_err(name, &cur.opened_as))?
+            .len();
+        if size == cur.last_size {
+            return Ok(None);
         }
-        // Rotation: the path now names another file (or, while draining a
-        // file found rotated at start, any file).
+        cur.last_size = size;
+        // Rereading the head on every growth would cost a read per
+        // wake-up of a busy file: once a second is enough to catch a
+        // truncate-and-rewrite that outgrew our offset in between.
+        let head_due = cur.head_checked.elapsed() >= HEAD_RECHECK;
+        let changed = if size < cur.read_pos {
+            Some("the file was truncated (copytruncate?)")
+        } else if head_due && cur.identity.head_len > 0 && {
+            cur.head_checked = std::time::Instant::now();
+            crc_at(&cur.file, 0, cur.identity.head_len as u64)
+                .map_err(io_err(name, &cur.opened_as))?
+                != Some(cur.identity.head_crc)
+        } {
+            Some("the file's first bytes were rewritten")
+        } else {
+            None
+        };
+        let Some(why) = changed else {
+            return Ok(None);
+        };
+        tracing::warn!(source = %name, path = %cur.opened_as.display(), offset = cur.read_pos, size,
+            "{why}; reading it again from the start");
+        cur.read_pos = 0;
+        cur.splitter.reset(0);
+        cur.tail = (0, 0);
+        cur.identity = identity_of(&cur.file, size, cur.identity.dev, cur.identity.ino)
+            .map_err(io_err(name, &cur.opened_as))?;
+        Ok(Some(self.checkpoint(0)))
+    }
+
+    /// Does the path now name another file (or, while draining a file
+    /// found rotated at start, any file)? Then the open file, read to its
+    /// end, is finished: its last partial line is returned as a line and
+    /// the next step opens the new file from 0.
+    fn check_rotated(&mut self) -> Result<Option<SpoolBatch>, TailError> {
         let at_path = match std::fs::metadata(&self.source.path) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -516,7 +595,7 @@ impl FileTail {
             Some(c) => c,
             None => return Ok(None),
         };
-        if m.dev() == cur.identity.dev && m.ino() == cur.identity.ino {
+        if cur.identity.is_inode_of(&m) {
             return Ok(None);
         }
         // Rotated. Bytes may have reached the old file after the read that
@@ -538,108 +617,6 @@ impl FileTail {
     }
 }
 
-fn check_regular(name: &str, path: &Path, meta: &std::fs::Metadata) -> Result<(), TailError> {
-    let ft = meta.file_type();
-    let kind = if ft.is_file() {
-        return Ok(());
-    } else if ft.is_dir() {
-        "a directory"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else {
-        "a device or other special file"
-    };
-    Err(TailError::NotAFile {
-        source_name: name.to_string(),
-        path: path.to_path_buf(),
-        kind,
-    })
-}
-
-/// crc32c of `len` bytes at `at`, or `None` if the file is shorter.
-fn crc_at(file: &File, at: u64, len: u64) -> std::io::Result<Option<u32>> {
-    let mut buf = vec![0u8; len as usize];
-    let mut got = 0usize;
-    while got < buf.len() {
-        let n = file.read_at(&mut buf[got..], at + got as u64)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        got += n;
-    }
-    Ok(Some(crc32c::crc32c(&buf)))
-}
-
-fn identity_of(file: &File, size: u64, dev: u64, ino: u64) -> std::io::Result<FileIdentity> {
-    let want = size.min(HEAD_BYTES as u64);
-    let (head_len, head_crc) = match crc_at(file, 0, want)? {
-        Some(crc) => (want as u32, crc),
-        None => (0, 0), // shrank under us; the next check corrects it
-    };
-    Ok(FileIdentity {
-        dev,
-        ino,
-        head_len,
-        head_crc,
-    })
-}
-
-enum Verdict {
-    Same,
-    Changed(&'static str),
-}
-
-/// Is the open file still the one `rec` describes, unchanged up to its
-/// offset?
-fn verify(file: &File, size: u64, rec: &SourceRecord) -> std::io::Result<Verdict> {
-    if size < rec.offset {
-        return Ok(Verdict::Changed(
-            "the file is shorter than the stored offset (truncated)",
-        ));
-    }
-    if rec.identity.head_len > 0
-        && crc_at(file, 0, rec.identity.head_len as u64)? != Some(rec.identity.head_crc)
-    {
-        return Ok(Verdict::Changed(
-            "the file's first bytes changed (a new file on a reused inode, or rewritten)",
-        ));
-    }
-    if rec.tail_len > 0
-        && crc_at(file, rec.offset - rec.tail_len as u64, rec.tail_len as u64)?
-            != Some(rec.tail_crc)
-    {
-        return Ok(Verdict::Changed(
-            "the bytes before the stored offset changed (the file was rewritten)",
-        ));
-    }
-    Ok(Verdict::Same)
-}
-
-/// Looks beside `path` for the file `rec` describes (renamed by rotation).
-fn find_rotated(path: &Path, rec: &SourceRecord) -> std::io::Result<Option<(PathBuf, File)>> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.file_type().is_file()
-            || meta.dev() != rec.identity.dev
-            || meta.ino() != rec.identity.ino
-        {
-            continue;
-        }
-        let file = File::open(entry.path())?;
-        if let Verdict::Same = verify(&file, meta.len(), rec)? {
-            return Ok(Some((entry.path(), file)));
-        }
-    }
-    Ok(None)
-}
-
 /// How a tailer task is told to stop.
 #[derive(Clone, Default)]
 pub struct TailStop {
@@ -658,7 +635,7 @@ impl TailStop {
 }
 
 /// How long an idle tailer waits without any wake-up before checking
-/// anyway (a safety net; `FileWatch` normally wakes it).
+/// anyway (a safety net; [`FileWatch`] normally wakes it).
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// How long a woken tailer of a busy file waits before reading, and what
 /// counts as busy (woken again within this).
@@ -675,14 +652,9 @@ pub async fn run(
     watch: FileWatch,
 ) {
     let name = tail.source.name.clone();
-    let path = tail.source.path.clone();
     let status = tail.status();
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let mut last_wake = tokio::time::Instant::now() - BUSY_WITHIN;
-    'outer: loop {
-        if stop.requested() {
-            break;
-        }
+    let mut idle = IdleWait::new(tail.source.path.clone(), watch);
+    while !stop.requested() {
         let joined = tokio::task::spawn_blocking(move || {
             let step = tail.step();
             (tail, step)
@@ -696,38 +668,78 @@ pub async fn run(
                 break;
             }
         };
-        for b in step.batches {
-            tokio::select! {
-                sent = tx.send(WriterMsg::Batch(b)) => if sent.is_err() {
-                    tracing::error!(source = %name, "spool writer is gone; stopping this source");
-                    break 'outer;
-                },
-                _ = stop.hard.cancelled() => break 'outer,
-            }
+        if !hand_over(step.batches, &tx, &stop, &name).await {
+            break;
         }
         if !step.more {
-            watch.idle(&path, step.seen, wake.clone());
-            let woken = tokio::select! {
-                _ = stop.graceful.cancelled() => false,
-                _ = stop.hard.cancelled() => false,
-                _ = wake.notified() => true,
-                _ = tokio::time::sleep(IDLE_RECHECK) => false,
-            };
-            watch.busy(&path);
-            if woken {
-                // A file that is written continuously: let a few more lines
-                // land, so one read (and one spool fsync) takes several
-                // lines rather than one. The first line after a quiet spell
-                // is read at once.
-                if last_wake.elapsed() < BUSY_WITHIN {
-                    tokio::time::sleep(WAKE_LINGER).await;
-                }
-                last_wake = tokio::time::Instant::now();
-            }
+            idle.wait(step.seen, &stop).await;
         }
     }
     let mut s = lock(&status);
     s.state = TailState::Stopped;
+}
+
+/// Sends one step's batches to the spool writer, in order. False when the
+/// tailer must stop: the writer is gone, or a hard stop gave up a batch
+/// still waiting for spool room.
+async fn hand_over(
+    batches: Vec<SpoolBatch>,
+    tx: &mpsc::Sender<WriterMsg>,
+    stop: &TailStop,
+    name: &str,
+) -> bool {
+    for b in batches {
+        tokio::select! {
+            sent = tx.send(WriterMsg::Batch(b)) => if sent.is_err() {
+                tracing::error!(source = %name, "spool writer is gone; stopping this source");
+                return false;
+            },
+            _ = stop.hard.cancelled() => return false,
+        }
+    }
+    true
+}
+
+/// An idle tailer's wait for a change at its path.
+struct IdleWait {
+    path: PathBuf,
+    watch: FileWatch,
+    wake: Arc<tokio::sync::Notify>,
+    last_wake: tokio::time::Instant,
+}
+
+impl IdleWait {
+    fn new(path: PathBuf, watch: FileWatch) -> IdleWait {
+        IdleWait {
+            path,
+            watch,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            last_wake: tokio::time::Instant::now() - BUSY_WITHIN,
+        }
+    }
+
+    /// Waits until `watch` reports a change from `seen`, a stop is asked,
+    /// or [`IDLE_RECHECK`] passed.
+    async fn wait(&mut self, seen: Option<Seen>, stop: &TailStop) {
+        self.watch.idle(&self.path, seen, self.wake.clone());
+        let woken = tokio::select! {
+            _ = stop.graceful.cancelled() => false,
+            _ = stop.hard.cancelled() => false,
+            _ = self.wake.notified() => true,
+            _ = tokio::time::sleep(IDLE_RECHECK) => false,
+        };
+        self.watch.busy(&self.path);
+        if woken {
+            // A file that is written continuously: let a few more lines
+            // land, so one read (and one spool fsync) takes several
+            // lines rather than one. The first line after a quiet spell
+            // is read at once.
+            if self.last_wake.elapsed() < BUSY_WITHIN {
+                tokio::time::sleep(WAKE_LINGER).await;
+            }
+            self.last_wake = tokio::time::Instant::now();
+        }
+    }
 }
 
 /// Where `logcatch-ctl reset` moves a source.
@@ -793,3 +805,6 @@ pub fn reset_record(
         seq: 0,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::kafka::ledger::DeliveryLedger;
+/// Moved to [`crate::source::identity`]; kept here because records embed it
+/// and the spool names it through the store.
+pub use crate::source::identity::FileIdentity;
 use crate::spool::SpoolCursor;
 
 const VERSION_KEY: &[u8] = b"schema_version";
@@ -47,18 +50,6 @@ pub enum StoreError {
         key: String,
         message: String,
     },
-}
-
-/// What identifies one file, independent of its name: device and inode,
-/// plus a checksum of its first bytes to notice inode reuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct FileIdentity {
-    pub dev: u64,
-    pub ino: u64,
-    /// How many leading bytes `head_crc` covers (at most `tailer::HEAD_BYTES`).
-    pub head_len: u32,
-    /// crc32c of the first `head_len` bytes.
-    pub head_crc: u32,
 }
 
 /// A source's committed progress: everything in `identity` before `offset`
