@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use logcatch::config::{AdminListen, Config};
 use logcatch::control::admin::{QueueReport, StatusReport};
 use logcatch::control::offsets::OffsetRow;
-use logcatch::source::tailer::ResetTo;
+use logcatch::control::reset::ResetTo;
 
 #[derive(Parser)]
 #[command(

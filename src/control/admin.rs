@@ -32,12 +32,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AdminListen, Config};
 use crate::control::offsets::{self, LiveView, OffsetRow};
 use crate::control::reload::SourceDiff;
+use crate::control::reset::ResetTo;
 use crate::control::ControlError;
 use crate::daemon::{Live, ReloadStatus};
 use crate::kafka::forwarder::ForwardSnapshot;
 use crate::runtime::lock;
 use crate::runtime::now_ms;
-use crate::source::tailer::{ResetTo, TailStatus};
+use crate::source::tailer::TailStatus;
 use crate::spool::{self, Position, Spool, SpoolCursor};
 use crate::store::{Store, StoreError};
 

@@ -17,6 +17,7 @@ use crate::store::StoreError;
 pub mod admin;
 pub mod offsets;
 pub mod reload;
+pub mod reset;
 
 /// Why an operator's command was not carried out. Its text is what
 /// `logcatch-ctl` prints.
@@ -37,10 +38,18 @@ pub enum ControlError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
-    /// The file at the source's path cannot be reset to (missing, or the
-    /// offset is past its end).
-    #[error("{0}")]
-    Reset(String),
+    #[error("{path}: {source}")]
+    ResetFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offset {offset} is past the end of {path} ({size} bytes)")]
+    PastEnd {
+        offset: u64,
+        path: PathBuf,
+        size: u64,
+    },
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

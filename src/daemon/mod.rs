@@ -33,9 +33,9 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::control::admin::{self, AdminCommand, AdminState};
 use crate::control::reload::{self, Trigger};
+use crate::control::reset::{self, ResetTo};
 use crate::control::ControlError;
 use crate::kafka::forwarder::{ForwardError, Forwarder};
-use crate::source::tailer::{self, ResetTo};
 use crate::spool::{Recovery, Spool, SpoolError, WriterMsg};
 use crate::store::{Store, StoreError};
 use supervisor::Supervisor;
@@ -131,8 +131,7 @@ pub fn offline_set_record(
                     name: name.to_string(),
                     config: config.file.clone(),
                 })?;
-            let mut rec =
-                tailer::reset_record(source, prev.as_ref(), to).map_err(ControlError::Reset)?;
+            let mut rec = reset::reset_record(source, prev.as_ref(), to)?;
             rec.seq = next_seq;
             store.put_source(name, &rec)?;
         }

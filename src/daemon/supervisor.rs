@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use super::{blocking, DaemonError};
 use crate::config::{Config, ConfigError, KafkaConfig, SourceConfig};
 use crate::control::reload::{self, SourceDiff};
+use crate::control::reset::{self, ResetTo};
 use crate::control::ControlError;
 use crate::kafka::forwarder::ForwardStats;
 use crate::runtime::{lock, now_ms};
 use crate::source::filewatch::FileWatch;
-use crate::source::tailer::{self, FileTail, ResetTo, TailStatus, TailStop};
+use crate::source::tailer::{self, FileTail, TailStatus, TailStop};
 use crate::spool::{Position, Spool, WriterMsg};
 use crate::store::{SourceRecord, Store};
 
@@ -294,7 +295,7 @@ impl Supervisor {
         let (store, s) = (self.store.clone(), source.clone());
         let rec = blocking(move || {
             let prev = store.source(&s.name)?;
-            tailer::reset_record(&s, prev.as_ref(), to).map_err(ControlError::Reset)
+            reset::reset_record(&s, prev.as_ref(), to)
         })
         .await
         .map_err(ControlError::from)
