@@ -3,7 +3,8 @@
 //! [`crate::config::KafkaClient`]), behind one [`Client`] that connects,
 //! sends a frame's lines, polls for answers and abandons what is
 //! unanswered; and [`TopicCreator`], which creates missing topics with
-//! whichever client the session has.
+//! whichever client the session has, only those the cluster's metadata
+//! says are missing.
 //!
 //! Invariants: every line goes out tagged with its frame's id, so that its
 //! answer reaches the [`AckTracker`](crate::kafka::acks::AckTracker)
@@ -22,8 +23,8 @@ use rdkafka::error::KafkaError;
 use crate::config::{KafkaClient, KafkaConfig};
 use crate::kafka::acks::Delivery;
 use crate::kafka::forwarder::{BrokerState, ForwardStats};
-use crate::kafka::librdkafka::{self, LibrdkafkaProducer, TopicAdmin};
-use crate::kafka::native::{Event, NativeProducer, ProducerError, ProducerSettings};
+use crate::kafka::librdkafka::{self, LibrdkafkaProducer, TopicAdmin, TopicError};
+use crate::kafka::native::{Event, NativeProducer, ProducerError, ProducerSettings, TopicLookup};
 use crate::runtime::{Backoff, Outage};
 use crate::spool::SpoolBatch;
 
@@ -190,7 +191,27 @@ fn send_native<'a>(
     Ok(sent)
 }
 
-/// Creates missing topics once each (when `kafka.create_topics` is on).
+/// The ACL a principal lacks when `api` was refused with an authorization
+/// error about `topic` (`cluster`: CLUSTER_AUTHORIZATION_FAILED), for the
+/// error log.
+pub fn missing_acl(topic: &str, api: &str, cluster: bool) -> String {
+    match (api, cluster) {
+        ("CreateTopics", _) => format!("CREATE on topic {topic} or on the cluster (or create the topic and set kafka.create_topics: false)"),
+        (_, true) => "IDEMPOTENT_WRITE on the cluster (or WRITE on the topic)".to_string(),
+        _ => format!("DESCRIBE and WRITE on topic {topic}"),
+    }
+}
+
+/// A topic check or creation the broker refused, retried in place.
+struct Refusal {
+    error: String,
+    /// For want of an ACL: logged as an error, the operator must act.
+    not_authorized: bool,
+}
+
+/// Creates missing topics once each (when `kafka.create_topics` is on): a
+/// topic is created only when the cluster's metadata says it is missing
+/// (UNKNOWN_TOPIC_OR_PARTITION), never because a check could not be made.
 pub struct TopicCreator {
     /// librdkafka's admin client, for a librdkafka session.
     admin: TopicAdmin,
@@ -213,11 +234,13 @@ impl TopicCreator {
     }
 
     /// Returns false if `give_up` said so first (shutdown past its
-    /// deadline, or new Kafka settings to apply). A CreateTopics refusal is
-    /// retried every 500 ms; any other failure of the native producer (a
-    /// setup request that timed out, or a Produce answer that arrived
-    /// meanwhile with an error) is returned and ends the session: the
-    /// producer may be out of step with the broker.
+    /// deadline, or new Kafka settings to apply). A refusal (the topic
+    /// cannot be described or created yet, or an ACL is missing) is logged
+    /// once and retried with back-off from 500 ms to 30 s while the lines
+    /// wait in the spool; any other failure of the native producer (a setup
+    /// request that timed out, or a Produce answer that arrived meanwhile
+    /// with an error) is returned and ends the session: the producer may be
+    /// out of step with the broker.
     pub fn ensure(
         &mut self,
         client: &mut Client,
@@ -228,22 +251,10 @@ impl TopicCreator {
         if !self.enabled || self.known.contains(topic) {
             return Ok(true);
         }
-        let mut retry = Backoff::fixed(Duration::from_millis(500));
+        let mut retry = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut outage = Outage::default();
         loop {
-            let outcome = match client {
-                Client::Native(p) => match p.create_topic(topic, self.partitions, self.replication)
-                {
-                    Ok(()) => Ok(()),
-                    Err(e @ ProducerError::Topic { .. }) => Err(e.to_string()),
-                    Err(e) => return Err(e),
-                },
-                Client::Librdkafka(_) => self
-                    .admin
-                    .create_topic(config, topic, self.partitions, self.replication)
-                    .map_err(|e| e.to_string()),
-            };
-            let Err(e) = outcome else {
+            let Err(r) = self.attempt(client, config, topic)? else {
                 if let Some(failures) = outage.recovered() {
                     tracing::info!(topic, failures, "the topic is there now; sending");
                 }
@@ -251,11 +262,162 @@ impl TopicCreator {
                 return Ok(true);
             };
             if outage.failed() {
-                tracing::warn!(topic, error = %e, "cannot create or check the topic yet; retrying (lines wait in the spool)");
+                if r.not_authorized {
+                    tracing::error!(topic, error = %r.error, "Kafka refuses logcatch for want of an ACL; retrying with back-off (lines wait in the spool)");
+                } else {
+                    tracing::warn!(topic, error = %r.error, "cannot check or create the topic yet; retrying (lines wait in the spool)");
+                }
             }
             if !retry.sleep(give_up) {
                 return Ok(false);
             }
         }
+    }
+
+    /// Checks `topic` once, and creates it if the metadata says it is
+    /// missing. `Ok(Err)`: a refusal to retry.
+    fn attempt(
+        &mut self,
+        client: &mut Client,
+        config: &ClientConfig,
+        topic: &str,
+    ) -> Result<Result<(), Refusal>, ProducerError> {
+        let (partitions, replication) = (self.partitions, self.replication);
+        match client {
+            Client::Native(p) => {
+                let outcome = match p.lookup_topic(topic) {
+                    Ok(TopicLookup::Present) => Ok(()),
+                    Ok(TopicLookup::Missing { .. }) => {
+                        p.create_topic(topic, partitions, replication)
+                    }
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(()) => Ok(Ok(())),
+                    Err(e @ ProducerError::NotAuthorized { .. }) => Ok(Err(Refusal {
+                        error: e.to_string(),
+                        not_authorized: true,
+                    })),
+                    Err(e @ ProducerError::Topic { .. }) => Ok(Err(Refusal {
+                        error: e.to_string(),
+                        not_authorized: false,
+                    })),
+                    Err(e) => Err(e),
+                }
+            }
+            Client::Librdkafka(_) => {
+                let admin = &mut self.admin;
+                let outcome = match admin.lookup_topic(config, topic) {
+                    Ok(TopicLookup::Present) => Ok(()),
+                    Ok(TopicLookup::Missing { .. }) => {
+                        admin.create_topic(config, topic, partitions, replication)
+                    }
+                    Err(e) => Err(e),
+                };
+                Ok(outcome.map_err(|e| Refusal {
+                    not_authorized: matches!(e, TopicError::NotAuthorized { .. }),
+                    error: e.to_string(),
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::librdkafka::TopicAdmin;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+
+    /// A mock cluster of one broker with topic `t1`.
+    fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t1", 1, 1).expect("create topic");
+        cluster
+    }
+
+    fn native(cluster: &MockCluster<'_, DefaultProducerContext>) -> Client {
+        let settings = ProducerSettings {
+            brokers: cluster.bootstrap_servers(),
+            client_id: "test".into(),
+            lz4: false,
+            linger: Duration::from_millis(5),
+            batch_bytes: 64 << 10,
+            allow_auto_create: false,
+        };
+        Client::Native(Box::new(
+            NativeProducer::connect(settings, "h1").expect("connect"),
+        ))
+    }
+
+    fn creator(runtime: &tokio::runtime::Runtime) -> TopicCreator {
+        let kafka = KafkaConfig {
+            brokers: String::new(),
+            topic: "t1".into(),
+            compression: "none".into(),
+            client: KafkaClient::Native,
+            linger_ms: 5,
+            create_topics: true,
+            topic_partitions: 1,
+            topic_replication_factor: -1,
+            shutdown_ack_timeout: Duration::from_secs(1),
+            properties: Default::default(),
+        };
+        TopicCreator::new(&kafka, runtime.handle().clone())
+    }
+
+    /// A topic the metadata lists is not created again: the mock broker
+    /// takes no CreateTopics at all, so sending one would fail `ensure`.
+    #[test]
+    fn an_existing_topic_is_not_created_again() {
+        let cluster = cluster();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mut client = native(&cluster);
+        let config = ClientConfig::new();
+        let mut topics = creator(&runtime);
+        let ready = topics
+            .ensure(&mut client, &config, "t1", &|| true)
+            .expect("no session failure");
+        assert!(ready, "t1 exists: no CreateTopics, no retry");
+        let Client::Native(p) = &mut client else {
+            unreachable!()
+        };
+        p.target("t1", "a", "/a.log").expect("routed");
+    }
+
+    /// Both clients report a topic missing only when the metadata answers
+    /// UNKNOWN_TOPIC_OR_PARTITION, with the number of brokers.
+    #[test]
+    fn lookup_says_missing_only_for_an_unknown_topic() {
+        let cluster = cluster();
+        let Client::Native(mut p) = native(&cluster) else {
+            unreachable!()
+        };
+        assert_eq!(p.lookup_topic("t1").expect("t1"), TopicLookup::Present);
+        assert_eq!(
+            p.lookup_topic("nope").expect("nope"),
+            TopicLookup::Missing { brokers: 1 }
+        );
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mut admin = TopicAdmin::new(runtime.handle().clone());
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", cluster.bootstrap_servers());
+        assert_eq!(
+            admin.lookup_topic(&config, "t1").expect("t1"),
+            TopicLookup::Present
+        );
+        assert_eq!(
+            admin.lookup_topic(&config, "nope").expect("nope"),
+            TopicLookup::Missing { brokers: 1 }
+        );
+    }
+
+    /// An authorization refusal names the ACL that is missing.
+    #[test]
+    fn an_acl_refusal_names_the_missing_acl() {
+        assert!(missing_acl("t", "Metadata", false).contains("DESCRIBE and WRITE on topic t"));
+        assert!(missing_acl("t", "CreateTopics", false).contains("CREATE on topic t"));
+        assert!(missing_acl("t", "InitProducerId", true).contains("IDEMPOTENT_WRITE"));
     }
 }

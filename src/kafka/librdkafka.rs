@@ -3,8 +3,9 @@
 //! its settings ([`client_config`], also the base of the
 //! [`ledger`](crate::kafka::ledger)'s read-back consumer), the producer
 //! context that turns its delivery reports into acks ([`DeliveryContext`]),
-//! sending a frame's lines ([`send`]) and creating topics with its admin
-//! client ([`TopicAdmin`]).
+//! sending a frame's lines ([`send`]) and checking and creating topics with
+//! its admin client ([`TopicAdmin`], which creates only a topic the
+//! metadata says is missing).
 //!
 //! Invariants: the producer is acks=all and idempotent with no message
 //! timeout, so librdkafka retries a line until it is delivered or refused
@@ -28,7 +29,9 @@ use rdkafka::{ClientContext, Message};
 
 use crate::config::KafkaConfig;
 use crate::kafka::acks::{Delivery, RefusedLine};
+use crate::kafka::client::missing_acl;
 use crate::kafka::forwarder::BrokerState;
+use crate::kafka::native::TopicLookup;
 use crate::runtime::lock;
 use crate::spool::SpoolBatch;
 
@@ -194,18 +197,51 @@ pub fn send<'a>(
     Ok(sent)
 }
 
-/// Why librdkafka's admin client could not create a topic.
+/// Why librdkafka's admin client could not check or create a topic.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
     /// The admin client could not be made, or its request failed.
     #[error("{0}")]
     Client(#[from] KafkaError),
-    /// The broker refused to create the topic.
-    #[error("{0}")]
-    Refused(RDKafkaErrorCode),
+    /// The broker refused to describe or create the topic.
+    #[error("topic {topic}: {api} refused: {code}")]
+    Refused {
+        topic: String,
+        api: &'static str,
+        code: RDKafkaErrorCode,
+    },
+    /// The broker refused for want of an ACL: `acl` says which.
+    #[error(
+        "topic {topic}: {api} refused: {code}: the principal logcatch connects as needs {acl}"
+    )]
+    NotAuthorized {
+        topic: String,
+        api: &'static str,
+        code: RDKafkaErrorCode,
+        acl: String,
+    },
 }
 
-/// Creates topics with librdkafka's admin client, made when first needed.
+impl TopicError {
+    /// `api`'s refusal `code` about `topic`.
+    fn refused(topic: &str, api: &'static str, code: RDKafkaErrorCode) -> TopicError {
+        let topic = topic.to_string();
+        let cluster = match code {
+            RDKafkaErrorCode::TopicAuthorizationFailed => false,
+            RDKafkaErrorCode::ClusterAuthorizationFailed => true,
+            _ => return TopicError::Refused { topic, api, code },
+        };
+        TopicError::NotAuthorized {
+            acl: missing_acl(&topic, api, cluster),
+            topic,
+            api,
+            code,
+        }
+    }
+}
+
+/// Checks and creates topics with librdkafka's admin client, made when
+/// first needed.
 pub struct TopicAdmin {
     admin: Option<AdminClient<DefaultClientContext>>,
     /// Tokio handle, for the admin client's futures.
@@ -220,6 +256,49 @@ impl TopicAdmin {
         }
     }
 
+    /// The admin client, made from `config` when first needed. Its metadata
+    /// requests never create a topic: that is [`TopicAdmin::create_topic`]'s.
+    fn admin(
+        &mut self,
+        config: &ClientConfig,
+    ) -> Result<&AdminClient<DefaultClientContext>, KafkaError> {
+        match &mut self.admin {
+            Some(a) => Ok(a),
+            empty => {
+                let mut config = config.clone();
+                config.set("allow.auto.create.topics", "false");
+                Ok(empty.insert(config.create()?))
+            }
+        }
+    }
+
+    /// What the cluster's metadata says about `topic`:
+    /// [`TopicLookup::Missing`] only for UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn lookup_topic(
+        &mut self,
+        config: &ClientConfig,
+        topic: &str,
+    ) -> Result<TopicLookup, TopicError> {
+        let admin = self.admin(config)?;
+        let m = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let Some(t) = m.topics().iter().find(|t| t.name() == topic) else {
+            return Err(TopicError::refused(
+                topic,
+                "Metadata",
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ));
+        };
+        match t.error().map(RDKafkaErrorCode::from) {
+            None => Ok(TopicLookup::Present),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(TopicLookup::Missing {
+                brokers: m.brokers().len(),
+            }),
+            Some(code) => Err(TopicError::refused(topic, "Metadata", code)),
+        }
+    }
+
     /// Creates `topic` (`replication` -1: the broker's default); a topic
     /// that already exists is fine.
     pub fn create_topic(
@@ -229,21 +308,19 @@ impl TopicAdmin {
         partitions: i32,
         replication: i16,
     ) -> Result<(), TopicError> {
-        let admin = match &mut self.admin {
-            Some(a) => a,
-            empty => empty.insert(config.create()?),
-        };
         let new = NewTopic::new(
             topic,
             partitions,
             TopicReplication::Fixed(replication.into()),
         );
         let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-        let results = self.runtime.block_on(admin.create_topics([&new], &opts))?;
+        let runtime = self.runtime.clone();
+        let admin = self.admin(config)?;
+        let results = runtime.block_on(admin.create_topics([&new], &opts))?;
         match results.into_iter().next() {
             Some(Ok(_)) | None => Ok(()),
             Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
-            Some(Err((_, code))) => Err(TopicError::Refused(code)),
+            Some(Err((_, code))) => Err(TopicError::refused(topic, "CreateTopics", code)),
         }
     }
 }

@@ -19,8 +19,10 @@
 //!   ids, the protocol's timeouts.
 //! - `connection`: one broker connection, its reader thread, its queues of
 //!   waiting and unanswered batches ([`MAX_IN_FLIGHT`]).
-//! - `producer`: [`NativeProducer`], its setup requests, partitions,
-//!   sequence numbers, batching and answers.
+//! - `producer`: [`NativeProducer`], its partitions, sequence numbers,
+//!   batching and answers; its `setup` part sends the setup requests
+//!   (versions, producer id, metadata, topic creation: only for a topic the
+//!   metadata says is missing, see [`TopicLookup`]).
 //!
 //! Invariants:
 //! - Every Produce request asks for acks=-1 (all in-sync replicas), and every
@@ -54,7 +56,9 @@ mod record;
 mod wire;
 
 pub use connection::MAX_IN_FLIGHT;
-pub use producer::{Event, FrameTarget, LoneLine, NativeProducer, ProducerSettings, BATCH_BYTES};
+pub use producer::{
+    Event, FrameTarget, LoneLine, NativeProducer, ProducerSettings, TopicLookup, BATCH_BYTES,
+};
 pub use record::partition_for;
 
 /// Why the native producer failed; every variant names the broker or the
@@ -81,6 +85,16 @@ pub enum ProducerError {
     Timeout { addr: String, secs: u64 },
     #[error("topic {topic}: {error}")]
     Topic { topic: String, error: String },
+    /// The broker refused for want of an ACL: `acl` says which.
+    #[error(
+        "topic {topic}: {api} refused: {error}: the principal logcatch connects as needs {acl}"
+    )]
+    NotAuthorized {
+        topic: String,
+        api: &'static str,
+        error: String,
+        acl: String,
+    },
     /// A batch of several lines was refused as too large or invalid; the
     /// next session sends smaller batches (see
     /// [`forwarder`](crate::kafka::forwarder)).

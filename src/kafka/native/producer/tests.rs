@@ -362,3 +362,24 @@ fn idle_connection_closed_by_broker_is_reopened() {
     cluster.broker_up(1).expect("up");
     send_and_wait(&mut p, 2);
 }
+
+/// A metadata answer refusing the topic for want of an ACL is a
+/// `NotAuthorized` naming the ACL, not a plain topic error.
+#[test]
+fn metadata_authorization_refusal_names_the_acl() {
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use kafka_protocol::messages::{MetadataResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let r = MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_static_str("t1"))))
+        .with_error_code(ResponseError::TopicAuthorizationFailed.code())]);
+    match setup::leaders_of(&r, "t1") {
+        Err(e @ ProducerError::NotAuthorized { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("TopicAuthorizationFailed"), "{text}");
+            assert!(text.contains("DESCRIBE and WRITE on topic t1"), "{text}");
+        }
+        other => panic!("want NotAuthorized, got {other:?}"),
+    }
+}
