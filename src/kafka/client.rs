@@ -191,6 +191,10 @@ fn send_native<'a>(
     Ok(sent)
 }
 
+/// What an INVALID_TIMESTAMP refusal means, for the error both clients
+/// report (see [`ProducerError::ClockAhead`]).
+pub const CLOCK_HINT: &str = "the lines' timestamps (this host's clock) are too far from the broker's clock (Kafka 4 refuses timestamps more than message.timestamp.after.max.ms, 1 h by default, ahead); fix this host's clock (NTP). Nothing is dropped: the lines wait in the spool and are sent again";
+
 /// The ACL a principal lacks when `api` was refused with an authorization
 /// error about `topic` (`cluster`: CLUSTER_AUTHORIZATION_FAILED), for the
 /// error log.

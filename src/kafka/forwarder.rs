@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 #[cfg(doc)]
 use crate::config::KafkaClient;
 use crate::config::KafkaConfig;
+use crate::kafka::client::CLOCK_HINT;
 use crate::kafka::native;
 use crate::kafka::session::{Session, SessionEnd};
 #[cfg(doc)]
@@ -202,6 +203,42 @@ impl BatchSize {
     }
 }
 
+/// How often a session failure identical to the one before is logged
+/// again (it is in `last_error`, hence `logcatch-ctl status`, every time).
+const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The last session failure logged, so that one that repeats (a host clock
+/// ahead, a missing ACL) is logged once a minute, not at every rebuild.
+#[derive(Default)]
+struct Repeats {
+    last: Option<(String, Instant)>,
+    /// Failures like the last one logged, not logged since.
+    quiet: u64,
+}
+
+impl Repeats {
+    /// Whether to log failure `why` now: `Some(n)` with how many like it
+    /// were not logged since it last was.
+    fn log(&mut self, why: &str) -> Option<u64> {
+        match &self.last {
+            Some((w, at)) if w == why && at.elapsed() < REPEAT_LOG_EVERY => {
+                self.quiet += 1;
+                None
+            }
+            _ => {
+                let repeated = if self.last.as_ref().is_some_and(|(w, _)| w == why) {
+                    self.quiet
+                } else {
+                    0
+                };
+                self.last = Some((why.to_string(), Instant::now()));
+                self.quiet = 0;
+                Some(repeated)
+            }
+        }
+    }
+}
+
 pub struct Forwarder {
     /// The Kafka settings; a new value (config reload) rebuilds the
     /// producer between sessions.
@@ -224,6 +261,7 @@ impl Forwarder {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut kafka_rx = self.kafka.clone();
         let mut batch = BatchSize::full();
+        let mut repeats = Repeats::default();
         tracing::info!(client = %kafka_rx.borrow().client, brokers = %kafka_rx.borrow().brokers,
             "forwarding to Kafka (acks=all, idempotent)");
         loop {
@@ -242,7 +280,13 @@ impl Forwarder {
                         tracing::warn!(error = %why, "Kafka unreachable while stopping; what is not delivered stays in the spool for the next start");
                         return Ok(());
                     }
-                    tracing::warn!(error = %why, "Kafka producer failed; rebuilding it and resending from the spool cursor");
+                    if let Some(repeated) = repeats.log(&why) {
+                        if why.contains(CLOCK_HINT) {
+                            tracing::error!(error = %why, repeated, "Kafka refuses this host's timestamps; retrying with back-off (nothing is dropped)");
+                        } else {
+                            tracing::warn!(error = %why, repeated, "Kafka producer failed; rebuilding it and resending from the spool cursor");
+                        }
+                    }
                     backoff
                         .sleep(|| finish.is_cancelled() || kafka_rx.has_changed().unwrap_or(false));
                 }
@@ -274,6 +318,21 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session failure identical to the last one logged is not logged
+    /// again within a minute; a different one is, at once.
+    #[test]
+    fn a_repeated_failure_is_logged_once_a_minute() {
+        let mut r = Repeats::default();
+        assert_eq!(r.log("clock"), Some(0));
+        assert_eq!(r.log("clock"), None);
+        assert_eq!(r.log("clock"), None);
+        assert_eq!(r.log("acl"), Some(0));
+        assert_eq!(r.log("clock"), Some(0));
+        r.last.as_mut().expect("last").1 -= REPEAT_LOG_EVERY;
+        r.quiet = 7;
+        assert_eq!(r.log("clock"), Some(7), "a minute later, with the count");
+    }
 
     #[test]
     fn broker_state_shows_as_unknown_up_or_down() {

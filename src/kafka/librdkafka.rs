@@ -29,7 +29,7 @@ use rdkafka::{ClientContext, Message};
 
 use crate::config::KafkaConfig;
 use crate::kafka::acks::{Delivery, RefusedLine};
-use crate::kafka::client::missing_acl;
+use crate::kafka::client::{missing_acl, CLOCK_HINT};
 use crate::kafka::forwarder::BrokerState;
 use crate::kafka::native::TopicLookup;
 use crate::runtime::lock;
@@ -136,10 +136,19 @@ impl ProducerContext for DeliveryContext {
                     d.stats()
                         .producer_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    t.fail(err.to_string());
+                    t.fail(failure_text(err));
                 }
             },
         }
+    }
+}
+
+/// Why a delivery failed, as the session's failure says it: an
+/// INVALID_TIMESTAMP refusal says what to fix ([`CLOCK_HINT`]).
+fn failure_text(err: &KafkaError) -> String {
+    match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::InvalidTimestamp) => format!("{err}: {CLOCK_HINT}"),
+        _ => err.to_string(),
     }
 }
 
@@ -322,5 +331,22 @@ impl TopicAdmin {
             Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
             Some(Err((_, code))) => Err(TopicError::refused(topic, "CreateTopics", code)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An INVALID_TIMESTAMP delivery failure says the host's clock is off
+    /// and that the lines wait; other failures read as librdkafka says.
+    #[test]
+    fn invalid_timestamp_failure_names_the_clock() {
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTimestamp);
+        let text = failure_text(&e);
+        assert!(text.contains("this host's clock"), "{text}");
+        assert!(text.contains("wait in the spool"), "{text}");
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas);
+        assert_eq!(failure_text(&e), e.to_string());
     }
 }

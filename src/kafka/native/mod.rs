@@ -46,6 +46,9 @@
 //!   has, so a resend never duplicates. An `Err` from a setup request
 //!   ([`NativeProducer::create_topic`], [`NativeProducer::target`]) ends
 //!   the session too: the connection may be out of step.
+//! - INVALID_TIMESTAMP (the host's clock is ahead of the broker's) is
+//!   [`ProducerError::ClockAhead`]: the session ends and the lines stay in
+//!   the spool, never dropped nor dead-lettered.
 //!
 //! Must never: report a line delivered that no Produce response covered, or
 //! send a partition's batches out of sequence order.
@@ -94,6 +97,17 @@ pub enum ProducerError {
         api: &'static str,
         error: String,
         acl: String,
+    },
+    /// Kafka refused a batch with INVALID_TIMESTAMP: this host's clock is
+    /// off. The lines stay in the spool and are sent again.
+    #[error(
+        "Kafka broker {addr} refused lines for {topic}/{partition} with INVALID_TIMESTAMP: {}",
+        crate::kafka::client::CLOCK_HINT
+    )]
+    ClockAhead {
+        addr: String,
+        topic: String,
+        partition: i32,
     },
     /// A batch of several lines was refused as too large or invalid; the
     /// next session sends smaller batches (see

@@ -528,6 +528,13 @@ impl NativeProducer {
                 };
                 self.refused(lines, lone_sequence, error)?;
             }
+            Some(ResponseError::InvalidTimestamp) => {
+                return Err(ProducerError::ClockAhead {
+                    addr,
+                    topic: topic.clone(),
+                    partition,
+                })
+            }
             Some(e) => {
                 return Err(ProducerError::Refused {
                     addr,

@@ -383,3 +383,32 @@ fn metadata_authorization_refusal_names_the_acl() {
         other => panic!("want NotAuthorized, got {other:?}"),
     }
 }
+
+/// INVALID_TIMESTAMP (a host clock over an hour ahead of Kafka 4's) ends
+/// the session with `ClockAhead`, which says what to fix; nothing is
+/// acknowledged or refused, so the lines stay in the spool.
+#[test]
+fn invalid_timestamp_is_a_clock_error_and_drops_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = one_partition_cluster();
+    let (mut p, t) = connect_to(&cluster);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP],
+    );
+    p.append(&t, 1, 0, b"line").expect("append");
+    let (r, events) = drain(&mut p);
+    match r {
+        Err(e @ ProducerError::ClockAhead { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("INVALID_TIMESTAMP"), "{text}");
+            assert!(text.contains("this host's clock"), "{text}");
+        }
+        other => panic!("want ClockAhead, got {other:?}"),
+    }
+    assert!(
+        events.is_empty(),
+        "nothing acknowledged or refused: {events:?}"
+    );
+}
