@@ -133,7 +133,8 @@ pub struct KafkaConfig {
     pub linger_ms: u64,
     pub create_topics: bool,
     pub topic_partitions: i32,
-    /// Replicas of a topic logcatch creates; -1 leaves it to the broker.
+    /// Replicas of a topic logcatch creates; -1: min(3, brokers) (see
+    /// [`crate::kafka::client::replicas`]).
     pub topic_replication_factor: i16,
     pub shutdown_ack_timeout: Duration,
     /// Extra librdkafka settings, passed through as given.

@@ -21,7 +21,7 @@ pub(super) mod defaults {
     pub const LINGER_MS: u64 = 5;
     pub const CREATE_TOPICS: bool = true;
     pub const TOPIC_PARTITIONS: i32 = 1;
-    /// -1: the broker's `default.replication.factor`.
+    /// -1: min(3, brokers in the cluster's metadata), at creation.
     pub const TOPIC_REPLICATION_FACTOR: i16 = -1;
     pub const ACK_TIMEOUT_ON_SHUTDOWN: Duration = Duration::from_secs(10);
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;

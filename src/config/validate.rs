@@ -126,7 +126,7 @@ impl Validator<'_> {
         if topic_replication_factor < 1 && topic_replication_factor != -1 {
             return Err(self.invalid(
                 "kafka.topic_replication_factor",
-                "must be at least 1, or -1 for the broker's default",
+                "must be at least 1, or -1 for min(3, brokers)",
             ));
         }
         Ok(KafkaConfig {

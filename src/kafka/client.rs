@@ -206,6 +206,24 @@ pub fn missing_acl(topic: &str, api: &str, cluster: bool) -> String {
     }
 }
 
+/// The replication factor of a topic logcatch creates: `configured`, or
+/// when that is -1 (the default) min(3, `brokers`), not the broker's
+/// `default.replication.factor`, which Apache Kafka ships as 1 (acks=all
+/// would then mean one copy).
+pub fn replicas(topic: &str, configured: i16, brokers: usize) -> i16 {
+    if configured != -1 {
+        return configured;
+    }
+    let n = brokers.clamp(1, 3) as i16;
+    tracing::info!(
+        topic,
+        replicas = n,
+        brokers,
+        "creating the topic with min(3, brokers) replicas (kafka.topic_replication_factor: -1)"
+    );
+    n
+}
+
 /// A topic check or creation the broker refused, retried in place.
 struct Refusal {
     error: String,
@@ -222,7 +240,7 @@ pub struct TopicCreator {
     enabled: bool,
     known: BTreeSet<String>,
     partitions: i32,
-    /// -1: the broker's default.
+    /// -1: min(3, brokers), see [`replicas`].
     replication: i16,
 }
 
@@ -291,8 +309,8 @@ impl TopicCreator {
             Client::Native(p) => {
                 let outcome = match p.lookup_topic(topic) {
                     Ok(TopicLookup::Present) => Ok(()),
-                    Ok(TopicLookup::Missing { .. }) => {
-                        p.create_topic(topic, partitions, replication)
+                    Ok(TopicLookup::Missing { brokers }) => {
+                        p.create_topic(topic, partitions, replicas(topic, replication, brokers))
                     }
                     Err(e) => Err(e),
                 };
@@ -313,9 +331,12 @@ impl TopicCreator {
                 let admin = &mut self.admin;
                 let outcome = match admin.lookup_topic(config, topic) {
                     Ok(TopicLookup::Present) => Ok(()),
-                    Ok(TopicLookup::Missing { .. }) => {
-                        admin.create_topic(config, topic, partitions, replication)
-                    }
+                    Ok(TopicLookup::Missing { brokers }) => admin.create_topic(
+                        config,
+                        topic,
+                        partitions,
+                        replicas(topic, replication, brokers),
+                    ),
                     Err(e) => Err(e),
                 };
                 Ok(outcome.map_err(|e| Refusal {
@@ -415,6 +436,17 @@ mod tests {
             admin.lookup_topic(&config, "nope").expect("nope"),
             TopicLookup::Missing { brokers: 1 }
         );
+    }
+
+    /// -1 picks min(3, brokers); a configured factor is kept.
+    #[test]
+    fn default_replication_is_min_of_3_and_brokers() {
+        assert_eq!(replicas("t", -1, 1), 1);
+        assert_eq!(replicas("t", -1, 2), 2);
+        assert_eq!(replicas("t", -1, 3), 3);
+        assert_eq!(replicas("t", -1, 7), 3);
+        assert_eq!(replicas("t", -1, 0), 1, "no broker listed: still valid");
+        assert_eq!(replicas("t", 2, 7), 2);
     }
 
     /// An authorization refusal names the ACL that is missing.

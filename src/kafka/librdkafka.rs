@@ -300,7 +300,12 @@ impl TopicAdmin {
             ));
         };
         match t.error().map(RDKafkaErrorCode::from) {
-            None => Ok(TopicLookup::Present),
+            None => {
+                for p in t.partitions().iter().filter(|p| p.isr().len() < 2) {
+                    tracing::warn!(topic, partition = p.id(), in_sync_replicas = p.isr().len(), "fewer than 2 in-sync replicas: acks=all keeps fewer than 2 copies of these lines (raise the topic's replication factor)");
+                }
+                Ok(TopicLookup::Present)
+            }
             Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(TopicLookup::Missing {
                 brokers: m.brokers().len(),
             }),
@@ -308,7 +313,8 @@ impl TopicAdmin {
         }
     }
 
-    /// Creates `topic` (`replication` -1: the broker's default); a topic
+    /// Creates `topic` with `replication` replicas (see
+    /// [`replicas`](crate::kafka::client::replicas)); a topic
     /// that already exists is fine.
     pub fn create_topic(
         &mut self,

@@ -119,6 +119,9 @@ struct PartitionState {
     /// The base sequence of a sealed batch holding one lone line, until it
     /// is answered; no other batch of the partition is sealed meanwhile.
     lone_unanswered: Option<i32>,
+    /// Fewer than 2 in-sync replicas when the metadata was read: warned
+    /// about (and cleared) when a frame is first sent to the partition.
+    thin_isr: Option<usize>,
 }
 
 struct OpenBatch {
@@ -273,6 +276,13 @@ impl NativeProducer {
             .ok_or_else(|| {
                 ProducerError::topic(topic, format!("partition {partition} is unknown"))
             })?;
+        if let Some(isr) = self
+            .partitions
+            .get_mut(slot)
+            .and_then(|p| p.thin_isr.take())
+        {
+            tracing::warn!(topic, partition, in_sync_replicas = isr, "fewer than 2 in-sync replicas: acks=all keeps fewer than 2 copies of these lines (raise the topic's replication factor)");
+        }
         let now_ms = crate::runtime::now_ms() as i64;
         Ok(FrameTarget {
             topic: topic.to_string(),

@@ -8,9 +8,13 @@
 //! refused); a refusal for want of an ACL is
 //! [`ProducerError::NotAuthorized`], naming what is missing.
 //!
+//! A partition with fewer than 2 in-sync replicas is noted
+//! ([`thin_isr`]) and warned about when it is first written to.
+//!
 //! Must never: send a setup request while another is unanswered on
 //! connection 0.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use kafka_protocol::messages::{
@@ -57,6 +61,18 @@ pub(super) fn topic_refusal(topic: &str, api: &'static str, e: ResponseError) ->
         error: error_name(e),
         acl: missing_acl(topic, api, cluster),
     }
+}
+
+/// The partitions of `topic` with fewer than 2 in-sync replicas in a
+/// metadata answer, with how many they have.
+pub(super) fn thin_isr(r: &MetadataResponse, topic: &str) -> BTreeMap<i32, usize> {
+    r.topics
+        .iter()
+        .filter(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.isr_nodes.len() < 2)
+        .map(|p| (p.partition_index, p.isr_nodes.len()))
+        .collect()
 }
 
 /// The leader of each of `topic`'s partitions, by partition index, from a
@@ -252,6 +268,7 @@ impl NativeProducer {
                 .insert(b.node_id.0, broker_addr(b.host.as_str(), b.port));
         }
         let leaders = leaders_of(r, topic)?;
+        let thin = thin_isr(r, topic);
         for &node in &leaders {
             self.connection_for(node)?;
         }
@@ -266,6 +283,7 @@ impl NativeProducer {
                     next_sequence: 0,
                     open: None,
                     lone_unanswered: None,
+                    thin_isr: thin.get(&(i as i32)).copied(),
                 });
             }
         }

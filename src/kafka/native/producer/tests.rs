@@ -310,7 +310,8 @@ fn produce_failure_during_a_setup_request_is_returned() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS],
     );
     p.append(&t, 1, 0, b"line").expect("append");
-    p.poll(Duration::ZERO, true).expect("seal and send");
+    // Sealed and sent, but its answer not taken in (poll might take it).
+    p.seal(t.slot).expect("seal and send");
     assert!(p.in_flight());
     // Let the refusal arrive before the setup request goes out.
     std::thread::sleep(Duration::from_millis(300));
@@ -411,4 +412,26 @@ fn invalid_timestamp_is_a_clock_error_and_drops_nothing() {
         events.is_empty(),
         "nothing acknowledged or refused: {events:?}"
     );
+}
+
+/// Partitions with fewer than 2 in-sync replicas are noted, with how many.
+#[test]
+fn thin_isr_lists_partitions_with_fewer_than_two_in_sync() {
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let part = |i: i32, isr: &[i32]| {
+        MetadataResponsePartition::default()
+            .with_partition_index(i)
+            .with_isr_nodes(isr.iter().map(|&n| BrokerId(n)).collect())
+    };
+    let r = MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_static_str("t1"))))
+        .with_partitions(vec![part(0, &[1, 2, 3]), part(1, &[2]), part(2, &[])])]);
+    let thin = setup::thin_isr(&r, "t1");
+    assert_eq!(thin.into_iter().collect::<Vec<_>>(), vec![(1, 1), (2, 0)]);
+    assert!(setup::thin_isr(&r, "other").is_empty());
 }
