@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use logcatch::config::{FsyncPolicy, LongLines, SpoolConfig};
-use logcatch::kafka::native::{Event, NativeProducer, ProducerSettings};
+use logcatch::kafka::native::{Event, NativeProducer, ProducerSettings, Timeouts};
 use logcatch::source::lines::{LineBatch, LineSplitter};
 use logcatch::spool::{encode_frame, ReadOutcome, Spool, SpoolBatch, WriterMsg};
 use logcatch::store::{FileIdentity, SourceRecord, Store};
@@ -262,6 +262,8 @@ fn produce_mock(c: &mut Criterion) {
         linger: Duration::from_millis(5),
         batch_bytes: logcatch::kafka::native::BATCH_BYTES,
         allow_auto_create: true,
+        timeouts: Timeouts::DEFAULT,
+        bootstrap_turn: 0,
     };
     let Ok(mut native) = NativeProducer::connect(settings, "bench-host") else {
         g.finish();

@@ -137,6 +137,13 @@ pub struct KafkaConfig {
     /// [`crate::kafka::client::replicas`]).
     pub topic_replication_factor: i16,
     pub shutdown_ack_timeout: Duration,
+    /// How long a request may wait for its answer (a setup request past it
+    /// ends the session, and the next one starts at another bootstrap
+    /// broker); librdkafka's `request.timeout.ms`.
+    pub request_timeout: Duration,
+    /// How long connecting to a broker may take; librdkafka's
+    /// `socket.connection.setup.timeout.ms`.
+    pub connect_timeout: Duration,
     /// Extra librdkafka settings, passed through as given.
     pub properties: BTreeMap<String, String>,
 }
@@ -360,6 +367,21 @@ mod tests {
         );
         let c = parse("kafka:\n  client: librdkafka\n").unwrap();
         assert_eq!(c.kafka.client, KafkaClient::Librdkafka);
+    }
+
+    #[test]
+    fn kafka_timeouts_default_parse_and_are_bounded() {
+        let c = parse("configpath:\n  a: /x\n").unwrap();
+        assert_eq!(c.kafka.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.kafka.connect_timeout, Duration::from_secs(10));
+        let c = parse("kafka:\n  request_timeout: 5s\n  connect_timeout: 2s\n").unwrap();
+        assert_eq!(c.kafka.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.kafka.connect_timeout, Duration::from_secs(2));
+        for bad in ["request_timeout: 0s", "connect_timeout: 1h"] {
+            let e = parse(&format!("kafka:\n  {bad}\n")).unwrap_err();
+            let key = bad.split(':').next().unwrap();
+            assert!(e.to_string().contains(&format!("kafka.{key}")), "{e}");
+        }
     }
 
     #[test]

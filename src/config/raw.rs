@@ -24,6 +24,11 @@ pub(super) mod defaults {
     /// -1: min(3, brokers in the cluster's metadata), at creation.
     pub const TOPIC_REPLICATION_FACTOR: i16 = -1;
     pub const ACK_TIMEOUT_ON_SHUTDOWN: Duration = Duration::from_secs(10);
+    /// How long a Kafka request may wait for its answer (librdkafka's
+    /// `request.timeout.ms` default).
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long connecting to a broker may take.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
     pub const SEGMENT_BYTES: u64 = 64 << 20;
     pub const FSYNC: FsyncPolicy = FsyncPolicy::Batch;
@@ -79,6 +84,10 @@ pub(super) struct RawKafka {
     pub(super) topic_replication_factor: Option<i16>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub(super) shutdown_ack_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) connect_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -141,8 +141,32 @@ impl Validator<'_> {
             shutdown_ack_timeout: kafka
                 .shutdown_ack_timeout
                 .unwrap_or(defaults::ACK_TIMEOUT_ON_SHUTDOWN),
+            request_timeout: self.timeout(
+                "kafka.request_timeout",
+                kafka.request_timeout,
+                defaults::REQUEST_TIMEOUT,
+            )?,
+            connect_timeout: self.timeout(
+                "kafka.connect_timeout",
+                kafka.connect_timeout,
+                defaults::CONNECT_TIMEOUT,
+            )?,
             properties,
         })
+    }
+
+    /// A Kafka timeout `key` (`default` when unset): 1 s to 10 min.
+    fn timeout(
+        &self,
+        key: &str,
+        value: Option<Duration>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let t = value.unwrap_or(default);
+        if t < Duration::from_secs(1) || t > Duration::from_secs(600) {
+            return Err(self.invalid(key, "must be between 1s and 10m"));
+        }
+        Ok(t)
     }
 
     /// librdkafka properties as the strings librdkafka takes.

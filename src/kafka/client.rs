@@ -14,6 +14,7 @@
 //! and the next one resends from the durable cursor.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +25,15 @@ use crate::config::{KafkaClient, KafkaConfig};
 use crate::kafka::acks::Delivery;
 use crate::kafka::forwarder::{BrokerState, ForwardStats};
 use crate::kafka::librdkafka::{self, LibrdkafkaProducer, TopicAdmin, TopicError};
-use crate::kafka::native::{Event, NativeProducer, ProducerError, ProducerSettings, TopicLookup};
+use crate::kafka::native::{
+    Event, NativeProducer, ProducerError, ProducerSettings, Timeouts, TopicLookup,
+};
 use crate::runtime::{Backoff, Outage};
 use crate::spool::SpoolBatch;
+
+/// Native sessions started so far in this process: each starts at the
+/// next bootstrap broker, so that a hung one is not asked first every time.
+static BOOTSTRAP_TURN: AtomicUsize = AtomicUsize::new(0);
 
 /// The Kafka client of one session (see [`crate::config::KafkaClient`]).
 pub enum Client {
@@ -72,6 +79,11 @@ impl Client {
                     linger: Duration::from_millis(kafka.linger_ms),
                     batch_bytes,
                     allow_auto_create: !kafka.create_topics,
+                    timeouts: Timeouts {
+                        request: kafka.request_timeout,
+                        connect: kafka.connect_timeout,
+                    },
+                    bootstrap_turn: BOOTSTRAP_TURN.fetch_add(1, Ordering::Relaxed),
                 };
                 match NativeProducer::connect(settings, host) {
                     Ok(p) => Ok(Client::Native(Box::new(p))),
@@ -81,7 +93,7 @@ impl Client {
                     }
                 }
             }
-            KafkaClient::Librdkafka => librdkafka::producer(config, delivery)
+            KafkaClient::Librdkafka => librdkafka::producer(config, kafka, delivery)
                 .map(Client::Librdkafka)
                 .map_err(|source| ClientError::LibrdkafkaClient {
                     brokers: kafka.brokers.clone(),
@@ -370,6 +382,8 @@ mod tests {
             linger: Duration::from_millis(5),
             batch_bytes: 64 << 10,
             allow_auto_create: false,
+            timeouts: Timeouts::DEFAULT,
+            bootstrap_turn: 0,
         };
         Client::Native(Box::new(
             NativeProducer::connect(settings, "h1").expect("connect"),
@@ -387,6 +401,8 @@ mod tests {
             topic_partitions: 1,
             topic_replication_factor: -1,
             shutdown_ack_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             properties: Default::default(),
         };
         TopicCreator::new(&kafka, runtime.handle().clone())

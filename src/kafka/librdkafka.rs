@@ -53,6 +53,10 @@ pub fn client_config(k: &KafkaConfig, host: &str) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "8192")
         .set("queue.buffering.max.messages", "20000")
         .set("message.max.bytes", (300u64 << 20).to_string())
+        .set(
+            "socket.connection.setup.timeout.ms",
+            k.connect_timeout.as_millis().to_string(),
+        )
         .set("log_level", "4");
     for (key, v) in &k.properties {
         c.set(key, v);
@@ -60,11 +64,22 @@ pub fn client_config(k: &KafkaConfig, host: &str) -> ClientConfig {
     c
 }
 
-/// A producer whose delivery reports go to `delivery`.
+/// A producer whose delivery reports go to `delivery`, with `config` and
+/// `k.request_timeout` as `request.timeout.ms` (a producer setting, so not
+/// in [`client_config`], which consumers share) unless
+/// `kafka.properties` sets it.
 pub fn producer(
     config: &ClientConfig,
+    k: &KafkaConfig,
     delivery: &Arc<Delivery>,
 ) -> KafkaResult<LibrdkafkaProducer> {
+    let mut config = config.clone();
+    if !k.properties.contains_key("request.timeout.ms") {
+        config.set(
+            "request.timeout.ms",
+            k.request_timeout.as_millis().to_string(),
+        );
+    }
     config.create_with_context(DeliveryContext(delivery.clone()))
 }
 

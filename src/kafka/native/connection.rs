@@ -22,7 +22,7 @@ use std::io::Write;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
@@ -30,8 +30,7 @@ use kafka_protocol::protocol::Encodable;
 
 use super::producer::BatchLines;
 use super::wire::{
-    encode_request, produce_request, read_response, Correlations, RequestHead, ANSWER_TIMEOUT,
-    SETUP_TIMEOUT,
+    encode_request, produce_request, read_response, Correlations, RequestHead, Timeouts,
 };
 use super::ProducerError;
 
@@ -68,6 +67,7 @@ pub(super) struct Connection {
     /// The broker closed it while nothing was asked (Kafka closes idle
     /// connections after `connections.max.idle.ms`): reopened when needed.
     pub(super) closed: bool,
+    pub(super) timeouts: Timeouts,
 }
 
 impl Drop for Connection {
@@ -90,22 +90,6 @@ pub(super) fn broker_addr(host: &str, port: i32) -> String {
 }
 
 impl Connection {
-    /// Connects to the first of the comma-separated `brokers` that answers,
-    /// as connection 0; the error is the last broker's.
-    pub(super) fn open_first(brokers: &str, tx: &Answers) -> Result<Connection, ProducerError> {
-        let mut last = None;
-        for addr in brokers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match Connection::open(addr, 0, tx) {
-                Ok(c) => return Ok(c),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| ProducerError::Connect {
-            addr: brokers.to_string(),
-            detail: "no broker address given".into(),
-        }))
-    }
-
     /// Connects to `addr` (the first of its addresses that answers) and
     /// starts its reader, which sends what it reads to `tx` as connection
     /// `index`.
@@ -113,14 +97,17 @@ impl Connection {
         addr: &str,
         index: usize,
         tx: &Answers,
+        timeouts: Timeouts,
     ) -> Result<Connection, ProducerError> {
-        let stream = connect(addr)?;
+        let stream = connect(addr, timeouts.connect)?;
         let io = |source| ProducerError::Io {
             addr: addr.to_string(),
             source,
         };
         stream.set_nodelay(true).map_err(io)?;
-        stream.set_write_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+        stream
+            .set_write_timeout(Some(timeouts.answer()))
+            .map_err(io)?;
         let mut read_half = stream.try_clone().map_err(io)?;
         let tx = tx.clone();
         let reader = std::thread::Builder::new()
@@ -141,6 +128,7 @@ impl Connection {
             waiting: VecDeque::new(),
             out: BytesMut::with_capacity(64 << 10),
             closed: false,
+            timeouts,
         })
     }
 
@@ -195,7 +183,12 @@ impl Connection {
             let Some(s) = self.waiting.pop_front() else {
                 break;
             };
-            let req = produce_request(&s.lines.topic, s.lines.partition, Bytes::new());
+            let req = produce_request(
+                &s.lines.topic,
+                s.lines.partition,
+                Bytes::new(),
+                self.timeouts.produce_ms(),
+            );
             let correlation = correlations.next();
             let head = RequestHead {
                 api: ApiKey::Produce,
@@ -215,9 +208,25 @@ impl Connection {
     }
 }
 
+/// The comma-separated bootstrap `brokers`, starting at the one after
+/// `turn` others (`turn` counts sessions), so that each session asks
+/// another broker first and a hung one is not picked every time.
+pub(super) fn bootstrap_order(brokers: &str, turn: usize) -> Vec<&str> {
+    let mut all: Vec<&str> = brokers
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !all.is_empty() {
+        let n = all.len();
+        all.rotate_left(turn % n);
+    }
+    all
+}
+
 /// A stream to the first of `addr`'s addresses that answers within
-/// [`SETUP_TIMEOUT`].
-fn connect(addr: &str) -> Result<TcpStream, ProducerError> {
+/// `timeout`.
+fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ProducerError> {
     let connect_err = |detail: String| ProducerError::Connect {
         addr: addr.to_string(),
         detail,
@@ -228,7 +237,7 @@ fn connect(addr: &str) -> Result<TcpStream, ProducerError> {
         .collect();
     let mut last = "the name resolved to no address".to_string();
     for a in addrs {
-        match TcpStream::connect_timeout(&a, SETUP_TIMEOUT) {
+        match TcpStream::connect_timeout(&a, timeout) {
             Ok(s) => return Ok(s),
             Err(e) => last = e.to_string(),
         }
@@ -239,6 +248,16 @@ fn connect(addr: &str) -> Result<TcpStream, ProducerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each turn starts at the next bootstrap broker, wrapping around.
+    #[test]
+    fn bootstrap_order_rotates_with_the_turn() {
+        let b = "a:1, b:2,,c:3";
+        assert_eq!(bootstrap_order(b, 0), ["a:1", "b:2", "c:3"]);
+        assert_eq!(bootstrap_order(b, 1), ["b:2", "c:3", "a:1"]);
+        assert_eq!(bootstrap_order(b, 5), ["c:3", "a:1", "b:2"]);
+        assert!(bootstrap_order(" , ", 3).is_empty());
+    }
 
     #[test]
     fn ipv6_broker_addresses_go_in_brackets() {

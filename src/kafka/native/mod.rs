@@ -50,6 +50,10 @@
 //!   [`ProducerError::ClockAhead`]: the session ends and the lines stay in
 //!   the spool, never dropped nor dead-lettered.
 //!
+//! - Each session asks the bootstrap brokers in turn, starting at the next
+//!   one ([`ProducerSettings::bootstrap_turn`]); one that does not answer
+//!   within [`Timeouts::request`] is skipped.
+//!
 //! Must never: report a line delivered that no Produce response covered, or
 //! send a partition's batches out of sequence order.
 
@@ -63,6 +67,7 @@ pub use producer::{
     Event, FrameTarget, LoneLine, NativeProducer, ProducerSettings, TopicLookup, BATCH_BYTES,
 };
 pub use record::partition_for;
+pub use wire::Timeouts;
 
 /// Why the native producer failed; every variant names the broker or the
 /// topic it concerns.

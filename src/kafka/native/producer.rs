@@ -16,12 +16,12 @@ use kafka_protocol::messages::{ApiKey, ProduceResponse};
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 
-use super::connection::{Answers, Connection, Sealed};
+use super::connection::{bootstrap_order, Answers, Connection, Sealed};
 use super::record::{
     finish_batch, partition_for, put_header, put_record, varint_len, BatchFields, RecordTemplate,
     BATCH_HEADER, RECORD_SLACK,
 };
-use super::wire::{answer_body, error_name, Correlations, Versions, ANSWER_TIMEOUT};
+use super::wire::{answer_body, error_name, Correlations, Timeouts, Versions};
 use super::ProducerError;
 
 /// Sealed batches that may wait behind a full connection before `append`
@@ -44,6 +44,11 @@ pub struct ProducerSettings {
     /// Let the broker create a missing topic on a metadata request (when
     /// logcatch does not create topics itself).
     pub allow_auto_create: bool,
+    /// Request and connection timeouts.
+    pub timeouts: Timeouts,
+    /// Sessions started before this one: the bootstrap broker asked first
+    /// is the next one each time (see [`NativeProducer::connect`]).
+    pub bootstrap_turn: usize,
 }
 
 /// What happened to sent lines; drained with [`NativeProducer::take_events`].
@@ -200,20 +205,24 @@ fn is_refusal(error: ResponseError) -> bool {
 }
 
 impl NativeProducer {
-    /// Connects to the first bootstrap broker that answers, agrees on
-    /// versions and gets an idempotent producer id.
+    /// Connects to a bootstrap broker, agrees on versions and gets an
+    /// idempotent producer id. The brokers are tried in turn, starting at
+    /// the one after `settings.bootstrap_turn` others; one that cannot be
+    /// reached or does not answer within the request timeout (hung, e.g.
+    /// SIGSTOPped) makes it try the next. The error is the last broker's.
     pub fn connect(settings: ProducerSettings, host: &str) -> Result<Self, ProducerError> {
         let (responses_tx, responses) = sync_channel(64);
-        let conn = Connection::open_first(&settings.brokers, &responses_tx)?;
         let mut host_header = Vec::new();
         put_header(&mut host_header, "host", host.as_bytes());
+        let brokers = settings.brokers.clone();
+        let turn = settings.bootstrap_turn;
         let mut p = NativeProducer {
             settings,
             host_header,
             producer_id: -1,
             producer_epoch: -1,
             versions: Versions::BEFORE_NEGOTIATION,
-            conns: vec![conn],
+            conns: Vec::new(),
             by_node: HashMap::new(),
             nodes: BTreeMap::new(),
             topics: HashMap::new(),
@@ -224,16 +233,42 @@ impl NativeProducer {
             events: Vec::new(),
             correlations: Correlations::new(),
         };
-        p.negotiate_versions()?;
-        p.init_producer_id()?;
-        Ok(p)
+        let mut last = None;
+        for addr in bootstrap_order(&brokers, turn) {
+            match p.set_up_with(addr) {
+                Ok(()) => return Ok(p),
+                Err(e) => {
+                    tracing::debug!(broker = addr, error = %e, "bootstrap broker failed; trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ProducerError::Connect {
+            addr: brokers,
+            detail: "no broker address given".into(),
+        }))
+    }
+
+    /// Makes bootstrap broker `addr` connection 0 and sends it the setup
+    /// requests that start a session.
+    fn set_up_with(&mut self, addr: &str) -> Result<(), ProducerError> {
+        // A previous broker's connection: its reader is joined when it
+        // drops, so what it read is in the channel; that goes too.
+        self.conns.clear();
+        while self.responses.try_recv().is_ok() {}
+        let timeouts = self.settings.timeouts;
+        self.conns
+            .push(Connection::open(addr, 0, &self.responses_tx, timeouts)?);
+        self.negotiate_versions()?;
+        self.init_producer_id()
     }
 
     /// Replaces connection `c` if the broker closed it while idle.
     fn reopen_if_closed(&mut self, c: usize) -> Result<(), ProducerError> {
         if self.conns[c].closed {
             let addr = self.conns[c].addr.clone();
-            self.conns[c] = Connection::open(&addr, c, &self.responses_tx)?;
+            let timeouts = self.settings.timeouts;
+            self.conns[c] = Connection::open(&addr, c, &self.responses_tx, timeouts)?;
         }
         Ok(())
     }
@@ -252,7 +287,7 @@ impl NativeProducer {
                 detail: format!("leader {node} is not among the brokers listed"),
             })?;
         let i = self.conns.len();
-        let c = Connection::open(&addr, i, &self.responses_tx)?;
+        let c = Connection::open(&addr, i, &self.responses_tx, self.settings.timeouts)?;
         self.conns.push(c);
         self.by_node.insert(node, i);
         Ok(i)
@@ -404,10 +439,10 @@ impl NativeProducer {
         }
         for c in &self.conns {
             if let Some(f) = c.in_flight.front() {
-                if f.sent.elapsed() > ANSWER_TIMEOUT {
+                if f.sent.elapsed() > c.timeouts.answer() {
                     return Err(ProducerError::Timeout {
                         addr: c.addr.clone(),
-                        secs: ANSWER_TIMEOUT.as_secs(),
+                        secs: c.timeouts.answer().as_secs(),
                     });
                 }
             }
@@ -479,13 +514,14 @@ impl NativeProducer {
     }
 
     /// Takes in the next answer from any connection, waiting at most
-    /// `ANSWER_TIMEOUT` (blamed on the connection to `leader`).
+    /// the answer timeout (blamed on the connection to `leader`).
     fn wait_for_answer(&mut self, leader: i32) -> Result<(), ProducerError> {
-        match self.responses.recv_timeout(ANSWER_TIMEOUT) {
+        let timeout = self.settings.timeouts.answer();
+        match self.responses.recv_timeout(timeout) {
             Ok((from, r)) => self.answer(from, r),
             Err(_) => Err(ProducerError::Timeout {
                 addr: self.nodes.get(&leader).cloned().unwrap_or_default(),
-                secs: ANSWER_TIMEOUT.as_secs(),
+                secs: timeout.as_secs(),
             }),
         }
     }

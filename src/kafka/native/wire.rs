@@ -29,12 +29,40 @@ use kafka_protocol::ResponseError;
 
 use super::ProducerError;
 
-/// What the broker may take to answer a Produce request.
-pub(super) const PRODUCE_TIMEOUT_MS: i32 = 30_000;
-/// Past this without an answer the connection is given up.
-pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(45);
-/// Connecting, and the setup requests (versions, metadata, producer id).
-pub(super) const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The producer's timeouts, from `kafka.request_timeout` and
+/// `kafka.connect_timeout`
+/// ([`KafkaConfig`](crate::config::KafkaConfig)).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// What the broker may take to answer a Produce request (its
+    /// `timeout_ms`), and what a setup request (versions, producer id,
+    /// metadata, topic creation) may take before the session ends.
+    pub request: Duration,
+    /// Connecting to a broker.
+    pub connect: Duration,
+}
+
+impl Timeouts {
+    /// librdkafka's defaults: 30 s requests, 10 s connections.
+    pub const DEFAULT: Timeouts = Timeouts {
+        request: Duration::from_secs(30),
+        connect: Duration::from_secs(10),
+    };
+
+    /// Past this without a Produce answer the connection is given up: the
+    /// broker's own `timeout_ms` plus slack for the answer to travel.
+    pub(super) fn answer(&self) -> Duration {
+        self.request + ANSWER_SLACK
+    }
+
+    /// The Produce request's `timeout_ms`.
+    pub(super) fn produce_ms(&self) -> i32 {
+        self.request.as_millis().min(i32::MAX as u128) as i32
+    }
+}
+
+/// What a Produce answer may take beyond the broker's `timeout_ms`.
+const ANSWER_SLACK: Duration = Duration::from_secs(15);
 /// A response larger than this is a protocol error, not an allocation.
 pub(super) const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
@@ -118,10 +146,15 @@ pub(super) fn error_name(error: ResponseError) -> String {
 /// A one-partition Produce request asking for acks from all in-sync
 /// replicas, with `records` as the partition's records (empty when the
 /// batch follows as the request's tail, see [`encode_request`]).
-pub(super) fn produce_request(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
+pub(super) fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    timeout_ms: i32,
+) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(-1)
-        .with_timeout_ms(PRODUCE_TIMEOUT_MS)
+        .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
@@ -234,7 +267,7 @@ mod tests {
     #[test]
     fn produce_request_with_tail_equals_the_full_encoding() {
         let batch = Bytes::from_static(b"0123456789 a record batch");
-        let req = |records: Bytes| produce_request("logs", 2, records);
+        let req = |records: Bytes| produce_request("logs", 2, records, 30_000);
         let request_head = |version| RequestHead {
             api: ApiKey::Produce,
             version,

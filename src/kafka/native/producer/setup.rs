@@ -25,7 +25,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::ResponseError;
 
 use super::super::connection::broker_addr;
-use super::super::wire::{answer_body, error_name, RequestHead, Versions, SETUP_TIMEOUT};
+use super::super::wire::{answer_body, error_name, RequestHead, Versions};
 use crate::kafka::client::missing_acl;
 
 use super::{NativeProducer, PartitionState, ProducerError};
@@ -125,7 +125,8 @@ impl NativeProducer {
             client_id: &self.settings.client_id,
         };
         self.conns[c].write_request(&head, body, None)?;
-        let deadline = Instant::now() + SETUP_TIMEOUT;
+        let timeout = self.settings.timeouts.request;
+        let deadline = Instant::now() + timeout;
         let mut produce_failure = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -134,7 +135,7 @@ impl NativeProducer {
                 Err(_) => {
                     return Err(ProducerError::Timeout {
                         addr: self.conns[c].addr.clone(),
-                        secs: SETUP_TIMEOUT.as_secs(),
+                        secs: timeout.as_secs(),
                     })
                 }
             };

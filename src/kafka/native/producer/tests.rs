@@ -15,6 +15,8 @@ fn mock_settings(
         linger: Duration::from_millis(5),
         batch_bytes: 64 << 10,
         allow_auto_create: false,
+        timeouts: Timeouts::DEFAULT,
+        bootstrap_turn: 0,
     }
 }
 
@@ -434,4 +436,40 @@ fn thin_isr_lists_partitions_with_fewer_than_two_in_sync() {
     let thin = setup::thin_isr(&r, "t1");
     assert_eq!(thin.into_iter().collect::<Vec<_>>(), vec![(1, 1), (2, 0)]);
     assert!(setup::thin_isr(&r, "other").is_empty());
+}
+
+/// A bootstrap broker that accepts connections and never answers (as a
+/// SIGSTOPped one does) costs one request timeout, then the next broker
+/// is asked; a later session starts at the next broker anyway.
+#[test]
+fn connect_skips_a_bootstrap_broker_that_does_not_answer() {
+    let cluster = one_partition_cluster();
+    // Listening, never accepting: the kernel completes the handshake.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_addr = hung.local_addr().expect("addr").to_string();
+    let mut settings = mock_settings(&cluster, false);
+    settings.brokers = format!("{hung_addr},{}", cluster.bootstrap_servers());
+    settings.timeouts = Timeouts {
+        request: Duration::from_secs(1),
+        connect: Duration::from_secs(1),
+    };
+    let started = Instant::now();
+    let mut p = NativeProducer::connect(settings.clone(), "h1").expect("the second broker");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "the hung one was asked first"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_ne!(p.conns[0].addr, hung_addr);
+    p.target("t1", "a", "/a.log").expect("routed");
+
+    settings.bootstrap_turn = 1;
+    let started = Instant::now();
+    let p = NativeProducer::connect(settings, "h1").expect("connect");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the next session starts at the next broker"
+    );
+    assert_ne!(p.conns[0].addr, hung_addr);
 }
