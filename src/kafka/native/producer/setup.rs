@@ -15,7 +15,7 @@
 //! connection 0.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
@@ -27,6 +27,7 @@ use kafka_protocol::ResponseError;
 use super::super::connection::broker_addr;
 use super::super::wire::{answer_body, error_name, RequestHead, Versions};
 use crate::kafka::client::missing_acl;
+use crate::runtime::Backoff;
 
 use super::{NativeProducer, PartitionState, ProducerError};
 
@@ -180,6 +181,10 @@ impl NativeProducer {
         Ok(())
     }
 
+    /// Gets an idempotent producer id. COORDINATOR_LOAD_IN_PROGRESS and
+    /// COORDINATOR_NOT_AVAILABLE (a KRaft broker allocating a block of
+    /// producer ids, or just started) are asked again in place, every
+    /// 100 ms doubling to 1 s, for up to the request timeout.
     pub(super) fn init_producer_id(&mut self) -> Result<(), ProducerError> {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(None)
@@ -187,11 +192,26 @@ impl NativeProducer {
             .with_producer_id((-1i64).into())
             .with_producer_epoch(-1);
         let v = self.versions.init_producer_id;
-        let r: InitProducerIdResponse = self.call(0, ApiKey::InitProducerId, v, &req)?;
-        self.setup_refusal("InitProducerId", r.error_code)?;
-        self.producer_id = r.producer_id.0;
-        self.producer_epoch = r.producer_epoch;
-        Ok(())
+        let until = Instant::now() + self.settings.timeouts.request;
+        let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        loop {
+            let r: InitProducerIdResponse = self.call(0, ApiKey::InitProducerId, v, &req)?;
+            let loading = matches!(
+                ResponseError::try_from_code(r.error_code),
+                Some(
+                    ResponseError::CoordinatorLoadInProgress
+                        | ResponseError::CoordinatorNotAvailable
+                )
+            );
+            if loading && Instant::now() < until {
+                std::thread::sleep(retry.next_delay());
+                continue;
+            }
+            self.setup_refusal("InitProducerId", r.error_code)?;
+            self.producer_id = r.producer_id.0;
+            self.producer_epoch = r.producer_epoch;
+            return Ok(());
+        }
     }
 
     /// Creates `topic` with `partitions` partitions and `replication`

@@ -473,3 +473,28 @@ fn connect_skips_a_bootstrap_broker_that_does_not_answer() {
     );
     assert_ne!(p.conns[0].addr, hung_addr);
 }
+
+/// InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS (KRaft allocating
+/// a block of producer ids) is asked again in place: connecting succeeds.
+#[test]
+fn init_producer_id_retries_coordinator_load_in_progress() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = one_partition_cluster();
+    cluster.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+        ],
+    );
+    let (mut p, t) = connect_to(&cluster);
+    assert!(p.producer_id >= 0, "a producer id after two refusals");
+    p.append(&t, 1, 0, b"line").expect("append");
+    let (r, events) = drain(&mut p);
+    r.expect("delivered");
+    assert!(
+        matches!(&events[..], [Event::Acked { frame: 1, .. }]),
+        "{events:?}"
+    );
+}
