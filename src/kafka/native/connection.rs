@@ -9,7 +9,8 @@
 //!   in that order (Kafka answers a connection's requests in order), so the
 //!   front of `in_flight` is always the request the next answer is for.
 //! - At most [`MAX_IN_FLIGHT`] Produce requests are unanswered: [`pump`]
-//!   (the only writer of Produce requests) stops there.
+//!   (the only writer of Produce requests) stops there, and writes none
+//!   while the broker's `throttle_time_ms` lasts.
 //! - Dropping a connection shuts its socket down, which ends its reader.
 //!
 //! Must never: decide what an answer means (that is
@@ -68,6 +69,9 @@ pub(super) struct Connection {
     /// connections after `connections.max.idle.ms`): reopened when needed.
     pub(super) closed: bool,
     pub(super) timeouts: Timeouts,
+    /// A Produce answer's `throttle_time_ms`: no request is written before
+    /// this (the broker would hold it anyway).
+    pub(super) throttled_until: Option<Instant>,
 }
 
 impl Drop for Connection {
@@ -129,6 +133,7 @@ impl Connection {
             out: BytesMut::with_capacity(64 << 10),
             closed: false,
             timeouts,
+            throttled_until: None,
         })
     }
 
@@ -179,6 +184,12 @@ impl Connection {
         client_id: &str,
         correlations: &mut Correlations,
     ) -> Result<(), ProducerError> {
+        if let Some(until) = self.throttled_until {
+            if Instant::now() < until {
+                return Ok(());
+            }
+            self.throttled_until = None;
+        }
         while self.in_flight.len() < MAX_IN_FLIGHT {
             let Some(s) = self.waiting.pop_front() else {
                 break;

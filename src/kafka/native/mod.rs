@@ -50,6 +50,9 @@
 //!   [`ProducerError::ClockAhead`]: the session ends and the lines stay in
 //!   the spool, never dropped nor dead-lettered.
 //!
+//! - A Produce answer's `throttle_time_ms` holds that connection's next
+//!   request back until the throttle ends (KIP-219), as the Java client
+//!   and librdkafka do.
 //! - Each session asks the bootstrap brokers in turn, starting at the next
 //!   one ([`ProducerSettings::bootstrap_turn`]); one that does not answer
 //!   within [`Timeouts::request`] is skipped.

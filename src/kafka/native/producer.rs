@@ -437,6 +437,7 @@ impl NativeProducer {
             let Some((from, r)) = got else { break };
             self.answer(from, r)?;
         }
+        self.pump_unthrottled()?;
         for c in &self.conns {
             if let Some(f) = c.in_flight.front() {
                 if f.sent.elapsed() > c.timeouts.answer() {
@@ -515,7 +516,16 @@ impl NativeProducer {
 
     /// Takes in the next answer from any connection, waiting at most
     /// the answer timeout (blamed on the connection to `leader`).
+    /// While a connection with waiting batches is throttled, it waits at
+    /// most until that throttle ends, and then writes them.
     fn wait_for_answer(&mut self, leader: i32) -> Result<(), ProducerError> {
+        if let Some(end) = self.throttle_end() {
+            let left = end.saturating_duration_since(Instant::now());
+            return match self.responses.recv_timeout(left) {
+                Ok((from, r)) => self.answer(from, r),
+                Err(_) => self.pump_unthrottled(),
+            };
+        }
         let timeout = self.settings.timeouts.answer();
         match self.responses.recv_timeout(timeout) {
             Ok((from, r)) => self.answer(from, r),
@@ -524,6 +534,25 @@ impl NativeProducer {
                 secs: timeout.as_secs(),
             }),
         }
+    }
+
+    /// When the first throttle of a connection with waiting batches ends.
+    fn throttle_end(&self) -> Option<Instant> {
+        self.conns
+            .iter()
+            .filter(|c| !c.waiting.is_empty())
+            .filter_map(|c| c.throttled_until)
+            .min()
+    }
+
+    /// Writes the waiting batches of connections whose throttle is over.
+    fn pump_unthrottled(&mut self) -> Result<(), ProducerError> {
+        for c in 0..self.conns.len() {
+            if self.conns[c].throttled_until.is_some() && !self.conns[c].waiting.is_empty() {
+                self.pump(c)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes connection `c`'s waiting batches while it has room.
@@ -545,6 +574,12 @@ impl NativeProducer {
                 addr: addr.clone(),
                 detail: format!("Produce v{}: {e}", f.version),
             })?;
+        if resp.throttle_time_ms > 0 {
+            // The broker throttles this client: nothing more to it until
+            // then (KIP-219); what waits is written by `pump_unthrottled`.
+            let until = Instant::now() + Duration::from_millis(resp.throttle_time_ms as u64);
+            self.conns[from].throttled_until = Some(until);
+        }
         // The lone line's batch, if this is it, is answered either way.
         let lone_sequence = match (&lines.lone, self.partitions.get_mut(lines.slot)) {
             (Some(_), Some(state)) => state.lone_unanswered.take(),

@@ -498,3 +498,30 @@ fn init_producer_id_retries_coordinator_load_in_progress() {
         "{events:?}"
     );
 }
+
+/// A connection the broker throttles (`throttle_time_ms`) writes nothing
+/// until the throttle ends; then what waited goes out and is delivered.
+#[test]
+fn a_throttled_connection_waits_then_sends() {
+    let cluster = one_partition_cluster();
+    let (mut p, t) = connect_to(&cluster);
+    let c = p.by_node[&p.partitions[t.slot].leader];
+    let throttle = Duration::from_millis(400);
+    let started = Instant::now();
+    p.conns[c].throttled_until = Some(started + throttle);
+    p.append(&t, 1, 0, b"line").expect("append");
+    p.poll(Duration::from_millis(50), true).expect("poll");
+    assert!(
+        p.conns[c].in_flight.is_empty(),
+        "nothing written while throttled"
+    );
+    assert_eq!(p.conns[c].waiting.len(), 1);
+    let (r, events) = drain(&mut p);
+    r.expect("delivered after the throttle");
+    assert!(started.elapsed() >= throttle);
+    assert!(
+        matches!(&events[..], [Event::Acked { frame: 1, .. }]),
+        "{events:?}"
+    );
+    assert!(p.conns[c].throttled_until.is_none());
+}
