@@ -243,6 +243,22 @@ struct Refusal {
     not_authorized: bool,
 }
 
+/// After creating `topic`: waits (up to 5 s) for the bootstrap broker's
+/// metadata to list it, which in a KRaft cluster lags the creation a
+/// little; still missing then is a [`ProducerError::Topic`], retried.
+fn until_listed(p: &mut NativeProducer, topic: &str) -> Result<(), ProducerError> {
+    for _ in 0..25 {
+        if p.lookup_topic(topic)? == TopicLookup::Present {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(ProducerError::Topic {
+        topic: topic.to_string(),
+        error: "created, but the metadata does not list it yet".into(),
+    })
+}
+
 /// Creates missing topics once each (when `kafka.create_topics` is on): a
 /// topic is created only when the cluster's metadata says it is missing
 /// (UNKNOWN_TOPIC_OR_PARTITION), never because a check could not be made.
@@ -321,9 +337,9 @@ impl TopicCreator {
             Client::Native(p) => {
                 let outcome = match p.lookup_topic(topic) {
                     Ok(TopicLookup::Present) => Ok(()),
-                    Ok(TopicLookup::Missing { brokers }) => {
-                        p.create_topic(topic, partitions, replicas(topic, replication, brokers))
-                    }
+                    Ok(TopicLookup::Missing { brokers }) => p
+                        .create_topic(topic, partitions, replicas(topic, replication, brokers))
+                        .and_then(|()| until_listed(p, topic)),
                     Err(e) => Err(e),
                 };
                 match outcome {

@@ -577,6 +577,7 @@ impl NativeProducer {
         if resp.throttle_time_ms > 0 {
             // The broker throttles this client: nothing more to it until
             // then (KIP-219); what waits is written by `pump_unthrottled`.
+            tracing::debug!(broker = %addr, ms = resp.throttle_time_ms, "Kafka throttles this client");
             let until = Instant::now() + Duration::from_millis(resp.throttle_time_ms as u64);
             self.conns[from].throttled_until = Some(until);
         }
