@@ -5,7 +5,9 @@
 # Kafka itself comes from scripts/install-kafka.sh (a cache outside the tree).
 #
 #   scripts/kafka.sh start --dir DIR [--nodes N] [--port BASE] [--ctrl-port C]
+#                          [--advertise HOST:PORT[,HOST:PORT]...]
 #                          [--prop KEY=VALUE]... [--node I] [--timeout S]
+#                          [--owner PID]
 #       Node i (1..N) has node.id=i, its broker listener PLAINTEXT on
 #       127.0.0.1:BASE+i-1 and its controller listener on 127.0.0.1:C+i-1
 #       (C defaults to BASE+50), its files in DIR/node-i/ (server.properties,
@@ -19,6 +21,11 @@
 #       elected and every broker is registered and unfenced). Rerun on the
 #       same DIR (without --nodes/--port, or with the same values) to restart
 #       nodes that were stopped or killed; --node I starts node I only.
+#       --advertise: the i-th HOST:PORT is what node i advertises for its
+#       broker listener (e.g. a TCP proxy in front of it) instead of its own
+#       address; kept for restarts like --prop. --owner PID: a watchdog
+#       SIGKILLs the nodes started by this call once process PID is gone
+#       (a test harness that dies without stopping its broker).
 #       Prints the time taken to stderr and the bootstrap list
 #       (127.0.0.1:BASE,...) as its last line. Defaults: N=1, BASE=19100,
 #       timeout 180 s. On a failure it stops the nodes it started.
@@ -118,12 +125,17 @@ EOF
 
 write_properties() {
     # $1: node number. Writes DIR/node-$1/server.properties.
-    local i="$1" nd="$dir/node-$1" rf mi voters="" j
+    local i="$1" nd="$dir/node-$1" rf mi voters="" j adv
     rf=$(( nodes < 3 ? nodes : 3 ))
     mi=$(( nodes >= 3 ? 2 : 1 ))
     for ((j = 1; j <= nodes; j++)); do
         voters+="${voters:+,}127.0.0.1:$((ctrl_port + j - 1))"
     done
+    adv="127.0.0.1:$((port + i - 1))"
+    if [ -n "${advertise:-}" ]; then
+        IFS=, read -ra advs <<<"$advertise"
+        adv="${advs[$((i - 1))]}"
+    fi
     mkdir -p "$nd/data" "$nd/logs"
     {
         echo "# Written by logcatch's scripts/kafka.sh; rewritten at every start."
@@ -131,7 +143,7 @@ write_properties() {
         echo "node.id=$i"
         echo "controller.quorum.bootstrap.servers=$voters"
         echo "listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((ctrl_port + i - 1))"
-        echo "advertised.listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((ctrl_port + i - 1))"
+        echo "advertised.listeners=PLAINTEXT://$adv,CONTROLLER://127.0.0.1:$((ctrl_port + i - 1))"
         echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
         echo "controller.listener.names=CONTROLLER"
         echo "inter.broker.listener.name=PLAINTEXT"
@@ -196,6 +208,16 @@ launch_node() {
     die "node $i did not start"
 }
 
+watch_owner() {
+    # $1: the owner's pid, $2: node number. A detached watchdog that
+    # SIGKILLs the node once the owner is gone; it ends with the node.
+    local node; node="$(cat "$dir/node-$2.pid")"
+    setsid bash -c '
+        while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
+        if grep -q "kafka\.Kafka" "/proc/$2/cmdline" 2>/dev/null; then kill -KILL "$2"; fi
+    ' _ "$1" "$node" </dev/null >/dev/null 2>&1 &
+}
+
 show_failure() {
     # $1: node number. The end of its stdout and its errors, to stderr.
     local nd="$dir/node-$1"
@@ -205,13 +227,15 @@ show_failure() {
 }
 
 cmd_start() {
-    local want_nodes="" want_port="" want_ctrl="" only="" timeout=180 props=()
+    local want_nodes="" want_port="" want_ctrl="" want_adv="" owner="" only="" timeout=180 props=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --nodes) want_nodes="$2"; shift 2 ;;
             --dir) dir="$2"; shift 2 ;;
             --port) want_port="$2"; shift 2 ;;
             --ctrl-port) want_ctrl="$2"; shift 2 ;;
+            --advertise) want_adv="$2"; shift 2 ;;
+            --owner) owner="$2"; shift 2 ;;
             --prop) props+=("$2"); shift 2 ;;
             --node) only="$2"; shift 2 ;;
             --timeout) timeout="$2"; shift 2 ;;
@@ -233,11 +257,22 @@ cmd_start() {
         [ -z "$want_port" ] || [ "$want_port" = "$port" ] || die "$dir's cluster uses port $port, not $want_port"
         [ -z "$want_ctrl" ] || [ "$want_ctrl" = "$ctrl_port" ] || die "$dir's cluster uses controller port $ctrl_port, not $want_ctrl"
         [ ${#props[@]} -eq 0 ] || die "--prop is taken only when a cluster is created"
+        [ -z "$want_adv" ] || [ "$want_adv" = "${advertise:-}" ] || die "--advertise is taken only when a cluster is created"
     else
         nodes="${want_nodes:-1}"
         port="${want_port:-19100}"
         ctrl_port="${want_ctrl:-$((port + 50))}"
+        advertise="$want_adv"
         [[ "$nodes" =~ ^[1-9]$ ]] || die "--nodes takes 1 to 9"
+        if [ -n "$advertise" ]; then
+            local a n_adv=0
+            IFS=, read -ra advs <<<"$advertise"
+            for a in "${advs[@]}"; do
+                [[ "$a" =~ ^[^:,]+:[0-9]+$ ]] || die "--advertise takes HOST:PORT[,HOST:PORT]..., not $advertise"
+                n_adv=$((n_adv + 1))
+            done
+            [ "$n_adv" -eq "$nodes" ] || die "--advertise names $n_adv address(es) for $nodes node(s)"
+        fi
         cluster_id="$(new_uuid)"
         initial_controllers=""
         local j
@@ -250,8 +285,11 @@ cmd_start() {
             [[ "$p" == *=* ]] || die "--prop takes KEY=VALUE, not $p"
             echo "$p" >>"$dir/extra.properties"
         done
-        printf 'nodes=%s\nport=%s\nctrl_port=%s\ncluster_id=%s\ninitial_controllers=%s\n' \
-            "$nodes" "$port" "$ctrl_port" "$cluster_id" "$initial_controllers" >"$dir/cluster.env"
+        printf 'nodes=%s\nport=%s\nctrl_port=%s\ncluster_id=%s\ninitial_controllers=%s\nadvertise=%s\n' \
+            "$nodes" "$port" "$ctrl_port" "$cluster_id" "$initial_controllers" "$advertise" >"$dir/cluster.env"
+    fi
+    if [ -n "$owner" ]; then
+        [[ "$owner" =~ ^[0-9]+$ ]] && alive "$owner" || die "--owner takes the pid of a running process, not $owner"
     fi
     if [ -n "$only" ]; then
         [[ "$only" =~ ^[0-9]+$ ]] && [ "$only" -ge 1 ] && [ "$only" -le "$nodes" ] || die "--node takes 1 to $nodes"
@@ -289,6 +327,7 @@ cmd_start() {
         rm -f "$dir/node-$i.pid"
         echo "---- $(date -u +%FT%TZ) start" >>"$dir/node-$i/stdout.log"
         launch_node "$i"
+        [ -z "$owner" ] || watch_owner "$owner" "$i"
     done
     started=("${todo[@]+"${todo[@]}"}")
     trap 'on_start_failure' EXIT
