@@ -33,6 +33,11 @@ use super::ProducerError;
 /// Sealed batches that may wait behind a full connection before `append`
 /// blocks for an answer (the spool, not memory, is the buffer).
 const MAX_WAITING: usize = 2;
+
+/// How long to wait before asking `InitProducerId` again after a retriable
+/// COORDINATOR_LOAD_IN_PROGRESS (the Java client's `retry.backoff.ms`).
+const INIT_PRODUCER_ID_RETRY: Duration = Duration::from_millis(100);
+
 /// Records bytes in one batch before it is sealed (librdkafka's default
 /// `batch.size`; under the broker's default `message.max.bytes`).
 pub const BATCH_BYTES: usize = 1_000_000;
@@ -342,11 +347,25 @@ impl NativeProducer {
             .with_producer_id((-1i64).into())
             .with_producer_epoch(-1);
         let v = self.versions.init_producer_id;
-        let r: InitProducerIdResponse = self.call(0, ApiKey::InitProducerId, v, &req)?;
-        self.setup_refusal("InitProducerId", r.error_code)?;
-        self.producer_id = r.producer_id.0;
-        self.producer_epoch = r.producer_epoch;
-        Ok(())
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        loop {
+            let r: InitProducerIdResponse = self.call(0, ApiKey::InitProducerId, v, &req)?;
+            // An Apache Kafka broker that has no block of producer ids from
+            // its controller yet (just started, or a controller change)
+            // answers COORDINATOR_LOAD_IN_PROGRESS. It is retriable, as the
+            // Java client and librdkafka treat it: ask again in this
+            // session rather than fail it.
+            let loading = ResponseError::try_from_code(r.error_code)
+                == Some(ResponseError::CoordinatorLoadInProgress);
+            if loading && Instant::now() + INIT_PRODUCER_ID_RETRY < deadline {
+                std::thread::sleep(INIT_PRODUCER_ID_RETRY);
+                continue;
+            }
+            self.setup_refusal("InitProducerId", r.error_code)?;
+            self.producer_id = r.producer_id.0;
+            self.producer_epoch = r.producer_epoch;
+            return Ok(());
+        }
     }
 
     /// Creates `topic` with `partitions` partitions and `replication`

@@ -362,3 +362,36 @@ fn idle_connection_closed_by_broker_is_reopened() {
     cluster.broker_up(1).expect("up");
     send_and_wait(&mut p, 2);
 }
+
+/// COORDINATOR_LOAD_IN_PROGRESS to `InitProducerId` (Apache Kafka just
+/// after it started, before its controller handed it producer ids) is
+/// retried within `connect`, not returned as a failure; any other refusal
+/// still is.
+#[test]
+fn init_producer_id_retries_while_the_coordinator_loads() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = one_partition_cluster();
+    cluster.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 3],
+    );
+    let p = NativeProducer::connect(mock_settings(&cluster, false), "h1").expect("connect");
+    assert!(p.producer_id >= 0, "a producer id after the retries");
+
+    cluster.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let r = NativeProducer::connect(mock_settings(&cluster, false), "h1").map(|_| ());
+    assert!(
+        matches!(
+            r,
+            Err(ProducerError::Refused {
+                api: "InitProducerId",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
