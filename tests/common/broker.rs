@@ -28,7 +28,10 @@ use super::{free_port, tail_lines, wait_for};
 /// partition per new topic, replication 1, no initial rebalance delay):
 /// one partition for each internal topic and a small log-cleaner buffer,
 /// so that it starts and runs light. Auto topic creation stays on, as in
-/// Kafka's default (logcatch creates its topics itself anyway).
+/// Kafka's default (logcatch creates its topics itself anyway). The node
+/// starts with `--static-quorum` (its storage copied from a template, no
+/// format JVM) and uses the CDS archive of `scripts/kafka.sh cds` when
+/// there is one.
 const KAFKA_TEST_PROPS: &[&str] = &[
     "offsets.topic.num.partitions=1",
     "transaction.state.log.num.partitions=1",
@@ -167,6 +170,7 @@ impl Broker {
                 .args(["--ctrl-port", &ctrl_port.to_string()])
                 .args(["--advertise", &format!("127.0.0.1:{advertised}")])
                 .args(["--owner", &std::process::id().to_string()])
+                .arg("--static-quorum")
                 .args(["--timeout", "120"]);
             for prop in KAFKA_TEST_PROPS {
                 cmd.args(["--prop", prop]);
