@@ -1,10 +1,11 @@
-//! End-to-end benchmark of the real `logcatch` binary against a local tansu
-//! broker, with the durable defaults (fsync per group commit, acks=all,
-//! idempotence).
+//! End-to-end benchmark of the real `logcatch` binary against a local
+//! Apache Kafka broker (one KRaft node from `scripts/kafka.sh`; `--broker
+//! tansu` for the small in-memory broker instead), with the durable
+//! defaults (fsync per group commit, acks=all, idempotence).
 //!
 //! `cargo bench --bench e2e -- [--lines N[,N...]] [--runs R] [--line-bytes B]
 //!  [--many-files] [--compression none|lz4] [--client native|librdkafka]
-//!  [--json PATH] [--perf PATH]`
+//!  [--broker kafka|tansu] [--json PATH] [--perf PATH]`
 //!
 //! `scripts/bench-e2e.sh` runs the whole set: W1 at 0.5 M, 2 M and 8 M lines,
 //! three runs each, then the many-files workload.
@@ -17,7 +18,10 @@
 //! through the same broker (the ceiling, measured in the same run). Both
 //! are also timed to the broker's last acknowledgement ("accepted"), which
 //! leaves out how fast the broker serves the counting consumer. Each W1 run
-//! gets a broker of its own (tansu keeps topics in memory). With several
+//! gets a broker of its own, so that no run reads or appends to another's
+//! log. Kafka's JVM runs with G1 and the full JIT here, and a 1 GiB heap
+//! (`LOGCATCH_KAFKA_JVM_OPTS` and `LOGCATCH_KAFKA_HEAP` override them),
+//! not the tests' fast-start settings. With several
 //! sizes, a table at the end shows how CPU per line and RSS grow, and the
 //! marginal cost: CPU-seconds per further million lines between the
 //! smallest and the largest size, which leaves out the one-off start-up.
@@ -31,7 +35,7 @@
 //! 1,000 lines/s in total; printed: idle and active CPU (% of one core),
 //! RSS, and p50/p99 latency from a line's write to its arrival in Kafka.
 
-// Borrows the tansu broker from the integration tests' helpers; the rest of
+// Borrows the broker from the integration tests' helpers; the rest of
 // them serves the tests (and is checked for dead code there), not this bench.
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/common/mod.rs"]
@@ -60,6 +64,23 @@ struct Args {
     client: String,
     /// Record the daemon with `perf` during W1 into this file.
     perf: Option<PathBuf>,
+    /// Which broker: Apache Kafka, or tansu.
+    broker: BrokerKind,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum BrokerKind {
+    Kafka,
+    Tansu,
+}
+
+impl BrokerKind {
+    fn start(self) -> common::Broker {
+        match self {
+            BrokerKind::Kafka => common::Broker::start(),
+            BrokerKind::Tansu => common::Broker::tansu(),
+        }
+    }
 }
 
 fn args() -> Args {
@@ -72,6 +93,7 @@ fn args() -> Args {
         compression: "lz4".into(),
         client: "native".into(),
         perf: None,
+        broker: BrokerKind::Kafka,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -104,6 +126,14 @@ fn args() -> Args {
             "--compression" => {
                 i += 1;
                 a.compression = v[i].clone();
+            }
+            "--broker" => {
+                i += 1;
+                a.broker = match v[i].as_str() {
+                    "kafka" => BrokerKind::Kafka,
+                    "tansu" => BrokerKind::Tansu,
+                    other => panic!("--broker kafka|tansu, not {other}"),
+                };
             }
             "--json" => {
                 i += 1;
@@ -397,6 +427,7 @@ fn w1(
     let accepted = acked.map_or(0.0, |t| lines as f64 / (t - start).as_secs_f64());
     let r = serde_json::json!({
         "workload": "W1",
+        "broker": broker.kind(),
         "lines": lines,
         "line_bytes": a.line_bytes,
         "compression": a.compression,
@@ -414,8 +445,8 @@ fn w1(
         "accepted_ratio_to_ceiling": accepted / ceiling_accepted,
     });
     println!(
-        "W1 {} lines ({}, {}): {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
-        lines, a.compression, a.client, lps, mb / secs, cpu / (lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
+        "W1 {} lines ({}, {}, {}): {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
+        lines, a.compression, a.client, broker.kind(), lps, mb / secs, cpu / (lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
     );
     println!(
         "W1 {} lines ({}): accepted by the broker (all acknowledged) at {:.0} lines/s, {:.2}x the plain producer's {:.0} lines/s",
@@ -512,6 +543,7 @@ fn many_files(broker: &common::Broker, tck: f64) -> serde_json::Value {
     );
     serde_json::json!({
         "workload": "many-files",
+        "broker": broker.kind(),
         "files": 1000,
         "active_files": 10,
         "lines_per_sec": 1000,
@@ -591,13 +623,25 @@ fn print_scaling(results: &[serde_json::Value]) {
 
 fn main() {
     let a = args();
+    if a.broker == BrokerKind::Kafka {
+        // A broker tuned to serve, not to start fast (set before any
+        // thread starts: scripts/kafka.sh reads them).
+        for (key, value) in [
+            ("LOGCATCH_KAFKA_JVM_OPTS", "-XX:+UseG1GC -XX:-UsePerfData"),
+            ("LOGCATCH_KAFKA_HEAP", "-Xms1g -Xmx1g"),
+        ] {
+            if std::env::var_os(key).is_none() {
+                std::env::set_var(key, value);
+            }
+        }
+    }
     let tck = clk_tck();
     let mut results = Vec::new();
     let several = a.sizes.len() > 1 || a.runs > 1;
     for &lines in &a.sizes {
         for run in 1..=a.runs {
-            // A broker per run: tansu keeps every topic in memory.
-            let broker = common::Broker::start();
+            // A broker per run (see the module's doc).
+            let broker = a.broker.start();
             let perf = a.perf.as_ref().map(|p| {
                 if several {
                     PathBuf::from(format!("{}-{lines}-{run}", p.display()))
@@ -610,7 +654,7 @@ fn main() {
     }
     print_scaling(&results);
     if a.many_files {
-        let broker = common::Broker::start();
+        let broker = a.broker.start();
         results.push(many_files(&broker, tck));
     }
     let out = serde_json::json!({ "results": results });

@@ -1,5 +1,6 @@
-//! Reads a topic from offset 0 by assigning every partition (tansu does not
-//! deliver through consumer groups) and prints the message count.
+//! Reads a topic from offset 0 by assigning every partition (no consumer
+//! group to wait for; tansu, which does not deliver through groups, works
+//! too) and prints the message count.
 //!
 //! `cargo run --example consume -- BROKERS TOPIC [QUIET_SECS]`
 

@@ -5,7 +5,9 @@
 # Kafka itself comes from scripts/install-kafka.sh (a cache outside the tree).
 #
 #   scripts/kafka.sh start --dir DIR [--nodes N] [--port BASE] [--ctrl-port C]
+#                          [--advertise HOST:PORT[,HOST:PORT]...]
 #                          [--prop KEY=VALUE]... [--node I] [--timeout S]
+#                          [--owner PID] [--static-quorum]
 #       Node i (1..N) has node.id=i, its broker listener PLAINTEXT on
 #       127.0.0.1:BASE+i-1 and its controller listener on 127.0.0.1:C+i-1
 #       (C defaults to BASE+50), its files in DIR/node-i/ (server.properties,
@@ -19,12 +21,27 @@
 #       elected and every broker is registered and unfenced). Rerun on the
 #       same DIR (without --nodes/--port, or with the same values) to restart
 #       nodes that were stopped or killed; --node I starts node I only.
+#       --advertise: the i-th HOST:PORT is what node i advertises for its
+#       broker listener (e.g. a TCP proxy in front of it) instead of its own
+#       address; kept for restarts like --prop. --owner PID: a watchdog
+#       SIGKILLs the nodes started by this call once process PID is gone
+#       (a test harness that dies without stopping its broker).
+#       --static-quorum: a static controller quorum (controller.quorum.voters)
+#       instead of a dynamic one; a one-node cluster's storage is then
+#       copied from a template formatted once in the Kafka cache, which
+#       saves the format JVM (about 1.5 s): for throwaway test brokers.
 #       Prints the time taken to stderr and the bootstrap list
 #       (127.0.0.1:BASE,...) as its last line. Defaults: N=1, BASE=19100,
 #       timeout 180 s. On a failure it stops the nodes it started.
 #   scripts/kafka.sh stop --dir DIR [--node I] [--timeout S]
 #       SIGTERM to every node (or node I), then SIGKILL to those still alive
 #       after S seconds (default 30; 0 kills at once). Idempotent.
+#   scripts/kafka.sh cds
+#       Builds the class-data-sharing archive (KAFKA/cds/kafka.jsa: the
+#       classes a broker loads while starting) that every later start uses,
+#       about a second faster: starts a throwaway node and stops it. Does
+#       nothing when the archive matches this install and this java.
+#       LOGCATCH_KAFKA_CDS=0 makes start ignore the archive.
 #   scripts/kafka.sh status --dir DIR
 #       One line a node: its pid and whether it is alive.
 #   scripts/kafka.sh tool CLASS|ALIAS [ARGS...]
@@ -118,20 +135,30 @@ EOF
 
 write_properties() {
     # $1: node number. Writes DIR/node-$1/server.properties.
-    local i="$1" nd="$dir/node-$1" rf mi voters="" j
+    local i="$1" nd="$dir/node-$1" rf mi voters="" static_voters="" j adv
     rf=$(( nodes < 3 ? nodes : 3 ))
     mi=$(( nodes >= 3 ? 2 : 1 ))
     for ((j = 1; j <= nodes; j++)); do
         voters+="${voters:+,}127.0.0.1:$((ctrl_port + j - 1))"
+        static_voters+="${static_voters:+,}$j@127.0.0.1:$((ctrl_port + j - 1))"
     done
+    adv="127.0.0.1:$((port + i - 1))"
+    if [ -n "${advertise:-}" ]; then
+        IFS=, read -ra advs <<<"$advertise"
+        adv="${advs[$((i - 1))]}"
+    fi
     mkdir -p "$nd/data" "$nd/logs"
     {
         echo "# Written by logcatch's scripts/kafka.sh; rewritten at every start."
         echo "process.roles=broker,controller"
         echo "node.id=$i"
-        echo "controller.quorum.bootstrap.servers=$voters"
+        if [ "${quorum:-dynamic}" = static ]; then
+            echo "controller.quorum.voters=$static_voters"
+        else
+            echo "controller.quorum.bootstrap.servers=$voters"
+        fi
         echo "listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((ctrl_port + i - 1))"
-        echo "advertised.listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((ctrl_port + i - 1))"
+        echo "advertised.listeners=PLAINTEXT://$adv,CONTROLLER://127.0.0.1:$((ctrl_port + i - 1))"
         echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
         echo "controller.listener.names=CONTROLLER"
         echo "inter.broker.listener.name=PLAINTEXT"
@@ -164,17 +191,54 @@ format_node() {
     # $1: node number. Formats its storage unless already formatted.
     local i="$1" nd="$dir/node-$1" args
     [ -f "$nd/data/meta.properties" ] && return 0
-    if [ "$nodes" -eq 1 ]; then
+    if [ "${quorum:-dynamic}" = static ] && [ "$nodes" -eq 1 ]; then
+        copy_template "$nd/data"
+        return
+    fi
+    if [ "${quorum:-dynamic}" = static ]; then
+        args=()
+    elif [ "$nodes" -eq 1 ]; then
         args=(--standalone)
     else
         args=(--initial-controllers "$initial_controllers")
     fi
     if ! java -Xmx256m $tool_jvm -Dlog4j2.configurationFile="$khome/config/tools-log4j2.xml" \
         -cp "$khome/libs/*" kafka.tools.StorageTool format -t "$cluster_id" \
-        -c "$nd/server.properties" "${args[@]}" >"$nd/format.log" 2>&1; then
+        -c "$nd/server.properties" ${args[@]+"${args[@]}"} >"$nd/format.log" 2>&1; then
         cat "$nd/format.log" >&2
         return 1
     fi
+}
+
+copy_template() {
+    # $1: a node's empty data folder. Fills it from the formatted storage
+    # of a one-node static-quorum cluster (node.id=1), made once into the
+    # Kafka cache. Static: nothing in it names a port, so any node 1 of a
+    # one-node cluster can start from a copy (all such copies share one
+    # cluster id, which is harmless for separate throwaway clusters).
+    local template="$khome/templates/static-node1" tmp
+    if [ ! -f "$template/data/meta.properties" ]; then
+        tmp="$khome/templates/.tmp.$$.$RANDOM"
+        mkdir -p "$tmp/data"
+        {
+            echo "process.roles=broker,controller"
+            echo "node.id=1"
+            echo "controller.quorum.voters=1@127.0.0.1:9093"
+            echo "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+            echo "controller.listener.names=CONTROLLER"
+            echo "log.dirs=$tmp/data"
+        } >"$tmp/server.properties"
+        if ! java -Xmx256m $tool_jvm -Dlog4j2.configurationFile="$khome/config/tools-log4j2.xml" \
+            -cp "$khome/libs/*" kafka.tools.StorageTool format -t "$(new_uuid)" \
+            -c "$tmp/server.properties" >"$tmp/format.log" 2>&1; then
+            cat "$tmp/format.log" >&2
+            rm -rf "$tmp"
+            return 1
+        fi
+        # Another start may have made it meanwhile: keep the first.
+        mv -T "$tmp" "$template" 2>/dev/null || rm -rf "$tmp"
+    fi
+    cp -R "$template/data/." "$1/"
 }
 
 launch_node() {
@@ -196,6 +260,16 @@ launch_node() {
     die "node $i did not start"
 }
 
+watch_owner() {
+    # $1: the owner's pid, $2: node number. A detached watchdog that
+    # SIGKILLs the node once the owner is gone; it ends with the node.
+    local node; node="$(cat "$dir/node-$2.pid")"
+    setsid bash -c '
+        while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
+        if grep -q "kafka\.Kafka" "/proc/$2/cmdline" 2>/dev/null; then kill -KILL "$2"; fi
+    ' _ "$1" "$node" </dev/null >/dev/null 2>&1 &
+}
+
 show_failure() {
     # $1: node number. The end of its stdout and its errors, to stderr.
     local nd="$dir/node-$1"
@@ -205,13 +279,16 @@ show_failure() {
 }
 
 cmd_start() {
-    local want_nodes="" want_port="" want_ctrl="" only="" timeout=180 props=()
+    local want_nodes="" want_port="" want_ctrl="" want_adv="" want_quorum="" owner="" only="" timeout=180 props=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --nodes) want_nodes="$2"; shift 2 ;;
             --dir) dir="$2"; shift 2 ;;
             --port) want_port="$2"; shift 2 ;;
             --ctrl-port) want_ctrl="$2"; shift 2 ;;
+            --advertise) want_adv="$2"; shift 2 ;;
+            --owner) owner="$2"; shift 2 ;;
+            --static-quorum) want_quorum=static; shift ;;
             --prop) props+=("$2"); shift 2 ;;
             --node) only="$2"; shift 2 ;;
             --timeout) timeout="$2"; shift 2 ;;
@@ -233,11 +310,24 @@ cmd_start() {
         [ -z "$want_port" ] || [ "$want_port" = "$port" ] || die "$dir's cluster uses port $port, not $want_port"
         [ -z "$want_ctrl" ] || [ "$want_ctrl" = "$ctrl_port" ] || die "$dir's cluster uses controller port $ctrl_port, not $want_ctrl"
         [ ${#props[@]} -eq 0 ] || die "--prop is taken only when a cluster is created"
+        [ -z "$want_adv" ] || [ "$want_adv" = "${advertise:-}" ] || die "--advertise is taken only when a cluster is created"
+        [ -z "$want_quorum" ] || [ "$want_quorum" = "${quorum:-dynamic}" ] || die "$dir's cluster has a ${quorum:-dynamic} quorum"
     else
         nodes="${want_nodes:-1}"
         port="${want_port:-19100}"
         ctrl_port="${want_ctrl:-$((port + 50))}"
+        advertise="$want_adv"
+        quorum="${want_quorum:-dynamic}"
         [[ "$nodes" =~ ^[1-9]$ ]] || die "--nodes takes 1 to 9"
+        if [ -n "$advertise" ]; then
+            local a n_adv=0
+            IFS=, read -ra advs <<<"$advertise"
+            for a in "${advs[@]}"; do
+                [[ "$a" =~ ^[^:,]+:[0-9]+$ ]] || die "--advertise takes HOST:PORT[,HOST:PORT]..., not $advertise"
+                n_adv=$((n_adv + 1))
+            done
+            [ "$n_adv" -eq "$nodes" ] || die "--advertise names $n_adv address(es) for $nodes node(s)"
+        fi
         cluster_id="$(new_uuid)"
         initial_controllers=""
         local j
@@ -250,8 +340,11 @@ cmd_start() {
             [[ "$p" == *=* ]] || die "--prop takes KEY=VALUE, not $p"
             echo "$p" >>"$dir/extra.properties"
         done
-        printf 'nodes=%s\nport=%s\nctrl_port=%s\ncluster_id=%s\ninitial_controllers=%s\n' \
-            "$nodes" "$port" "$ctrl_port" "$cluster_id" "$initial_controllers" >"$dir/cluster.env"
+        printf 'nodes=%s\nport=%s\nctrl_port=%s\ncluster_id=%s\ninitial_controllers=%s\nadvertise=%s\nquorum=%s\n' \
+            "$nodes" "$port" "$ctrl_port" "$cluster_id" "$initial_controllers" "$advertise" "$quorum" >"$dir/cluster.env"
+    fi
+    if [ -n "$owner" ]; then
+        [[ "$owner" =~ ^[0-9]+$ ]] && alive "$owner" || die "--owner takes the pid of a running process, not $owner"
     fi
     if [ -n "$only" ]; then
         [[ "$only" =~ ^[0-9]+$ ]] && [ "$only" -ge 1 ] && [ "$only" -le "$nodes" ] || die "--node takes 1 to $nodes"
@@ -260,6 +353,11 @@ cmd_start() {
     heap="${LOGCATCH_KAFKA_HEAP:--Xms128m -Xmx512m}"
     jvm_opts="${LOGCATCH_KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData}"
     tool_jvm="-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData"
+    if [ -n "${cds_dump:-}" ]; then
+        jvm_opts+=" -XX:ArchiveClassesAtExit=$cds_dump"
+    elif [ "${LOGCATCH_KAFKA_CDS:-1}" != 0 ] && [ -s "$khome/cds/kafka.jsa" ]; then
+        jvm_opts+=" -XX:SharedArchiveFile=$khome/cds/kafka.jsa -Xshare:auto"
+    fi
 
     # Which nodes to start: those not running.
     local i todo=()
@@ -289,6 +387,7 @@ cmd_start() {
         rm -f "$dir/node-$i.pid"
         echo "---- $(date -u +%FT%TZ) start" >>"$dir/node-$i/stdout.log"
         launch_node "$i"
+        [ -z "$owner" ] || watch_owner "$owner" "$i"
     done
     started=("${todo[@]+"${todo[@]}"}")
     trap 'on_start_failure' EXIT
@@ -326,7 +425,7 @@ cmd_start() {
             for i in ${started[@]+"${started[@]}"}; do show_failure "$i"; done
             die "not ready after $timeout s: $bad"
         fi
-        sleep 0.3
+        sleep 0.1
     done
     trap - EXIT
 
@@ -404,6 +503,46 @@ cmd_stop() {
     log "stopped node(s) ${names[*]} in $(elapsed "$t0") s"
 }
 
+cmd_cds() {
+    [ $# -eq 0 ] || usage
+    khome="$(kafka_home)"
+    local want have tmp rc=0
+    want="$(cat "$khome/.installed") java $(readlink -f "$(command -v java)")"
+    have="$(cat "$khome/cds/stamp" 2>/dev/null || true)"
+    if [ "$want" = "$have" ] && [ -s "$khome/cds/kafka.jsa" ]; then
+        log "the CDS archive $khome/cds/kafka.jsa is up to date"
+        return 0
+    fi
+    mkdir -p "$khome/cds"
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/kafka-cds.XXXXXX")"
+    cds_dump="$khome/cds/kafka.jsa.tmp.$$"
+    rm -f "$cds_dump"
+    log "building the CDS archive: a throwaway node starts and stops"
+    # The archive is written when the JVM exits normally: a graceful stop.
+    local p
+    p="$(free_port_from 29500)"
+    ( cmd_start --dir "$tmp" --port "$p" --ctrl-port "$((p + 1))" --static-quorum >/dev/null ) || rc=$?
+    ( cmd_stop --dir "$tmp" --timeout 60 ) || rc=$?
+    if [ "$rc" -eq 0 ] && [ -s "$cds_dump" ]; then
+        mv -f "$cds_dump" "$khome/cds/kafka.jsa"
+        echo "$want" >"$khome/cds/stamp"
+        log "CDS archive: $khome/cds/kafka.jsa ($(du -m "$khome/cds/kafka.jsa" | cut -f1) MB)"
+    else
+        rm -f "$cds_dump"
+        log "no CDS archive was written (starts stay a little slower); see $tmp"
+        return 0
+    fi
+    rm -rf "$tmp"
+}
+
+free_port_from() {
+    # $1: a port. The first port from there on that it and the next are
+    # free.
+    local p="$1"
+    while port_open "$p" || port_open "$((p + 1))"; do p=$((p + 2)); done
+    echo "$p"
+}
+
 cmd_status() {
     while [ $# -gt 0 ]; do
         case "$1" in
@@ -455,6 +594,7 @@ case "$sub" in
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
     status) cmd_status "$@" ;;
+    cds) cmd_cds "$@" ;;
     tool) cmd_tool "$@" ;;
     -h|--help|help) usage ;;
     *) usage ;;

@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# The project's test command: unit tests, doc tests and integration tests
-# (which need the tansu broker, installed here if missing).
+# The project's test command: unit tests, doc tests and integration tests.
+# The integration tests run against Apache Kafka (a one-node KRaft broker per
+# test, from scripts/kafka.sh) and, in one smoke test, tansu: both are
+# installed here if missing (Kafka's jars into a cache outside the work tree,
+# see scripts/install-kafka.sh; it needs Java 17 and Maven, which it installs
+# with apt-get when missing).
 # Extra arguments are passed to the test binaries as filters/flags, e.g.
 #   scripts/test.sh rotation     # only tests whose name contains "rotation"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+LOGCATCH_KAFKA_HOME="$(scripts/install-kafka.sh | tail -n1)"
+export LOGCATCH_KAFKA_HOME
+echo "test.sh: LOGCATCH_KAFKA_HOME=$LOGCATCH_KAFKA_HOME"
+# The class-data-sharing archive that makes each broker start faster (built
+# once, kept in the cache).
+scripts/kafka.sh cds
 
 if [ -z "${TANSU_BIN:-}" ] || [ ! -x "${TANSU_BIN}" ]; then
     TANSU_BIN="$(scripts/install-tansu.sh | tail -n1)"

@@ -1,7 +1,9 @@
-//! The broker the tests deliver to: tansu with in-memory storage on a free
-//! loopback port, killed on drop; optionally behind a [`Proxy`] that takes
-//! it away (every connection cut, new ones refused) and brings it back, to
-//! simulate an outage.
+//! The broker the tests deliver to: a one-node Apache Kafka (KRaft) on free
+//! loopback ports, started with `scripts/kafka.sh` and killed on drop;
+//! optionally behind a [`Proxy`] that takes it away (every connection cut,
+//! new ones refused) and brings it back, to simulate an outage. tansu, a
+//! small in-memory Kafka-compatible broker, stays available as
+//! [`Broker::tansu`] for one smoke test and the bench's comparison.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -10,7 +12,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,51 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use super::{free_port, tail_lines, wait_for};
+
+/// Settings of the test broker on top of `scripts/kafka.sh`'s own (one
+/// partition per new topic, replication 1, no initial rebalance delay):
+/// one partition for each internal topic and a small log-cleaner buffer,
+/// so that it starts and runs light. Auto topic creation stays on, as in
+/// Kafka's default (logcatch creates its topics itself anyway). The node
+/// starts with `--static-quorum` (its storage copied from a template, no
+/// format JVM) and uses the CDS archive of `scripts/kafka.sh cds` when
+/// there is one.
+const KAFKA_TEST_PROPS: &[&str] = &[
+    "offsets.topic.num.partitions=1",
+    "transaction.state.log.num.partitions=1",
+    "share.coordinator.state.topic.num.partitions=1",
+    "log.cleaner.dedupe.buffer.size=8388608",
+];
+
+/// The repository's `scripts/` folder.
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+/// Apache Kafka's install folder: what `scripts/install-kafka.sh` prints
+/// (it honours `$LOGCATCH_KAFKA_HOME`, and installs Kafka into its cache
+/// when missing), asked once per test process.
+pub fn kafka_home() -> &'static Path {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let script = scripts_dir().join("install-kafka.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let home = stdout.lines().last().unwrap_or("").trim();
+        assert!(
+            out.status.success() && !home.is_empty(),
+            "{} failed ({}); Apache Kafka needs Java 17 and Maven:\n{}",
+            script.display(),
+            out.status,
+            tail_lines(&String::from_utf8_lossy(&out.stderr), 30)
+        );
+        PathBuf::from(home)
+    })
+}
 
 /// The tansu binary: `$TANSU_BIN`, else `<repo>/.tools/bin/tansu`, else
 /// `tansu` on PATH.
@@ -53,30 +100,116 @@ pub fn tansu_bin() -> PathBuf {
     );
 }
 
-/// A tansu broker with in-memory storage, on a free loopback port, killed on
-/// drop. Optionally behind a [`Proxy`], in which case the broker advertises
-/// the proxy's address and every client goes through the proxy.
+/// The broker process behind a [`Broker`].
+enum Server {
+    /// One Apache Kafka node started by `scripts/kafka.sh` in a session of
+    /// its own (so not a child of ours): killed by pid.
+    Kafka { node_dir: PathBuf, pid: u32 },
+    /// tansu with in-memory storage, our child.
+    Tansu { child: Child, log_path: PathBuf },
+}
+
+/// A broker on a free loopback port, killed on drop: Apache Kafka unless
+/// made with [`Broker::tansu`]. Optionally behind a [`Proxy`], in which
+/// case the broker advertises the proxy's address and every client goes
+/// through the proxy.
 pub struct Broker {
-    child: Child,
-    /// The port tansu itself listens on.
+    server: Server,
+    /// The port the broker itself listens on.
     port: u16,
     proxy: Option<Proxy>,
-    log_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Broker {
-    /// Starts a broker that clients reach directly.
+    /// Starts an Apache Kafka node that clients reach directly.
     pub fn start() -> Broker {
-        Broker::start_inner(false)
+        Broker::start_kafka(false)
     }
 
-    /// Starts a broker behind a [`Proxy`]; `addr()` is the proxy's address.
+    /// Starts an Apache Kafka node behind a [`Proxy`]; `addr()` is the
+    /// proxy's address, and the node advertises it.
     pub fn start_with_proxy() -> Broker {
-        Broker::start_inner(true)
+        Broker::start_kafka(true)
     }
 
-    fn start_inner(with_proxy: bool) -> Broker {
+    /// Starts tansu (in-memory storage), reached directly: the second
+    /// broker, for one smoke test and the bench's `--broker tansu`.
+    pub fn tansu() -> Broker {
+        Broker::start_tansu()
+    }
+
+    fn start_kafka(with_proxy: bool) -> Broker {
+        let home = kafka_home();
+        let script = scripts_dir().join("kafka.sh");
+        let dir = tempfile::Builder::new()
+            .prefix("kafka-")
+            .tempdir()
+            .expect("tempdir");
+        let mut errors = Vec::new();
+        // A free port can be taken between our probe and Kafka's bind
+        // (kafka.sh refuses a taken port, or the node fails to bind): retry
+        // on new ports, in a new cluster folder.
+        for attempt in 0..3 {
+            let port = free_port();
+            let ctrl_port = loop {
+                let p = free_port();
+                if p != port {
+                    break p;
+                }
+            };
+            let proxy = with_proxy.then(|| Proxy::start(port));
+            let advertised = proxy.as_ref().map_or(port, |p| p.port());
+            let cluster = dir.path().join(format!("attempt-{attempt}"));
+            let mut cmd = Command::new("bash");
+            cmd.arg(&script)
+                .arg("start")
+                .arg("--dir")
+                .arg(&cluster)
+                .args(["--port", &port.to_string()])
+                .args(["--ctrl-port", &ctrl_port.to_string()])
+                .args(["--advertise", &format!("127.0.0.1:{advertised}")])
+                .args(["--owner", &std::process::id().to_string()])
+                .arg("--static-quorum")
+                .args(["--timeout", "120"]);
+            for prop in KAFKA_TEST_PROPS {
+                cmd.args(["--prop", prop]);
+            }
+            let out = cmd
+                .env("LOGCATCH_KAFKA_HOME", home)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            let pid = std::fs::read_to_string(cluster.join("node-1.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            match pid {
+                Some(pid) if out.status.success() => {
+                    return Broker {
+                        server: Server::Kafka {
+                            node_dir: cluster.join("node-1"),
+                            pid,
+                        },
+                        port,
+                        proxy,
+                        _dir: dir,
+                    };
+                }
+                _ => errors.push(format!(
+                    "attempt {attempt} on ports {port}/{ctrl_port}: kafka.sh start {}:\n{}",
+                    out.status,
+                    tail_lines(&String::from_utf8_lossy(&out.stderr), 30)
+                )),
+            }
+        }
+        panic!(
+            "Apache Kafka ({}) did not start:\n{}",
+            home.display(),
+            errors.join("\n")
+        );
+    }
+
+    fn start_tansu() -> Broker {
         let bin = tansu_bin();
         let dir = tempfile::Builder::new()
             .prefix("tansu-")
@@ -88,25 +221,19 @@ impl Broker {
         // retry on a new port when tansu does not come up.
         for attempt in 0..4 {
             let port = free_port();
-            let proxy = with_proxy.then(|| Proxy::start(port));
-            let advertised = proxy.as_ref().map_or(port, |p| p.port());
-            let client_addr = format!("127.0.0.1:{advertised}");
+            let addr = format!("127.0.0.1:{port}");
             let log = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&log_path)
                 .expect("open tansu.log");
-            writeln!(
-                &log,
-                "=== test harness: attempt {attempt}, port {port}, advertised {advertised} ==="
-            )
-            .ok();
+            writeln!(&log, "=== test harness: attempt {attempt}, port {port} ===").ok();
             let mut child = Command::new(&bin)
                 .arg("broker")
                 .arg("--listener-url")
-                .arg(format!("tcp://127.0.0.1:{port}"))
+                .arg(format!("tcp://{addr}"))
                 .arg("--advertised-listener-url")
-                .arg(format!("tcp://{client_addr}"))
+                .arg(format!("tcp://{addr}"))
                 .arg("--storage-engine")
                 .arg("memory://tansu/")
                 .env(
@@ -118,13 +245,12 @@ impl Broker {
                 .stderr(Stdio::from(log))
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-            match wait_ready(&mut child, &client_addr, Duration::from_secs(30)) {
+            match wait_ready(&mut child, &addr, Duration::from_secs(30)) {
                 Ok(()) => {
                     return Broker {
-                        child,
+                        server: Server::Tansu { child, log_path },
                         port,
-                        proxy,
-                        log_path,
+                        proxy: None,
                         _dir: dir,
                     }
                 }
@@ -152,7 +278,7 @@ impl Broker {
         }
     }
 
-    /// The address tansu itself listens on.
+    /// The address the broker itself listens on.
     pub fn direct_addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -164,9 +290,25 @@ impl Broker {
             .expect("this broker was started without a proxy (use Broker::start_with_proxy)")
     }
 
-    /// tansu's own log so far.
+    /// Which broker this is: "kafka" or "tansu".
+    pub fn kind(&self) -> &'static str {
+        match self.server {
+            Server::Kafka { .. } => "kafka",
+            Server::Tansu { .. } => "tansu",
+        }
+    }
+
+    /// The broker's own log file (Kafka's `server.log`, or tansu's output).
+    pub fn log_path(&self) -> PathBuf {
+        match &self.server {
+            Server::Kafka { node_dir, .. } => node_dir.join("logs/server.log"),
+            Server::Tansu { log_path, .. } => log_path.clone(),
+        }
+    }
+
+    /// The broker's own log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Creates a topic with `partitions` partitions through the Kafka admin
@@ -178,14 +320,49 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.server {
+            Server::Kafka { pid, .. } => kill_kafka(*pid),
+            Server::Tansu { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         if thread::panicking() {
             eprintln!(
-                "--- tansu.log (last 30 lines) ---\n{}",
+                "--- {} log (last 30 lines) [{}] ---\n{}",
+                self.kind(),
+                self.log_path().display(),
                 tail_lines(&self.log(), 30)
             );
         }
+    }
+}
+
+/// SIGKILLs the Kafka node `pid` (if that pid is still a Kafka node) and
+/// waits up to 5 s for it to be gone, so that the next test does not share
+/// the cores with a dying JVM.
+fn kill_kafka(pid: u32) {
+    let is_kafka = || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.windows(11).any(|w| w == b"kafka.Kafka"))
+            .unwrap_or(false)
+    };
+    if !is_kafka() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stdin(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        // Gone, or a zombie (its memory is freed; init reaps it).
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = state.rsplit_once(')').map(|(_, r)| r.trim_start());
+        if state.is_none_or(|s| s.starts_with('Z')) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -200,7 +377,7 @@ fn wait_ready(child: &mut Child, addr: &str, timeout: Duration) -> Result<(), St
         .map_err(|e| format!("cannot create a probe client: {e}"))?;
     loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Err(format!("tansu exited early with {status}"));
+            return Err(format!("the broker exited early with {status}"));
         }
         if let Ok(md) = probe.client().fetch_metadata(None, Duration::from_secs(2)) {
             if !md.brokers().is_empty() {
@@ -208,7 +385,7 @@ fn wait_ready(child: &mut Child, addr: &str, timeout: Duration) -> Result<(), St
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!("no metadata from tansu within {timeout:?}"));
+            return Err(format!("no metadata from the broker within {timeout:?}"));
         }
         thread::sleep(Duration::from_millis(100));
     }

@@ -58,8 +58,9 @@ impl Msg {
     }
 }
 
-/// Assigns `partitions` of `topic` to `consumer`, each from offset 0 (tansu
-/// does not deliver through consumer groups).
+/// Assigns `partitions` of `topic` to `consumer`, each from offset 0: no
+/// consumer group, so nothing waits for a rebalance (and tansu, which does
+/// not deliver through consumer groups, works the same).
 pub fn assign_from_start(consumer: &BaseConsumer, topic: &str, partitions: &[i32]) {
     let mut tpl = TopicPartitionList::new();
     for p in partitions {

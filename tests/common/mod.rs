@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests (`tests/integration/`), by
 //! concern:
-//! - [`broker`]: a throwaway tansu broker, and a TCP proxy in front of it
-//!   that can simulate a broker outage;
+//! - [`broker`]: a throwaway one-node Apache Kafka (or tansu), and a TCP
+//!   proxy in front of it that can simulate a broker outage;
 //! - [`daemon`]: the config builder, the real `logcatch` daemon as a child
 //!   process, and [`TestEnv`] (a temp dir and a broker of its own);
 //! - [`ctl`]: `logcatch-ctl` and the admin endpoint (status, offsets,

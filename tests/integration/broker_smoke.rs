@@ -1,7 +1,7 @@
-//! Proves the test helpers on their own, without the daemon: the tansu
-//! broker starts, a plain idempotent producer's messages all come back
-//! through [`Consume`], and the proxy really cuts the broker off and back
-//! on.
+//! Proves the test helpers on their own, without the daemon: the Apache
+//! Kafka broker starts, a plain idempotent producer's messages all come
+//! back through [`Consume`], and the proxy really cuts the broker off and
+//! back on. One test runs logcatch against the second broker, tansu.
 
 use std::time::{Duration, Instant};
 
@@ -193,4 +193,20 @@ fn proxy_outage_blocks_then_delivers() {
         .run();
     // An idempotent producer must not duplicate across the reconnect.
     assert_exactly_once(&msgs, 0..2);
+}
+
+/// The second broker: logcatch delivers a file to tansu exactly once, as
+/// it does to Apache Kafka.
+#[test]
+fn logcatch_delivers_to_tansu() {
+    let env = TestEnv::with_broker(Broker::tansu());
+    assert_eq!(env.broker.kind(), "tansu");
+    let mut d = env.start_delivered(
+        "tansu-smoke",
+        "app",
+        &env.path("app.log"),
+        0..1000,
+        Duration::from_secs(60),
+    );
+    d.stop();
 }

@@ -1,5 +1,5 @@
 //! End-to-end tests of `logcatch-ctl` and the admin endpoint (issue 4)
-//! against the real binaries and a real (tansu) broker.
+//! against the real binaries and a real (Apache Kafka) broker.
 //!
 //! The contract: the admin endpoint is a Unix socket `data_dir/admin.sock`
 //! (mode 0600) unless `admin.listen` names another socket path or a

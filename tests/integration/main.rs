@@ -1,7 +1,7 @@
 //! The integration tests: the real `logcatch` and `logcatch-ctl` binaries
-//! against a real (tansu) broker, one module per concern. Each test has its
-//! own broker and temp dir and asserts exact counts of numbered lines (see
-//! [`common::files`]).
+//! against a real (Apache Kafka) broker, one module per concern. Each test
+//! has its own broker and temp dir and asserts exact counts of numbered
+//! lines (see [`common::files`]).
 //!
 //! One test crate, not one per file: the helpers in `tests/common/` are
 //! compiled and linked once, and `dead_code` is checked over every test

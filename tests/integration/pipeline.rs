@@ -1,6 +1,6 @@
 //! End-to-end scenarios against the real `logcatch` binary and a real
-//! (tansu) broker. Each test has its own broker and temp dir and asserts
-//! exact counts of numbered lines (see [`write_numbered`]).
+//! (Apache Kafka) broker. Each test has its own broker and temp dir and
+//! asserts exact counts of numbered lines (see [`write_numbered`]).
 //!
 //! The daemon contract these tests hold it to:
 //! - one Kafka message per line: value = the line without `\n` (and `\r`),

@@ -1,5 +1,5 @@
 //! End-to-end tests of hot reload (issue 3) against the real `logcatch`
-//! binary and a real (tansu) broker.
+//! binary and a real (Apache Kafka) broker.
 //!
 //! The contract: the daemon watches its config file (notify on its
 //! directory, a 2 s content poll) and reloads on SIGHUP; bursts are

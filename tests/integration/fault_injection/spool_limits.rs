@@ -1,5 +1,5 @@
 //! The spool at its limits, against the real `logcatch` binary and a real
-//! (tansu) broker.
+//! (Apache Kafka) broker.
 //!
 //! `spool_cap_backpressure`: a 256 KiB spool fills while the broker is away;
 //! the daemon pauses (`logcatch-ctl queue --json`), the spool stays near its

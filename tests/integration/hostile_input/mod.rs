@@ -1,5 +1,5 @@
-//! Hostile input against the real `logcatch` binary and a real (tansu)
-//! broker, by kind: a 100 MiB line ([`long_line`]); random binary bytes
+//! Hostile input against the real `logcatch` binary and a real (Apache
+//! Kafka) broker, by kind: a 100 MiB line ([`long_line`]); random binary bytes
 //! and mixed line endings ([`line_bytes`]); a file that shrinks under the
 //! reader, paths that are a directory or a FIFO, a file that appears late
 //! ([`sources`]); a damaged spool ([`spool_damage`]); and broken or

@@ -1,5 +1,5 @@
 //! The soak: many faults at once, on a seeded schedule, against the real
-//! `logcatch` binary and a real (tansu) broker behind the outage proxy.
+//! `logcatch` binary and a real (Apache Kafka) broker behind the outage proxy.
 //!
 //! `soak_under_faults`: a writer thread appends numbered lines to five
 //! files at a steady rate while the test, for a bounded time:
