@@ -35,5 +35,6 @@ pub mod client;
 pub mod forwarder;
 pub mod ledger;
 pub mod librdkafka;
+pub mod line_id;
 pub mod native;
 pub mod session;
