@@ -92,6 +92,8 @@ pub struct Session<'a> {
     delivery: Arc<Delivery>,
     /// What the read-back found in Kafka past the cursor.
     redelivery: Redelivery,
+    /// The store's instance id: the first part of every line identity.
+    instance: u64,
     client: Client,
     topics: TopicCreator,
     reader: SpoolReader,
@@ -125,6 +127,7 @@ impl<'a> Session<'a> {
         let config = client_config(kafka, &fwd.host);
         let start = fwd.store.cursor()?;
         let stored_ledger = fwd.store.ledger()?;
+        let instance = fwd.store.instance_id()?;
         let delivery = Arc::new(Delivery::new(
             AckTracker::resuming(&stored_ledger),
             fwd.stats.clone(),
@@ -132,7 +135,7 @@ impl<'a> Session<'a> {
         ));
         // Exactly-once across crashes: find what Kafka already has past the
         // cursor before sending anything (see `ledger`).
-        let Some(redelivery) = read_back(&config, &stored_ledger, &fwd.host, finish, kafka_rx)
+        let Some(redelivery) = read_back(&config, &stored_ledger, instance, finish, kafka_rx)
         else {
             return Ok(Break(if finish.is_cancelled() {
                 SessionEnd::Done
@@ -170,6 +173,7 @@ impl<'a> Session<'a> {
             config,
             delivery,
             redelivery,
+            instance,
             client,
             reader: fwd.spool.reader(start),
             skip: start.map(|c| {
@@ -288,23 +292,25 @@ impl<'a> Session<'a> {
         // A line Kafka already has (sent before a crash) is acknowledged
         // here instead of sent.
         let (delivery, redelivery) = (&self.delivery, &mut self.redelivery);
-        let mut in_kafka = |offset: u64| {
+        let mut in_kafka = |index: u32| {
             if redelivery.is_empty() {
                 return false;
             }
-            match redelivery.check(&b.source, &b.topic, offset) {
+            match redelivery.check(b.seq, index) {
                 Verdict::Skip(at) => {
-                    delivery.tracker().ack(id, at);
+                    delivery.tracker().ack(id, Some(at));
                     true
                 }
-                _ => false,
+                Verdict::Send => false,
             }
         };
-        let lines = b.iter_lines().skip(done as usize);
-        match self
-            .client
-            .send(id, b, &self.fwd.host, lines, &mut in_kafka)
-        {
+        let lines = b
+            .iter_lines()
+            .enumerate()
+            .skip(done as usize)
+            .map(|(i, (offset, line))| (i as u32, offset, line));
+        let from = (self.fwd.host.as_str(), self.instance);
+        match self.client.send(id, b, from, lines, &mut in_kafka) {
             Ok(sent) => {
                 self.fwd.stats.sent.fetch_add(sent, Ordering::Relaxed);
                 Ok(Continue(Read::Sent))
@@ -469,7 +475,7 @@ impl<'a> Session<'a> {
 fn read_back(
     config: &ClientConfig,
     stored: &DeliveryLedger,
-    host: &str,
+    instance: u64,
     finish: &CancellationToken,
     kafka_rx: &watch::Receiver<KafkaConfig>,
 ) -> Option<Redelivery> {
@@ -477,7 +483,7 @@ fn read_back(
     let mut outage = Outage::default();
     let stop = || finish.is_cancelled() || kafka_rx.has_changed().unwrap_or(false);
     loop {
-        match ledger::read_back(config, stored, host) {
+        match ledger::read_back(config, stored, instance) {
             Ok(r) => {
                 if let Some(failures) = outage.recovered() {
                     tracing::info!(failures, "read back what Kafka already has; sending");
