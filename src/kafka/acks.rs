@@ -128,6 +128,22 @@ impl AckTracker {
         self.base + self.frames.len() as u64 - 1
     }
 
+    /// Whether the ledger has an entry for `source` and `topic`.
+    pub fn has_entry(&self, source: &str, topic: &str) -> bool {
+        self.ledger
+            .entries
+            .get(source)
+            .is_some_and(|t| t.contains_key(topic))
+    }
+
+    /// A new entry for `source` and `topic`, before its first line is
+    /// sent: its lines will land in `partition` at `high` or later.
+    pub fn anchor(&mut self, source: &str, topic: &str, partition: i32, high: i64) {
+        self.ledger.anchor(source, topic, partition, high);
+        let key = (source.to_string(), topic.to_string());
+        self.last_push.insert(key, Instant::now());
+    }
+
     /// One more line of `frame` is in Kafka, at `at` (partition, offset)
     /// when known.
     pub fn ack(&mut self, frame: u64, at: Option<(i32, i64)>) {
@@ -455,6 +471,27 @@ mod tests {
         assert_eq!((e.from_offset, e.last_offset), (8, 7));
         t.prune_idle = Duration::ZERO;
         assert!(t.ledger_snapshot().entries.is_empty());
+    }
+
+    /// A source anchored before its first line is sent has an entry that
+    /// starts at the watermark, kept while nothing is acknowledged.
+    #[test]
+    fn an_anchored_source_is_read_back_from_the_watermark() {
+        let mut t = AckTracker::resuming(&DeliveryLedger::default());
+        assert!(!t.has_entry("a", "t"));
+        t.anchor("a", "t", 2, 500);
+        assert!(t.has_entry("a", "t"));
+        let e = t.ledger_snapshot().entries["a"]["t"];
+        assert_eq!((e.partition, e.from_offset), (2, 500));
+        let a = t.push(&batch(2), pos(1, 0), pos(1, 100), 0);
+        t.ack(a, Some((2, 503)));
+        t.advance();
+        let e = t.ledger_snapshot().entries["a"]["t"];
+        assert_eq!(
+            (e.from_offset, e.last_offset),
+            (504, 503),
+            "a's acked line is before the cursor: the rest comes after it"
+        );
     }
 
     /// Lines a crashed session sent past the cursor keep the stored start

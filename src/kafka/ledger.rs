@@ -38,10 +38,14 @@
 //! flight, whose last frame sent the cursor passed, and that sent nothing
 //! for [`PRUNE_IDLE`] (removed sources end that way too).
 //!
-//! Limits (each costs duplicates, never a loss): lines sent before any of
-//! their source's acks was persisted (a new source, or one idle longer than
-//! [`PRUNE_IDLE`], killed within a cursor write) have no entry, so they are
-//! not read back, unless another entry's read covers their partition; a
+//! A source with no entry gets one before its first line of a session is
+//! sent: its partition and that partition's high watermark then
+//! ([`partition_end`]), persisted with the cursor. So lines sent before
+//! any of their acks was persisted are read back too.
+//!
+//! Limits (each costs duplicates, never a loss): if that anchor cannot be
+//! taken (the broker does not answer it), the source's lines are sent
+//! without it and, until an ack is persisted, are not read back; a
 //! request the broker appends after the settle is not seen; a
 //! repartitioned topic starts its entry over. Identities rely on a batch's
 //! seq never being given to another batch, which holds across `kill -9`;
@@ -71,6 +75,7 @@ use serde::{Deserialize, Serialize};
 use crate::kafka::acks::{AckTracker, PRUNE_IDLE};
 use crate::kafka::librdkafka::header;
 use crate::kafka::line_id::{self, LineId};
+use crate::kafka::native::partition_for;
 use crate::spool::Position;
 
 /// How long the read-back waits before taking the high watermarks, so that
@@ -144,6 +149,20 @@ impl DeliveryLedger {
                 ..fresh
             };
         }
+    }
+
+    /// A new entry: nothing acknowledged yet, lines to come in `partition`
+    /// at `high` or later (its high watermark).
+    pub fn anchor(&mut self, source: &str, topic: &str, partition: i32, high: i64) {
+        self.entries.entry(source.to_string()).or_default().insert(
+            topic.to_string(),
+            LedgerEntry {
+                partition,
+                from_offset: high,
+                last_offset: high - 1,
+                sent_through: Position::default(),
+            },
+        );
     }
 
     /// Drops every entry `keep` refuses (and sources left with none);
@@ -317,6 +336,37 @@ pub fn read_back(
         "read back the lines of ours Kafka has past the cursor"
     );
     Ok(r)
+}
+
+/// Where the next line of `source` lands in `topic` (its partition, by the
+/// partitioner both clients use) and that partition's high watermark now:
+/// a start for a new ledger entry, persisted before the source's first
+/// line is sent, so that lines sent before any ack was persisted are read
+/// back too. `consumer` is an [`anchor_consumer`].
+pub fn partition_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    source: &str,
+) -> Result<(i32, i64), KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len());
+    if partitions == 0 {
+        return Err(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    let p = partition_for(source.as_bytes(), partitions) as i32;
+    let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+    Ok((p, high))
+}
+
+/// The consumer [`partition_end`] asks with: the read-back's.
+pub fn anchor_consumer(base: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
+    read_back_consumer(base)
 }
 
 /// A consumer with the producer's connection settings, that commits

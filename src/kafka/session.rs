@@ -9,8 +9,10 @@
 //! Invariants: the crash-safety argument of the
 //! [`forwarder`](crate::kafka::forwarder); in particular the cursor and
 //! ledger are persisted together and flushed before the spool releases any
-//! segment before the cursor, and no line is sent before the read-back
-//! told which lines past the cursor Kafka already has.
+//! segment before the cursor, no line is sent before the read-back
+//! told which lines past the cursor Kafka already has, and a source with
+//! no ledger entry gets one, persisted, before its first line is sent
+//! (when the broker says where its lines land; see [`ledger`]).
 //!
 //! Must never: send a line before the read-back is done, or persist a
 //! cursor past a line that is not done (see
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +97,12 @@ pub struct Session<'a> {
     redelivery: Redelivery,
     /// The store's instance id: the first part of every line identity.
     instance: u64,
+    /// Asks where a source with no ledger entry will land
+    /// ([`ledger::partition_end`]); made when first needed.
+    anchors: Option<BaseConsumer>,
+    /// Cleared when asking failed: this session asks no more (each ask
+    /// may wait for a broker that does not answer).
+    anchoring: bool,
     client: Client,
     topics: TopicCreator,
     reader: SpoolReader,
@@ -174,6 +183,8 @@ impl<'a> Session<'a> {
             delivery,
             redelivery,
             instance,
+            anchors: None,
+            anchoring: true,
             client,
             reader: fwd.spool.reader(start),
             skip: start.map(|c| {
@@ -287,6 +298,7 @@ impl<'a> Session<'a> {
                 }
                 Err(e) => return self.end_native(e).map(Break),
             }
+            self.anchor(b)?;
         }
         let id = self.delivery.tracker().push(b, at, next, done);
         // A line Kafka already has (sent before a crash) is acknowledged
@@ -318,6 +330,45 @@ impl<'a> Session<'a> {
             Err(ClientError::Native(e)) => self.end_native(e).map(Break),
             Err(e) => Ok(Break(self.end_after_failure(e.to_string()))),
         }
+    }
+
+    /// Gives `b`'s source a ledger entry, persisted with the cursor, before
+    /// its first line is sent, if it has none (see [`ledger`]). If the
+    /// broker does not say where, its lines are sent without one (then a
+    /// crash before an ack is persisted resends them).
+    fn anchor(&mut self, b: &SpoolBatch) -> Result<(), ForwardError> {
+        if !self.anchoring || self.delivery.tracker().has_entry(&b.source, &b.topic) {
+            return Ok(());
+        }
+        let consumer = match &mut self.anchors {
+            Some(c) => c,
+            empty => match ledger::anchor_consumer(&self.config) {
+                Ok(c) => empty.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot ask Kafka where a source's lines land; they are sent without a ledger entry");
+                    self.anchoring = false;
+                    return Ok(());
+                }
+            },
+        };
+        match ledger::partition_end(consumer, &b.topic, &b.source) {
+            Ok((partition, high)) => {
+                let (cursor, ledger) = {
+                    let mut t = self.delivery.tracker();
+                    t.anchor(&b.source, &b.topic, partition, high);
+                    (t.advance(), t.ledger_to_persist())
+                };
+                self.persist(cursor.as_ref(), &ledger)?;
+                self.persisted = cursor;
+                self.last_persist = Instant::now();
+            }
+            Err(e) => {
+                tracing::warn!(source = b.source, topic = b.topic, error = %e,
+                    "cannot ask Kafka where this source's lines land; they are sent without a ledger entry (until this session ends)");
+                self.anchoring = false;
+            }
+        }
+        Ok(())
     }
 
     /// Takes in the client's answers. When not reading (or past the
