@@ -269,7 +269,7 @@ fn produce_mock(c: &mut Criterion) {
         g.finish();
         return;
     };
-    let Ok(target) = native.target("bench", "bench", "/var/log/bench.log") else {
+    let Ok(target) = native.target("bench", "bench", "/var/log/bench.log", (1, 0)) else {
         g.finish();
         return;
     };
@@ -279,7 +279,10 @@ fn produce_mock(c: &mut Criterion) {
         b.iter(|| {
             frame += 1;
             for i in 0..n {
-                if native.append(&target, frame, i * 147, &line[..]).is_err() {
+                if native
+                    .append(&target, frame, (i as u32, i * 147), &line[..])
+                    .is_err()
+                {
                     return;
                 }
             }

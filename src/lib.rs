@@ -25,8 +25,10 @@
 //!    [`spool::SpoolReader`] hands the frames on, from memory while they
 //!    are fresh.
 //! 4. **Kafka.** The [`kafka::forwarder::Forwarder`] thread runs one
-//!    [`kafka::session::Session`] after another. A session first reads back
-//!    what Kafka already has past the cursor ([`kafka::ledger`]), then sends
+//!    [`kafka::session::Session`] after another. Every message carries its
+//!    line's identity ([`kafka::line_id::LineId`]: the store's instance id,
+//!    the batch's seq, the line's index). A session first reads back the
+//!    identities Kafka already has past the cursor ([`kafka::ledger`]), then sends
 //!    frames through a [`kafka::client::Client`]: the
 //!    [`kafka::native::NativeProducer`] (record batches encoded straight
 //!    from the spooled lines) or librdkafka ([`kafka::librdkafka`]). The
@@ -36,7 +38,7 @@
 //!    durable cursor has passed is deleted.
 //! 5. **Store.** [`store::Store`] (sled) holds every piece of state except
 //!    the spooled lines: each source's [`store::SourceRecord`], the cursor,
-//!    the ledger and the schema version; [`store::migrations`] upgrades it
+//!    the ledger, the instance id and the schema version; [`store::migrations`] upgrades it
 //!    one version at a time.
 //!
 //! Around the flow:

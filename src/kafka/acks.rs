@@ -20,12 +20,13 @@
 //! Must never: count a line as done that is neither acknowledged by Kafka nor
 //! in the dead-letter file.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::kafka::forwarder::{BrokerState, ForwardError, ForwardStats};
 use crate::kafka::ledger::DeliveryLedger;
@@ -44,6 +45,8 @@ pub struct InFlightFrame {
     /// an earlier run delivered them, or acknowledged now).
     lines: u32,
     done: u32,
+    /// Where its first acknowledged line is in Kafka (partition, offset).
+    first_acked: Option<(i32, i64)>,
 }
 
 /// Tracks which sent lines Kafka acknowledged, frame by frame.
@@ -58,7 +61,28 @@ pub struct AckTracker {
     ledger: DeliveryLedger,
     /// An ack arrived since the progress was last written.
     dirty: bool,
+    /// By (source, topic): the spool position past the last frame pushed.
+    sent_through: HashMap<(String, String), Position>,
+    /// By (source, topic): the stored ledger's start and last frame sent,
+    /// kept until the cursor passes that frame (lines an earlier session
+    /// sent past the cursor may be there).
+    carried: HashMap<(String, String), (i64, Position)>,
+    /// By (source, topic): when a frame was last pushed.
+    last_push: HashMap<(String, String), Instant>,
+    /// When the session began ([`resuming`](Self::resuming)); `None`: long
+    /// ago.
+    since: Option<Instant>,
+    /// How long a caught-up source keeps its entry ([`PRUNE_IDLE`] in a
+    /// session; zero by default).
+    prune_idle: Duration,
 }
+
+/// How long an entry whose lines past the cursor are all done is kept
+/// after its source last sent. Kept, its next lines (sent before the next
+/// cursor write) are read back after a crash; pruned, they would be sent
+/// again. Its cost: the read-back reads the partition from its last
+/// acknowledged line, which an idle source no longer moves.
+pub const PRUNE_IDLE: Duration = Duration::from_secs(60);
 
 impl AckTracker {
     /// A tracker for a session that starts from the `stored` ledger. Lines
@@ -66,8 +90,20 @@ impl AckTracker {
     pub fn resuming(stored: &DeliveryLedger) -> AckTracker {
         let mut ledger = stored.clone();
         ledger.clean = false;
+        let carried = ledger
+            .entries
+            .iter()
+            .flat_map(|(s, topics)| {
+                topics
+                    .iter()
+                    .map(move |(t, e)| ((s.clone(), t.clone()), (e.from_offset, e.sent_through)))
+            })
+            .collect();
         AckTracker {
             ledger,
+            carried,
+            since: Some(Instant::now()),
+            prune_idle: PRUNE_IDLE,
             ..AckTracker::default()
         }
     }
@@ -75,6 +111,10 @@ impl AckTracker {
     /// Starts tracking the frame of `batch` at `at` (the next one at
     /// `next`), whose first `done` lines are done already; returns its id.
     pub fn push(&mut self, batch: &SpoolBatch, at: Position, next: Position, done: u32) -> u64 {
+        let key = (batch.source.clone(), batch.topic.clone());
+        self.last_push.insert(key.clone(), Instant::now());
+        let through = self.sent_through.entry(key).or_default();
+        *through = (*through).max(next);
         self.frames.push_back(InFlightFrame {
             spooled_ms: batch.spooled_ms,
             source: batch.source.clone(),
@@ -83,8 +123,25 @@ impl AckTracker {
             next,
             lines: batch.lines.len() as u32,
             done,
+            first_acked: None,
         });
         self.base + self.frames.len() as u64 - 1
+    }
+
+    /// Whether the ledger has an entry for `source` and `topic`.
+    pub fn has_entry(&self, source: &str, topic: &str) -> bool {
+        self.ledger
+            .entries
+            .get(source)
+            .is_some_and(|t| t.contains_key(topic))
+    }
+
+    /// A new entry for `source` and `topic`, before its first line is
+    /// sent: its lines will land in `partition` at `high` or later.
+    pub fn anchor(&mut self, source: &str, topic: &str, partition: i32, high: i64) {
+        self.ledger.anchor(source, topic, partition, high);
+        let key = (source.to_string(), topic.to_string());
+        self.last_push.insert(key, Instant::now());
     }
 
     /// One more line of `frame` is in Kafka, at `at` (partition, offset)
@@ -109,8 +166,12 @@ impl AckTracker {
             .and_then(|i| self.frames.get_mut(i as usize))
         {
             f.done += n;
-            if let Some((partition, offset)) = at {
-                self.ledger.acked(&f.source, &f.topic, partition, offset);
+            if let Some((partition, last)) = at {
+                // The `n` lines are consecutive records of one batch.
+                let first = last - (n as i64 - 1).max(0);
+                f.first_acked.get_or_insert((partition, first));
+                self.ledger
+                    .acked(&f.source, &f.topic, partition, (first, last));
             }
             self.dirty = true;
         }
@@ -133,19 +194,53 @@ impl AckTracker {
     }
 
     /// The ledger to persist with the cursor [`advance`](Self::advance)
-    /// just computed: lines done in frames after the front one are past the
-    /// cursor.
+    /// just computed. Each entry's start is the first acknowledged line
+    /// past the cursor (acked lines of the front frame are before it), else
+    /// past the last acknowledged line, and never past what an earlier
+    /// session may have sent and the cursor has not passed. An entry with
+    /// nothing in flight, whose last frame sent the cursor passed, and whose
+    /// source sent nothing for `prune_idle`, is pruned (this covers removed
+    /// sources too).
     pub fn ledger_snapshot(&self) -> DeliveryLedger {
         let mut l = self.ledger.clone();
         l.clean = false;
-        for e in l.entries.values_mut().flat_map(|t| t.values_mut()) {
-            e.acked_beyond_cursor = 0;
-        }
-        for f in self.frames.iter().skip(1) {
-            if let Some(e) = l.entry_mut(&f.source, &f.topic) {
-                e.acked_beyond_cursor += f.done as u64;
+        let cursor = self.cursor.map(|c| Position {
+            segment: c.segment,
+            pos: c.position,
+        });
+        let passed = |p: Position| cursor.is_some_and(|c| c >= p);
+        l.prune(|source, topic, e| {
+            let key = (source.to_string(), topic.to_string());
+            if let Some(through) = self.sent_through.get(&key) {
+                e.sent_through = e.sent_through.max(*through);
             }
-        }
+            let in_flight = self
+                .frames
+                .iter()
+                .any(|f| f.source == source && f.topic == topic);
+            let mut from = self
+                .frames
+                .iter()
+                .skip(1)
+                .filter(|f| f.source == source && f.topic == topic)
+                .filter_map(|f| f.first_acked)
+                .filter(|(p, _)| *p == e.partition)
+                .map(|(_, o)| o)
+                .min()
+                .unwrap_or(e.last_offset + 1);
+            if let Some((carried_from, through)) = self.carried.get(&key) {
+                if !passed(*through) {
+                    from = from.min(*carried_from);
+                }
+            }
+            e.from_offset = from;
+            let idle = self
+                .last_push
+                .get(&key)
+                .or(self.since.as_ref())
+                .is_none_or(|t| t.elapsed() >= self.prune_idle);
+            in_flight || !passed(e.sent_through) || !idle
+        });
         l
     }
 
@@ -339,23 +434,84 @@ mod tests {
         }
     }
 
+    /// The start is the first acknowledged line past the cursor: a's acked
+    /// line is before it (the cursor is in a), b's first is past it.
     #[test]
-    fn ledger_counts_acks_past_the_cursor() {
+    fn ledger_starts_at_the_first_ack_past_the_cursor() {
         let mut t = AckTracker::default();
         let a = t.push(&batch(2), pos(1, 0), pos(1, 100), 0);
         let b = t.push(&batch(2), pos(1, 100), pos(1, 200), 0);
         t.ack(a, Some((0, 7)));
         t.ack(b, Some((0, 9)));
         t.ack(b, Some((0, 10)));
-        t.advance();
+        assert_eq!(t.advance(), cursor(1, 0, 1));
         let l = t.ledger_snapshot();
         let e = l.entries["a"]["t"];
-        assert_eq!(e.last_offset, 10);
-        assert_eq!(
-            e.acked_beyond_cursor, 2,
-            "both lines of b are past the cursor"
-        );
+        assert_eq!((e.from_offset, e.last_offset), (9, 10));
+        assert_eq!(e.sent_through, pos(1, 200));
         assert!(!l.clean);
+        // A batch ack of 3 lines ending at 12: its first line is at 10.
+        let c = t.push(&batch(3), pos(1, 200), pos(1, 300), 0);
+        t.ack_lines(c, 3, Some((0, 12)));
+        t.ack(a, Some((0, 8)));
+        assert_eq!(t.advance(), cursor(1, 300, 0));
+        // Nothing in flight and the cursor passed every frame sent: pruned.
+        assert!(t.ledger_snapshot().entries.is_empty());
+    }
+
+    /// In a session, a caught-up source keeps its entry (from past its last
+    /// ack) for a while, so that its next lines are read back after a crash.
+    #[test]
+    fn a_caught_up_source_keeps_its_entry_while_it_is_active() {
+        let mut t = AckTracker::resuming(&DeliveryLedger::default());
+        let a = t.push(&batch(1), pos(1, 0), pos(1, 100), 0);
+        t.ack(a, Some((0, 7)));
+        assert_eq!(t.advance(), cursor(1, 100, 0));
+        let e = t.ledger_snapshot().entries["a"]["t"];
+        assert_eq!((e.from_offset, e.last_offset), (8, 7));
+        t.prune_idle = Duration::ZERO;
+        assert!(t.ledger_snapshot().entries.is_empty());
+    }
+
+    /// A source anchored before its first line is sent has an entry that
+    /// starts at the watermark, kept while nothing is acknowledged.
+    #[test]
+    fn an_anchored_source_is_read_back_from_the_watermark() {
+        let mut t = AckTracker::resuming(&DeliveryLedger::default());
+        assert!(!t.has_entry("a", "t"));
+        t.anchor("a", "t", 2, 500);
+        assert!(t.has_entry("a", "t"));
+        let e = t.ledger_snapshot().entries["a"]["t"];
+        assert_eq!((e.partition, e.from_offset), (2, 500));
+        let a = t.push(&batch(2), pos(1, 0), pos(1, 100), 0);
+        t.ack(a, Some((2, 503)));
+        t.advance();
+        let e = t.ledger_snapshot().entries["a"]["t"];
+        assert_eq!(
+            (e.from_offset, e.last_offset),
+            (504, 503),
+            "a's acked line is before the cursor: the rest comes after it"
+        );
+    }
+
+    /// Lines a crashed session sent past the cursor keep the stored start
+    /// until the cursor passes the last frame it sent.
+    #[test]
+    fn a_stored_start_is_kept_until_the_cursor_passes_what_was_sent() {
+        let mut stored = DeliveryLedger::default();
+        stored.acked("a", "t", 0, (40, 41));
+        stored.entry_mut("a", "t").unwrap().sent_through = pos(1, 300);
+        let mut t = AckTracker::resuming(&stored);
+        t.prune_idle = Duration::ZERO;
+        let a = t.push(&batch(1), pos(1, 0), pos(1, 100), 0);
+        t.ack(a, Some((0, 90)));
+        assert_eq!(t.advance(), cursor(1, 100, 0));
+        let e = t.ledger_snapshot().entries["a"]["t"];
+        assert_eq!((e.from_offset, e.last_offset), (40, 90));
+        let b = t.push(&batch(1), pos(1, 100), pos(1, 300), 0);
+        t.ack(b, Some((0, 91)));
+        assert_eq!(t.advance(), cursor(1, 300, 0));
+        assert!(t.ledger_snapshot().entries.is_empty());
     }
 
     #[test]
@@ -390,7 +546,12 @@ mod tests {
             cursor(1, 0, 1),
             "only the line before the failure is done"
         );
-        assert_eq!(t.ledger_snapshot().entries["a"]["t"].last_offset, 5);
+        let e = t.ledger_snapshot().entries["a"]["t"];
+        assert_eq!(
+            (e.from_offset, e.last_offset),
+            (6, 5),
+            "nothing acked past the cursor"
+        );
     }
 
     #[test]
@@ -405,7 +566,7 @@ mod tests {
     #[test]
     fn a_resumed_tracker_keeps_the_stored_ledger_but_not_its_clean_mark() {
         let mut stored = DeliveryLedger::default();
-        stored.acked("a", "t", 0, 41);
+        stored.acked("a", "t", 0, (41, 41));
         stored.clean = true;
         let mut t = AckTracker::resuming(&stored);
         let a = t.push(&batch(1), pos(1, 0), pos(1, 10), 0);

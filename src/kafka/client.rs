@@ -111,18 +111,20 @@ impl Client {
     }
 
     /// Sends the `lines` of frame `id` (of batch `b`), skipping those
-    /// `in_kafka` says Kafka has; returns how many were sent.
+    /// `in_kafka` says Kafka has; returns how many were sent. Each line
+    /// comes with its index in `b` and its file offset; `from` is the host
+    /// name and the store's instance id (see [`line_id`](crate::kafka::line_id)).
     pub fn send<'a>(
         &mut self,
         id: u64,
         b: &SpoolBatch,
-        host: &str,
-        lines: impl Iterator<Item = (u64, &'a [u8])>,
-        in_kafka: &mut dyn FnMut(u64) -> bool,
+        from: (&str, u64),
+        lines: impl Iterator<Item = (u32, u64, &'a [u8])>,
+        in_kafka: &mut dyn FnMut(u32) -> bool,
     ) -> Result<u64, ClientError> {
         match self {
-            Client::Native(p) => Ok(send_native(p, id, b, lines, in_kafka)?),
-            Client::Librdkafka(p) => librdkafka::send(p, id, b, host, lines, in_kafka)
+            Client::Native(p) => Ok(send_native(p, id, b, from.1, lines, in_kafka)?),
+            Client::Librdkafka(p) => librdkafka::send(p, id, b, from, lines, in_kafka)
                 .map_err(ClientError::LibrdkafkaSend),
         }
     }
@@ -188,16 +190,17 @@ fn send_native<'a>(
     p: &mut NativeProducer,
     id: u64,
     b: &SpoolBatch,
-    lines: impl Iterator<Item = (u64, &'a [u8])>,
-    in_kafka: &mut dyn FnMut(u64) -> bool,
+    instance: u64,
+    lines: impl Iterator<Item = (u32, u64, &'a [u8])>,
+    in_kafka: &mut dyn FnMut(u32) -> bool,
 ) -> Result<u64, ProducerError> {
-    let target = p.target(&b.topic, &b.source, &b.path)?;
+    let target = p.target(&b.topic, &b.source, &b.path, (instance, b.seq))?;
     let mut sent = 0;
-    for (offset, line) in lines {
-        if in_kafka(offset) {
+    for (index, offset, line) in lines {
+        if in_kafka(index) {
             continue;
         }
-        p.append(&target, id, offset, line)?;
+        p.append(&target, id, (index, offset), line)?;
         sent += 1;
     }
     Ok(sent)
@@ -440,7 +443,7 @@ mod tests {
         let Client::Native(p) = &mut client else {
             unreachable!()
         };
-        p.target("t1", "a", "/a.log").expect("routed");
+        p.target("t1", "a", "/a.log", (1, 0)).expect("routed");
     }
 
     /// Both clients report a topic missing only when the metadata answers

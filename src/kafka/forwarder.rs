@@ -17,10 +17,11 @@
 //! - The cursor is made durable ([`Store::flush`]) before any segment before
 //!   it is deleted (invariant 3 of the [`spool`](crate::spool)).
 //! - With the cursor, the delivery ledger is persisted atomically; each
-//!   session first reads back what Kafka has past it (the
-//!   [`ledger`](crate::kafka::ledger)), so lines acknowledged after the last
-//!   cursor write (at most [`CURSOR_EVERY`] ago) or sent but never answered
-//!   before a crash are skipped, not resent.
+//!   session first reads back the identities of our messages Kafka has
+//!   past it (the [`ledger`](crate::kafka::ledger)), so lines acknowledged
+//!   after the last cursor write (at most [`CURSOR_EVERY`] ago) or sent but
+//!   never answered before a crash are skipped, not resent; a line is
+//!   skipped only if its identity was found.
 //! - A line that Kafka permanently refuses (e.g. larger than the broker
 //!   allows) is written to `data_dir/dead-letter.jsonl` with an error log
 //!   before the cursor passes it; it is never silently dropped. (The native

@@ -31,6 +31,7 @@ use crate::config::KafkaConfig;
 use crate::kafka::acks::{Delivery, RefusedLine};
 use crate::kafka::client::{missing_acl, CLOCK_HINT};
 use crate::kafka::forwarder::BrokerState;
+use crate::kafka::line_id::{self, LineId};
 use crate::kafka::native::TopicLookup;
 use crate::runtime::lock;
 use crate::spool::SpoolBatch;
@@ -169,23 +170,31 @@ fn failure_text(err: &KafkaError) -> String {
 
 /// Sends a frame's lines with librdkafka, one message each, skipping those
 /// `in_kafka` says Kafka has; returns how many were sent.
+/// Each line comes with its index in `b` and its file offset; `from` is
+/// the host name and the store's instance id.
 pub fn send<'a>(
     producer: &LibrdkafkaProducer,
     id: u64,
     b: &SpoolBatch,
-    host: &str,
-    lines: impl Iterator<Item = (u64, &'a [u8])>,
-    in_kafka: &mut dyn FnMut(u64) -> bool,
+    (host, instance): (&str, u64),
+    lines: impl Iterator<Item = (u32, u64, &'a [u8])>,
+    in_kafka: &mut dyn FnMut(u32) -> bool,
 ) -> KafkaResult<u64> {
     let path = b.path.as_bytes();
     let mut sent = 0;
-    for (offset, line) in lines {
-        if in_kafka(offset) {
+    for (index, offset, line) in lines {
+        if in_kafka(index) {
             continue;
         }
         let mut digits = itoa::Buffer::new();
         let offset = digits.format(offset);
-        let headers = OwnedHeaders::new_with_capacity(4)
+        let line_id = LineId {
+            instance,
+            seq: b.seq,
+            index,
+        }
+        .encode();
+        let headers = OwnedHeaders::new_with_capacity(5)
             .insert(Header {
                 key: "source",
                 value: Some(b.source.as_bytes()),
@@ -201,6 +210,10 @@ pub fn send<'a>(
             .insert(Header {
                 key: "host",
                 value: Some(host.as_bytes()),
+            })
+            .insert(Header {
+                key: line_id::HEADER,
+                value: Some(&line_id[..]),
             });
         let mut record = BaseRecord::with_opaque_to(&b.topic, id as usize)
             .key(b.source.as_bytes())

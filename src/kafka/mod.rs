@@ -18,8 +18,10 @@
 //!   its admin client.
 //! - [`acks`]: which sent lines are done (acknowledged, or in the
 //!   dead-letter file), hence how far the cursor may move.
+//! - [`line_id`]: the identity every message carries (the `lc-id`
+//!   header: instance id, batch seq, line index).
 //! - [`ledger`]: the delivery ledger persisted with the cursor, and the
-//!   read-back that finds what Kafka already has past it.
+//!   read-back that finds, by identity, what Kafka already has past it.
 //!
 //! Invariants: the cursor in the [`store`](crate::store) only moves over
 //! lines Kafka acknowledged or the dead-letter file holds; it is durable
@@ -35,5 +37,6 @@ pub mod client;
 pub mod forwarder;
 pub mod ledger;
 pub mod librdkafka;
+pub mod line_id;
 pub mod native;
 pub mod session;

@@ -9,8 +9,10 @@
 //! Invariants: the crash-safety argument of the
 //! [`forwarder`](crate::kafka::forwarder); in particular the cursor and
 //! ledger are persisted together and flushed before the spool releases any
-//! segment before the cursor, and no line is sent before the read-back
-//! told which lines past the cursor Kafka already has.
+//! segment before the cursor, no line is sent before the read-back
+//! told which lines past the cursor Kafka already has, and a source with
+//! no ledger entry gets one, persisted, before its first line is sent
+//! (when the broker says where its lines land; see [`ledger`]).
 //!
 //! Must never: send a line before the read-back is done, or persist a
 //! cursor past a line that is not done (see
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -92,6 +95,14 @@ pub struct Session<'a> {
     delivery: Arc<Delivery>,
     /// What the read-back found in Kafka past the cursor.
     redelivery: Redelivery,
+    /// The store's instance id: the first part of every line identity.
+    instance: u64,
+    /// Asks where a source with no ledger entry will land
+    /// ([`ledger::partition_end`]); made when first needed.
+    anchors: Option<BaseConsumer>,
+    /// Cleared when asking failed: this session asks no more (each ask
+    /// may wait for a broker that does not answer).
+    anchoring: bool,
     client: Client,
     topics: TopicCreator,
     reader: SpoolReader,
@@ -125,6 +136,7 @@ impl<'a> Session<'a> {
         let config = client_config(kafka, &fwd.host);
         let start = fwd.store.cursor()?;
         let stored_ledger = fwd.store.ledger()?;
+        let instance = fwd.store.instance_id()?;
         let delivery = Arc::new(Delivery::new(
             AckTracker::resuming(&stored_ledger),
             fwd.stats.clone(),
@@ -132,7 +144,7 @@ impl<'a> Session<'a> {
         ));
         // Exactly-once across crashes: find what Kafka already has past the
         // cursor before sending anything (see `ledger`).
-        let Some(redelivery) = read_back(&config, &stored_ledger, &fwd.host, finish, kafka_rx)
+        let Some(redelivery) = read_back(&config, &stored_ledger, instance, finish, kafka_rx)
         else {
             return Ok(Break(if finish.is_cancelled() {
                 SessionEnd::Done
@@ -170,6 +182,9 @@ impl<'a> Session<'a> {
             config,
             delivery,
             redelivery,
+            instance,
+            anchors: None,
+            anchoring: true,
             client,
             reader: fwd.spool.reader(start),
             skip: start.map(|c| {
@@ -283,28 +298,31 @@ impl<'a> Session<'a> {
                 }
                 Err(e) => return self.end_native(e).map(Break),
             }
+            self.anchor(b)?;
         }
         let id = self.delivery.tracker().push(b, at, next, done);
         // A line Kafka already has (sent before a crash) is acknowledged
         // here instead of sent.
         let (delivery, redelivery) = (&self.delivery, &mut self.redelivery);
-        let mut in_kafka = |offset: u64| {
+        let mut in_kafka = |index: u32| {
             if redelivery.is_empty() {
                 return false;
             }
-            match redelivery.check(&b.source, &b.topic, offset) {
+            match redelivery.check(b.seq, index) {
                 Verdict::Skip(at) => {
-                    delivery.tracker().ack(id, at);
+                    delivery.tracker().ack(id, Some(at));
                     true
                 }
-                _ => false,
+                Verdict::Send => false,
             }
         };
-        let lines = b.iter_lines().skip(done as usize);
-        match self
-            .client
-            .send(id, b, &self.fwd.host, lines, &mut in_kafka)
-        {
+        let lines = b
+            .iter_lines()
+            .enumerate()
+            .skip(done as usize)
+            .map(|(i, (offset, line))| (i as u32, offset, line));
+        let from = (self.fwd.host.as_str(), self.instance);
+        match self.client.send(id, b, from, lines, &mut in_kafka) {
             Ok(sent) => {
                 self.fwd.stats.sent.fetch_add(sent, Ordering::Relaxed);
                 Ok(Continue(Read::Sent))
@@ -312,6 +330,45 @@ impl<'a> Session<'a> {
             Err(ClientError::Native(e)) => self.end_native(e).map(Break),
             Err(e) => Ok(Break(self.end_after_failure(e.to_string()))),
         }
+    }
+
+    /// Gives `b`'s source a ledger entry, persisted with the cursor, before
+    /// its first line is sent, if it has none (see [`ledger`]). If the
+    /// broker does not say where, its lines are sent without one (then a
+    /// crash before an ack is persisted resends them).
+    fn anchor(&mut self, b: &SpoolBatch) -> Result<(), ForwardError> {
+        if !self.anchoring || self.delivery.tracker().has_entry(&b.source, &b.topic) {
+            return Ok(());
+        }
+        let consumer = match &mut self.anchors {
+            Some(c) => c,
+            empty => match ledger::anchor_consumer(&self.config) {
+                Ok(c) => empty.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot ask Kafka where a source's lines land; they are sent without a ledger entry");
+                    self.anchoring = false;
+                    return Ok(());
+                }
+            },
+        };
+        match ledger::partition_end(consumer, &b.topic, &b.source) {
+            Ok((partition, high)) => {
+                let (cursor, ledger) = {
+                    let mut t = self.delivery.tracker();
+                    t.anchor(&b.source, &b.topic, partition, high);
+                    (t.advance(), t.ledger_to_persist())
+                };
+                self.persist(cursor.as_ref(), &ledger)?;
+                self.persisted = cursor;
+                self.last_persist = Instant::now();
+            }
+            Err(e) => {
+                tracing::warn!(source = b.source, topic = b.topic, error = %e,
+                    "cannot ask Kafka where this source's lines land; they are sent without a ledger entry (until this session ends)");
+                self.anchoring = false;
+            }
+        }
+        Ok(())
     }
 
     /// Takes in the client's answers. When not reading (or past the
@@ -469,7 +526,7 @@ impl<'a> Session<'a> {
 fn read_back(
     config: &ClientConfig,
     stored: &DeliveryLedger,
-    host: &str,
+    instance: u64,
     finish: &CancellationToken,
     kafka_rx: &watch::Receiver<KafkaConfig>,
 ) -> Option<Redelivery> {
@@ -477,7 +534,7 @@ fn read_back(
     let mut outage = Outage::default();
     let stop = || finish.is_cancelled() || kafka_rx.has_changed().unwrap_or(false);
     loop {
-        match ledger::read_back(config, stored, host) {
+        match ledger::read_back(config, stored, instance) {
             Ok(r) => {
                 if let Some(failures) = outage.recovered() {
                     tracing::info!(failures, "read back what Kafka already has; sending");

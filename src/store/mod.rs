@@ -1,6 +1,6 @@
 //! store: owns the sled database under `data_dir/store`: per-source offset
-//! and file identity records, the spool's delivery cursor, and the schema
-//! version.
+//! and file identity records, the spool's delivery cursor and delivery
+//! ledger, the instance id, and the schema version.
 //!
 //! Invariants: the schema version key is present in every store this build
 //! has opened; a store whose version is newer than `migrations::CURRENT` is
@@ -162,6 +162,23 @@ impl Store {
         }
     }
 
+    /// This store's instance id (see [`migrations::v1_to_v2`]): made once,
+    /// never changed; the first part of every line identity.
+    pub fn instance_id(&self) -> Result<u64, StoreError> {
+        let v = self
+            .db
+            .get(migrations::v1_to_v2::INSTANCE_ID_KEY)
+            .map_err(|e| self.sled_err(e))?;
+        let bytes: Option<[u8; 8]> = v.as_ref().and_then(|v| v.as_ref().try_into().ok());
+        bytes
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: "instance_id".into(),
+                message: format!("expected 8 bytes, found {}", v.map_or(0, |v| v.len())),
+            })
+    }
+
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let v = self.db.get(VERSION_KEY).map_err(|e| self.sled_err(e))?;
         Ok(v.and_then(|v| v.as_ref().try_into().ok())
@@ -237,8 +254,8 @@ impl Store {
         Ok(())
     }
 
-    /// The delivery ledger written with the cursor (empty if none yet: a
-    /// v1 store written before the ledger existed has none, which is safe).
+    /// The delivery ledger written with the cursor (empty if none yet,
+    /// which is safe: nothing is skipped without a ledger).
     pub fn ledger(&self) -> Result<DeliveryLedger, StoreError> {
         match self.spool.get(LEDGER_KEY).map_err(|e| self.sled_err(e))? {
             None => Ok(DeliveryLedger::default()),
@@ -325,6 +342,63 @@ mod tests {
         let e = Store::open(dir.path()).err().unwrap();
         assert!(matches!(e, StoreError::TooNew { .. }), "{e}");
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    /// A v1 store built by hand (version key 1, a cursor and a v1-format
+    /// ledger): opening it makes an instance id that stays, keeps the
+    /// cursor, and drops the old ledger (it reads as empty, not clean).
+    #[test]
+    fn v1_store_gets_an_instance_id_and_loses_its_old_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let cursor = SpoolCursor {
+            segment: 4,
+            position: 99,
+            lines_done: 1,
+        };
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+            db.open_tree("sources").unwrap();
+            let spool = db.open_tree("spool").unwrap();
+            let c = bincode::serde::encode_to_vec(cursor, bincode_cfg()).unwrap();
+            spool.insert(CURSOR_KEY, c).unwrap();
+            // v1 ledger: {"app": {"t": (partition 0, last_offset 41,
+            // acked_beyond_cursor 3)}}, not clean.
+            type V1 = std::collections::BTreeMap<
+                String,
+                std::collections::BTreeMap<String, (i32, i64, u64)>,
+            >;
+            let mut v1 = V1::new();
+            v1.entry("app".into())
+                .or_default()
+                .insert("t".into(), (0, 41, 3));
+            let l = bincode::serde::encode_to_vec((v1, false), bincode_cfg()).unwrap();
+            spool.insert(LEDGER_KEY, l).unwrap();
+            db.flush().unwrap();
+        }
+        let id = {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.schema_version().unwrap(), 2);
+            assert_eq!(s.cursor().unwrap(), Some(cursor));
+            let l = s.ledger().unwrap();
+            assert!(l.entries.is_empty() && !l.clean, "{l:?}");
+            s.instance_id().unwrap()
+        };
+        assert_ne!(id, 0);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.instance_id().unwrap(),
+            id,
+            "the instance id never changes"
+        );
+    }
+
+    #[test]
+    fn new_stores_get_different_instance_ids() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Store::open(a.path()).unwrap().instance_id().unwrap();
+        let b = Store::open(b.path()).unwrap().instance_id().unwrap();
+        assert_ne!(a, b);
     }
 
     #[test]

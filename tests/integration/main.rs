@@ -15,5 +15,6 @@ mod ctl;
 mod fault_injection;
 mod hostile_input;
 mod pipeline;
+mod readback;
 mod reload;
 mod store_migration;

@@ -5,7 +5,9 @@
 //! The daemon contract these tests hold it to:
 //! - one Kafka message per line: value = the line without `\n` (and `\r`),
 //!   key = source name, headers `source`, `path`, `offset` (decimal byte
-//!   offset of the line start), `host`;
+//!   offset of the line start), `host`, and `lc-id` (20 bytes: the
+//!   store's instance id, the spool batch seq, the line's index in it;
+//!   one instance id per data dir, and no identity twice for two lines);
 //! - SIGTERM/SIGINT shut down gracefully with exit status 0;
 //! - nothing is lost across restarts, `kill -9`, rotation, truncation and
 //!   broker outages; nothing is duplicated except after `kill -9`.
@@ -31,6 +33,8 @@ fn check_headers(msgs: &[Msg], source: &str, file: &Path, numbers: std::ops::Ran
     let path = file.to_str().unwrap();
     let mut bad = Vec::new();
     let mut checked = 0usize;
+    let mut ids: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+    let mut instances = std::collections::BTreeSet::new();
     for m in msgs {
         let Some(n) = number_of(&m.value) else {
             continue;
@@ -62,6 +66,15 @@ fn check_headers(msgs: &[Msg], source: &str, file: &Path, numbers: std::ops::Ran
                 m.header("host")
             ));
         }
+        match m.headers.get("lc-id") {
+            Some(id) if id.len() == 20 => {
+                instances.insert(id[..8].to_vec());
+                if ids.insert(id.clone(), n).is_some_and(|other| other != n) {
+                    problems.push(format!("lc-id {id:?} also names another line"));
+                }
+            }
+            other => problems.push(format!("lc-id header {other:?}")),
+        }
         if m.value.len() != LINE_LEN - 1 || m.value.ends_with(b"\r") {
             problems.push(format!("value of {} bytes", m.value.len()));
         }
@@ -74,6 +87,11 @@ fn check_headers(msgs: &[Msg], source: &str, file: &Path, numbers: std::ops::Ran
         }
     }
     assert!(checked > 0, "no message of lines {numbers:?} to check");
+    assert_eq!(
+        instances.len(),
+        1,
+        "one instance id per data dir: {instances:?}"
+    );
     assert!(
         bad.is_empty(),
         "wrong key/headers for source {source} ({}):\n{}",

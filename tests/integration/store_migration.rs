@@ -1,11 +1,13 @@
-//! The store's schema versions against the real binaries: a version-0
-//! store built by hand with `sled` is upgraded (by `logcatch-ctl offsets`
-//! offline, and by the daemon), and a store from a newer logcatch is
-//! refused by both, with a message naming the path, before anything is
-//! written.
+//! The store's schema versions against the real binaries: version-0 and
+//! version-1 stores built by hand with `sled` are upgraded (by
+//! `logcatch-ctl offsets` offline, and by the daemon), and a store from a
+//! newer logcatch is refused by both, with a message naming the path,
+//! before anything is written.
 //!
-//! The v1 layout these tests read (see `src/store/migrations/v0_to_v1.rs`): default
-//! tree key `schema_version` = u32 big-endian; trees `sources` and `spool`.
+//! The layout these tests read (see `src/store/migrations/v0_to_v1.rs` and
+//! `v1_to_v2.rs`): default tree keys `schema_version` = u32 big-endian and
+//! (v2) `instance_id` = u64 big-endian; trees `sources` and `spool`; in
+//! `spool`, key `ledger` (its v1 format is dropped by the v2 step).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,6 +20,9 @@ const VERSION_KEY: &[u8] = b"schema_version";
 /// A key a v0 store may hold that no migration knows about: it must survive.
 const FOREIGN_KEY: &[u8] = b"fixture-note";
 const FOREIGN_VALUE: &[u8] = b"written by tests/integration/store_migration.rs as a v0 store";
+const INSTANCE_ID_KEY: &[u8] = b"instance_id";
+/// The schema version this build writes.
+const CURRENT: u32 = 2;
 
 /// Opens a sled db the way a test fixture needs: plain `sled::open`, which
 /// is what any earlier logcatch build would have produced on disk.
@@ -47,6 +52,28 @@ fn make_v0_store(dir: &Path) {
     drop(db);
 }
 
+/// A v1 ledger, bincode (standard config) as v1 wrote it: source `app`,
+/// topic `logs`: partition 0, last_offset 41, acked_beyond_cursor 3; not
+/// clean. Read with the v2 format it would not decode.
+const V1_LEDGER: &[u8] = &[
+    1, 3, b'a', b'p', b'p', 1, 4, b'l', b'o', b'g', b's', 0, 82, 3, 0,
+];
+
+/// Builds a version-1 store at `dir`: `schema_version` 1, the `sources`
+/// and `spool` trees, and a v1 ledger left by a crash (not clean).
+fn make_v1_store(dir: &Path) {
+    let db = open_sled(dir);
+    db.insert(VERSION_KEY, &1u32.to_be_bytes()).unwrap();
+    db.insert(FOREIGN_KEY, FOREIGN_VALUE).unwrap();
+    db.open_tree("sources").unwrap();
+    db.open_tree("spool")
+        .unwrap()
+        .insert(b"ledger", V1_LEDGER)
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+}
+
 /// Builds a store whose `schema_version` is `v`.
 fn make_store_with_version(dir: &Path, v: u32) {
     let db = open_sled(dir);
@@ -60,6 +87,8 @@ fn make_store_with_version(dir: &Path, v: u32) {
 /// than the default one, the foreign key's value, `sources` tree keys).
 struct StoreView {
     version: Option<Vec<u8>>,
+    instance_id: Option<Vec<u8>>,
+    ledger: Option<Vec<u8>>,
     trees: Vec<String>,
     foreign: Option<Vec<u8>>,
     source_names: Vec<String>,
@@ -77,6 +106,13 @@ fn inspect(dir: &Path) -> StoreView {
         .collect();
     trees.sort();
     let foreign = db.get(FOREIGN_KEY).unwrap().map(|v| v.to_vec());
+    let instance_id = db.get(INSTANCE_ID_KEY).unwrap().map(|v| v.to_vec());
+    let ledger = if trees.iter().any(|t| t == "spool") {
+        let spool = db.open_tree("spool").unwrap();
+        spool.get(b"ledger").unwrap().map(|v| v.to_vec())
+    } else {
+        None
+    };
     let source_names = if trees.iter().any(|t| t == "sources") {
         db.open_tree("sources")
             .unwrap()
@@ -90,23 +126,32 @@ fn inspect(dir: &Path) -> StoreView {
     drop(db);
     StoreView {
         version,
+        instance_id,
+        ledger,
         trees,
         foreign,
         source_names,
     }
 }
 
-fn assert_is_v1(view: &StoreView, after: &str) {
+fn assert_is_current(view: &StoreView, after: &str) {
     assert_eq!(
         view.version.as_deref(),
-        Some(&1u32.to_be_bytes()[..]),
-        "after {after}: schema_version should be 1 as 4 bytes big-endian, found {:?}",
+        Some(&CURRENT.to_be_bytes()[..]),
+        "after {after}: schema_version should be {CURRENT} as 4 bytes big-endian, found {:?}",
         view.version
+    );
+    assert!(
+        view.instance_id
+            .as_ref()
+            .is_some_and(|v| v.len() == 8 && v.iter().any(|b| *b != 0)),
+        "after {after}: no 8-byte non-zero instance_id: {:?}",
+        view.instance_id
     );
     for t in ["sources", "spool"] {
         assert!(
             view.trees.iter().any(|n| n == t),
-            "after {after}: the v1 tree `{t}` is missing (trees: {:?})",
+            "after {after}: the tree `{t}` is missing (trees: {:?})",
             view.trees
         );
     }
@@ -148,8 +193,8 @@ impl Fixture {
     }
 }
 
-/// `logcatch-ctl offsets` on a stopped v0 store: works, upgrades it to v1
-/// (and only adds what v1 needs).
+/// `logcatch-ctl offsets` on a stopped v0 store: works, upgrades it to the
+/// current version (and only adds what it needs).
 #[test]
 fn v0_store_is_upgraded_by_ctl_offline() {
     let fx = Fixture::new();
@@ -177,16 +222,78 @@ fn v0_store_is_upgraded_by_ctl_offline() {
         row["offset"].is_null(),
         "a v0 store has no record for `app`, yet offsets shows one: {row:#}"
     );
-    assert_is_v1(&inspect(&fx.store()), "logcatch-ctl offsets");
+    assert_is_current(&inspect(&fx.store()), "logcatch-ctl offsets");
 
-    // A second run finds v1 and changes nothing.
+    let id = inspect(&fx.store()).instance_id;
+
+    // A second run finds the current version and changes nothing.
     let out = ctl_run(&config, &["offsets", "--json"]);
     assert_eq!(out.code, Some(0), "second run:\n{}", out.describe());
-    assert_is_v1(&inspect(&fx.store()), "a second logcatch-ctl offsets");
+    let v = inspect(&fx.store());
+    assert_is_current(&v, "a second logcatch-ctl offsets");
+    assert_eq!(v.instance_id, id, "the instance id changed");
+}
+
+/// `logcatch-ctl offsets` on a stopped v1 store with a v1 ledger: upgraded
+/// to v2, with an instance id that then stays, the v1 ledger dropped.
+#[test]
+fn v1_store_is_upgraded_by_ctl_offline() {
+    let fx = Fixture::new();
+    make_v1_store(&fx.store());
+    assert_eq!(inspect(&fx.store()).ledger.as_deref(), Some(V1_LEDGER));
+    write_numbered(&fx.path("app.log"), 0, 10);
+    let config = fx.write_config(&fx.config("127.0.0.1:1"));
+    for run in ["logcatch-ctl offsets", "a second logcatch-ctl offsets"] {
+        let out = ctl_run(&config, &["offsets", "--json"]);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{run} on a v1 store:\n{}",
+            out.describe()
+        );
+        let v = inspect(&fx.store());
+        assert_is_current(&v, run);
+        assert_eq!(v.ledger, None, "after {run}: the v1 ledger is still there");
+    }
+}
+
+/// The daemon on a v1 store with a v1 ledger left by a crash: upgrades it
+/// and delivers every line exactly once (the old ledger cannot make it
+/// skip anything), then restarts on it with the same instance id.
+#[test]
+fn v1_store_is_upgraded_by_the_daemon() {
+    let broker = Broker::start();
+    let fx = Fixture::new();
+    make_v1_store(&fx.store());
+    write_numbered(&fx.path("app.log"), 0, 500);
+    let cfg = fx.config(&broker.addr());
+    let mut d = Daemon::with(fx.dir.path(), &cfg);
+    let msgs = d
+        .consume(&broker.addr(), TOPIC)
+        .until_count(500)
+        .timeout(WAIT)
+        .run();
+    assert_exactly_once(&msgs, 0..500);
+    d.stop();
+    let v = inspect(&fx.store());
+    assert_is_current(&v, "the daemon ran");
+    write_numbered(&fx.path("app.log"), 500, 600);
+    d.restart();
+    let msgs = d
+        .consume(&broker.addr(), TOPIC)
+        .until_count(600)
+        .timeout(WAIT)
+        .run();
+    assert_exactly_once(&msgs, 0..600);
+    d.stop();
+    let migrated = d.log_lines("migrating store");
+    assert_eq!(migrated.len(), 1, "one step, once: {migrated:?}");
+    assert!(migrated[0].contains("from=1") && migrated[0].contains("to=2"));
+    assert_eq!(inspect(&fx.store()).instance_id, v.instance_id);
 }
 
 /// The daemon on a v0 store: upgrades it, tails and delivers, and the
-/// store afterwards is v1 with the source's record.
+/// store afterwards is current with the source's record.
 #[test]
 fn v0_store_is_upgraded_by_the_daemon() {
     let broker = Broker::start();
@@ -204,7 +311,7 @@ fn v0_store_is_upgraded_by_the_daemon() {
     d.stop();
 
     let v = inspect(&fx.store());
-    assert_is_v1(&v, "the daemon ran");
+    assert_is_current(&v, "the daemon ran");
     assert_eq!(
         v.source_names,
         vec!["app".to_string()],
@@ -221,20 +328,21 @@ fn v0_store_is_upgraded_by_the_daemon() {
         .run();
     assert_exactly_once(&msgs, 0..1200);
     d.stop();
-    // The step ran once, at the first start, and said so.
+    // Each step ran once, at the first start, and said so.
     let migrated = d.log_lines("migrating store");
     eprintln!("migration log lines:\n{}", migrated.join("\n"));
     assert_eq!(
         migrated.len(),
-        1,
-        "the v0 -> v1 step should run (and be logged) exactly once over two starts"
+        2,
+        "the v0 -> v1 and v1 -> v2 steps should run (and be logged) exactly once over two starts"
     );
-    assert!(
-        migrated[0].contains("from=0") && migrated[0].contains("to=1"),
-        "the migration log line does not name the versions: {}",
-        migrated[0]
-    );
-    assert_is_v1(&inspect(&fx.store()), "the second run");
+    for (line, (from, to)) in migrated.iter().zip([(0, 1), (1, 2)]) {
+        assert!(
+            line.contains(&format!("from={from}")) && line.contains(&format!("to={to}")),
+            "the migration log line does not name the versions {from} -> {to}: {line}"
+        );
+    }
+    assert_is_current(&inspect(&fx.store()), "the second run");
 }
 
 /// A store written by a newer logcatch (schema_version 99) is refused by

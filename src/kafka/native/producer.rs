@@ -18,8 +18,8 @@ use kafka_protocol::ResponseError;
 
 use super::connection::{bootstrap_order, Answers, Connection, Sealed};
 use super::record::{
-    finish_batch, partition_for, put_header, put_record, varint_len, BatchFields, RecordTemplate,
-    BATCH_HEADER, RECORD_SLACK,
+    finish_batch, partition_for, put_header, put_record, varint_len, BatchFields, LineRecord,
+    RecordTemplate, BATCH_HEADER, RECORD_SLACK,
 };
 use super::wire::{answer_body, error_name, Correlations, Timeouts, Versions};
 use super::ProducerError;
@@ -158,20 +158,13 @@ impl OpenBatch {
         }
     }
 
-    /// Appends a record of `line` (of `frame`, with `offset` header
-    /// `digits`; `body_len` is [`RecordTemplate::body_len`]).
-    fn push(
-        &mut self,
-        t: &RecordTemplate,
-        frame: u64,
-        digits: &[u8],
-        line: &[u8],
-        body_len: usize,
-    ) {
+    /// Appends a record of line `r` of `frame` (`body_len` is
+    /// [`RecordTemplate::body_len`]).
+    fn push(&mut self, t: &RecordTemplate, frame: u64, r: &LineRecord<'_>, body_len: usize) {
         let ts_delta = t.now_ms - self.base_ms;
         let offset_delta = self.count as i64;
         let body = body_len + varint_len(ts_delta) + varint_len(offset_delta);
-        put_record(&mut self.buf, t, body, ts_delta, offset_delta, digits, line);
+        put_record(&mut self.buf, t, body, ts_delta, offset_delta, r);
         self.count += 1;
         self.max_ms = self.max_ms.max(t.now_ms);
         match self.runs.last_mut() {
@@ -294,11 +287,14 @@ impl NativeProducer {
     }
 
     /// Resolves where a frame of `source` goes, connecting as needed.
+    /// `ids` is (instance id, batch seq): the first parts of each line's
+    /// [`LineId`](crate::kafka::line_id::LineId).
     pub fn target(
         &mut self,
         topic: &str,
         source: &str,
         path: &str,
+        ids: (u64, u64),
     ) -> Result<FrameTarget, ProducerError> {
         if !self.topics.contains_key(topic) {
             self.route(topic)?;
@@ -325,18 +321,19 @@ impl NativeProducer {
             slot,
             source: source.to_string(),
             path: path.to_string(),
-            record: RecordTemplate::new(source, path, self.host_header.clone(), now_ms),
+            record: RecordTemplate::new(source, path, self.host_header.clone(), now_ms, ids),
         })
     }
 
-    /// Adds one line (file offset `offset`) of spooled frame `frame` to its
-    /// partition's open batch, sealing and sending batches as they fill.
-    /// Blocks for answers while the connection is full.
+    /// Adds one line (the `index`th of its spooled batch, at file offset
+    /// `offset`) of spooled frame `frame` to its partition's open batch,
+    /// sealing and sending batches as they fill. Blocks for answers while
+    /// the connection is full.
     pub fn append(
         &mut self,
         t: &FrameTarget,
         frame: u64,
-        offset: u64,
+        (index, offset): (u32, u64),
         line: &[u8],
     ) -> Result<(), ProducerError> {
         let mut digits = itoa::Buffer::new();
@@ -365,7 +362,12 @@ impl NativeProducer {
             };
             OpenBatch::new(t.record.now_ms, capacity)
         });
-        b.push(&t.record, frame, digits, line, body_len);
+        let r = LineRecord {
+            offset_digits: digits,
+            index,
+            line,
+        };
+        b.push(&t.record, frame, &r, body_len);
         if lone {
             b.lone = Some(LoneLine {
                 topic: t.topic.clone(),

@@ -17,6 +17,8 @@ use std::io::Write;
 
 use bytes::Bytes;
 
+use crate::kafka::line_id;
+
 /// Bytes of a record batch before its records (magic v2).
 pub(super) const BATCH_HEADER: usize = header::RECORDS_COUNT.end;
 
@@ -87,21 +89,41 @@ pub(super) struct RecordTemplate {
     pub(super) headers_before: Vec<u8>,
     /// The `host` header, encoded.
     pub(super) headers_after: Vec<u8>,
+    /// The [`line_id::HEADER`] header, encoded up to the line's index (its
+    /// last 4 bytes, written per line).
+    pub(super) id_prefix: Vec<u8>,
 }
+
+/// Headers per record: `source`, `path`, `offset`, `host`, `lc-id`.
+const HEADERS: i64 = 5;
 
 impl RecordTemplate {
     /// The records of a frame of `source` (their key) read from `path`,
     /// taken up at `now_ms`; `host_header` is [`put_header`]'s encoding of
-    /// the `host` header.
-    pub(super) fn new(source: &str, path: &str, host_header: Vec<u8>, now_ms: i64) -> Self {
+    /// the `host` header; `instance` and `seq` the first parts of each
+    /// line's [`LineId`](crate::kafka::line_id::LineId).
+    pub(super) fn new(
+        source: &str,
+        path: &str,
+        host_header: Vec<u8>,
+        now_ms: i64,
+        (instance, seq): (u64, u64),
+    ) -> Self {
         let mut headers_before = Vec::with_capacity(source.len() + path.len() + 16);
         put_header(&mut headers_before, "source", source.as_bytes());
         put_header(&mut headers_before, "path", path.as_bytes());
+        let mut id_prefix = Vec::with_capacity(32);
+        put_varint(&mut id_prefix, line_id::HEADER.len() as i64);
+        id_prefix.extend_from_slice(line_id::HEADER.as_bytes());
+        put_varint(&mut id_prefix, line_id::LEN as i64);
+        id_prefix.extend_from_slice(&instance.to_be_bytes());
+        id_prefix.extend_from_slice(&seq.to_be_bytes());
         RecordTemplate {
             now_ms,
             key: source.as_bytes().to_vec(),
             headers_before,
             headers_after: host_header,
+            id_prefix,
         }
     }
 
@@ -111,10 +133,11 @@ impl RecordTemplate {
         1 // attributes
             + varint_len(self.key.len() as i64) + self.key.len()
             + varint_len(line.len() as i64) + line.len()
-            + 1 // 4 headers
+            + varint_len(HEADERS)
             + self.headers_before.len()
             + 1 + 6 + varint_len(offset_digits.len() as i64) + offset_digits.len()
             + self.headers_after.len()
+            + self.id_prefix.len() + 4 // the line's index
     }
 }
 
@@ -200,6 +223,14 @@ fn compress_lz4(buf: &[u8]) -> std::io::Result<Vec<u8>> {
     r.map(|()| out)
 }
 
+/// One line as [`put_record`] writes it: its `offset` header's digits,
+/// its index in the spooled batch, its bytes.
+pub(super) struct LineRecord<'a> {
+    pub(super) offset_digits: &'a [u8],
+    pub(super) index: u32,
+    pub(super) line: &'a [u8],
+}
+
 /// Appends one record: `body` is its length after the length varint.
 pub(super) fn put_record(
     buf: &mut Vec<u8>,
@@ -207,9 +238,13 @@ pub(super) fn put_record(
     body: usize,
     ts_delta: i64,
     offset_delta: i64,
-    offset_digits: &[u8],
-    line: &[u8],
+    r: &LineRecord<'_>,
 ) {
+    let LineRecord {
+        offset_digits,
+        index,
+        line,
+    } = *r;
     buf.reserve(body + 5);
     put_varint(buf, body as i64);
     buf.push(0);
@@ -219,10 +254,12 @@ pub(super) fn put_record(
     buf.extend_from_slice(&t.key);
     put_varint(buf, line.len() as i64);
     buf.extend_from_slice(line);
-    put_varint(buf, 4);
+    put_varint(buf, HEADERS);
     buf.extend_from_slice(&t.headers_before);
     put_header(buf, "offset", offset_digits);
     buf.extend_from_slice(&t.headers_after);
+    buf.extend_from_slice(&t.id_prefix);
+    buf.extend_from_slice(&index.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -254,7 +291,7 @@ mod tests {
     fn template() -> RecordTemplate {
         let mut host = Vec::new();
         put_header(&mut host, "host", b"h1");
-        RecordTemplate::new("app", "/var/log/app.log", host, 0)
+        RecordTemplate::new("app", "/var/log/app.log", host, 0, (0xabc, 77))
     }
 
     /// Encodes a batch the way `append` + `seal` do and decodes it with
@@ -272,7 +309,12 @@ mod tests {
             let without = t.body_len(digits.as_bytes(), line);
             let ts = (i % 3) as i64;
             let body = without + varint_len(ts) + varint_len(i as i64);
-            put_record(&mut buf, &t, body, ts, i as i64, digits.as_bytes(), line);
+            let r = LineRecord {
+                offset_digits: digits.as_bytes(),
+                index: i as u32,
+                line,
+            };
+            put_record(&mut buf, &t, body, ts, i as i64, &r);
             offset += line.len() as u64 + 1;
         }
         let fields = BatchFields {
@@ -320,6 +362,12 @@ mod tests {
             assert_eq!(h("path"), Some(b"/var/log/app.log".to_vec()));
             assert_eq!(h("offset"), Some(offset.to_string().into_bytes()));
             assert_eq!(h("host"), Some(b"h1".to_vec()));
+            let id = line_id::LineId {
+                instance: 0xabc,
+                seq: 77,
+                index: i as u32,
+            };
+            assert_eq!(h(line_id::HEADER), Some(id.encode().to_vec()));
             offset += line.len() as u64 + 1;
         }
     }

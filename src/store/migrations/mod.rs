@@ -17,6 +17,7 @@
 //! version N store by hand and opens it.
 
 pub mod v0_to_v1;
+pub mod v1_to_v2;
 
 /// One upgrade step.
 pub struct Step {
@@ -28,11 +29,18 @@ pub struct Step {
 }
 
 /// The schema version this build of logcatch reads and writes.
-pub const CURRENT: u32 = 1;
+pub const CURRENT: u32 = 2;
 
 /// Every step, in order. `STEPS.len() == CURRENT`.
-pub const STEPS: &[Step] = &[Step {
-    from: 0,
-    what: "create the sources and spool trees of schema v1",
-    apply: v0_to_v1::apply,
-}];
+pub const STEPS: &[Step] = &[
+    Step {
+        from: 0,
+        what: "create the sources and spool trees of schema v1",
+        apply: v0_to_v1::apply,
+    },
+    Step {
+        from: 1,
+        what: "make the store's instance id; drop the v1 delivery ledger (lines in flight at the last stop may be sent again)",
+        apply: v1_to_v2::apply,
+    },
+];

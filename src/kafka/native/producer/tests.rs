@@ -30,8 +30,8 @@ fn delivers_to_mock_cluster_and_reads_back() {
     cluster.create_topic("t1", 2, 1).expect("create topic");
     let mut p = NativeProducer::connect(mock_settings(&cluster, true), "h1").expect("connect");
     let targets = [
-        p.target("t1", "a", "/a.log").expect("target a"),
-        p.target("t1", "d", "/d.log").expect("target d"),
+        p.target("t1", "a", "/a.log", (1, 0)).expect("target a"),
+        p.target("t1", "d", "/d.log", (1, 0)).expect("target d"),
     ];
     assert_ne!(
         targets[0].partition, targets[1].partition,
@@ -50,7 +50,7 @@ fn delivers_to_mock_cluster_and_reads_back() {
                 format!("frame {frame} line {i}").into_bytes()
             };
             let offset = frame * 1_000_000 + i;
-            p.append(t, frame, offset, &line).expect("append");
+            p.append(t, frame, (0, offset), &line).expect("append");
             expected.push((who, offset, line));
             *lines_of.entry(frame).or_insert(0u32) += 1;
         }
@@ -185,7 +185,7 @@ fn connect_to(
     cluster: &rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
 ) -> (NativeProducer, FrameTarget) {
     let mut p = NativeProducer::connect(mock_settings(cluster, false), "h1").expect("connect");
-    let t = p.target("t1", "a", "/a.log").expect("target");
+    let t = p.target("t1", "a", "/a.log", (1, 0)).expect("target");
     (p, t)
 }
 
@@ -214,7 +214,7 @@ fn a_refused_lone_line_is_reported_and_gives_its_sequence_number_back() {
 
     let cluster = one_partition_cluster();
     let (mut p, t) = connect_to(&cluster);
-    p.append(&t, 8, 0, b"before").expect("append");
+    p.append(&t, 8, (0, 0), b"before").expect("append");
     let (r, events) = drain(&mut p);
     r.expect("first line");
     assert!(
@@ -226,8 +226,8 @@ fn a_refused_lone_line_is_reported_and_gives_its_sequence_number_back() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
     );
     let big = vec![b'q'; 100 << 10];
-    p.append(&t, 9, 4242, &big).expect("append");
-    p.append(&t, 10, 200_000, b"after").expect("append");
+    p.append(&t, 9, (0, 4242), &big).expect("append");
+    p.append(&t, 10, (0, 200_000), b"after").expect("append");
     let (r, events) = drain(&mut p);
     r.expect("a refused lone line does not end the session");
     assert_eq!(
@@ -267,7 +267,7 @@ fn a_refused_batch_of_several_lines_ends_the_session() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
     );
     for i in 0..10 {
-        p.append(&t, 1, i * 10, b"small line").expect("append");
+        p.append(&t, 1, (0, i * 10), b"small line").expect("append");
     }
     let (r, events) = drain(&mut p);
     assert!(
@@ -288,7 +288,7 @@ fn any_other_produce_error_ends_the_session() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION],
     );
-    p.append(&t, 1, 0, b"line").expect("append");
+    p.append(&t, 1, (0, 0), b"line").expect("append");
     let (r, events) = drain(&mut p);
     assert!(matches!(r, Err(ProducerError::Refused { .. })), "{r:?}");
     assert!(events.is_empty(), "nothing acknowledged: {events:?}");
@@ -306,19 +306,19 @@ fn produce_failure_during_a_setup_request_is_returned() {
     cluster.create_topic("t1", 1, 1).expect("create topic");
     cluster.create_topic("t2", 1, 1).expect("create topic");
     let mut p = NativeProducer::connect(mock_settings(&cluster, false), "h1").expect("connect");
-    let t = p.target("t1", "a", "/a.log").expect("target");
+    let t = p.target("t1", "a", "/a.log", (1, 0)).expect("target");
     cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS],
     );
-    p.append(&t, 1, 0, b"line").expect("append");
+    p.append(&t, 1, (0, 0), b"line").expect("append");
     // Sealed and sent, but its answer not taken in (poll might take it).
     p.seal(t.slot).expect("seal and send");
     assert!(p.in_flight());
     // Let the refusal arrive before the setup request goes out.
     std::thread::sleep(Duration::from_millis(300));
     // A metadata request (the mock broker takes no CreateTopics).
-    let r = p.target("t2", "b", "/b.log").map(|_| ());
+    let r = p.target("t2", "b", "/b.log", (1, 0)).map(|_| ());
     assert!(
         matches!(r, Err(ProducerError::Refused { api: "Produce", .. })),
         "{r:?}"
@@ -328,7 +328,8 @@ fn produce_failure_during_a_setup_request_is_returned() {
     p.take_events(&mut events);
     assert!(events.is_empty(), "nothing acknowledged: {events:?}");
     // Connection 0 is still in step: its next answer matches.
-    p.target("t2", "b", "/b.log").expect("next setup request");
+    p.target("t2", "b", "/b.log", (1, 0))
+        .expect("next setup request");
 }
 
 /// A connection the broker closes while nothing is asked (as Kafka does
@@ -339,10 +340,10 @@ fn idle_connection_closed_by_broker_is_reopened() {
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
     cluster.create_topic("t1", 1, 1).expect("create topic");
     let mut p = NativeProducer::connect(mock_settings(&cluster, false), "h1").expect("connect");
-    let t = p.target("t1", "a", "/a.log").expect("target");
+    let t = p.target("t1", "a", "/a.log", (1, 0)).expect("target");
     let mut events = Vec::new();
     let mut send_and_wait = |p: &mut NativeProducer, frame: u64| {
-        p.append(&t, frame, frame, b"line").expect("append");
+        p.append(&t, frame, (0, frame), b"line").expect("append");
         let deadline = Instant::now() + Duration::from_secs(10);
         while p.in_flight() {
             assert!(Instant::now() < deadline, "no answer");
@@ -400,7 +401,7 @@ fn invalid_timestamp_is_a_clock_error_and_drops_nothing() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP],
     );
-    p.append(&t, 1, 0, b"line").expect("append");
+    p.append(&t, 1, (0, 0), b"line").expect("append");
     let (r, events) = drain(&mut p);
     match r {
         Err(e @ ProducerError::ClockAhead { .. }) => {
@@ -462,7 +463,7 @@ fn connect_skips_a_bootstrap_broker_that_does_not_answer() {
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_ne!(p.conns[0].addr, hung_addr);
-    p.target("t1", "a", "/a.log").expect("routed");
+    p.target("t1", "a", "/a.log", (1, 0)).expect("routed");
 
     settings.bootstrap_turn = 1;
     let started = Instant::now();
@@ -490,7 +491,7 @@ fn init_producer_id_retries_coordinator_load_in_progress() {
     );
     let (mut p, t) = connect_to(&cluster);
     assert!(p.producer_id >= 0, "a producer id after two refusals");
-    p.append(&t, 1, 0, b"line").expect("append");
+    p.append(&t, 1, (0, 0), b"line").expect("append");
     let (r, events) = drain(&mut p);
     r.expect("delivered");
     assert!(
@@ -509,7 +510,7 @@ fn a_throttled_connection_waits_then_sends() {
     let throttle = Duration::from_millis(400);
     let started = Instant::now();
     p.conns[c].throttled_until = Some(started + throttle);
-    p.append(&t, 1, 0, b"line").expect("append");
+    p.append(&t, 1, (0, 0), b"line").expect("append");
     p.poll(Duration::from_millis(50), true).expect("poll");
     assert!(
         p.conns[c].in_flight.is_empty(),
