@@ -144,6 +144,13 @@ pub struct KafkaConfig {
     /// How long connecting to a broker may take; librdkafka's
     /// `socket.connection.setup.timeout.ms`.
     pub connect_timeout: Duration,
+    /// How long the native client sends a partition's batches again, in one
+    /// session and with the same sequence numbers, while Kafka answers with
+    /// errors a retry can clear (leader change, too few in-sync replicas, a
+    /// lost connection); past it the session ends and the next one starts
+    /// over. The Java client's `delivery.timeout.ms`. (librdkafka retries
+    /// without a limit: its `message.timeout.ms` is 0.)
+    pub delivery_timeout: Duration,
     /// Extra librdkafka settings, passed through as given.
     pub properties: BTreeMap<String, String>,
 }
@@ -374,10 +381,18 @@ mod tests {
         let c = parse("configpath:\n  a: /x\n").unwrap();
         assert_eq!(c.kafka.request_timeout, Duration::from_secs(30));
         assert_eq!(c.kafka.connect_timeout, Duration::from_secs(10));
-        let c = parse("kafka:\n  request_timeout: 5s\n  connect_timeout: 2s\n").unwrap();
+        assert_eq!(c.kafka.delivery_timeout, Duration::from_secs(120));
+        let c =
+            parse("kafka:\n  request_timeout: 5s\n  connect_timeout: 2s\n  delivery_timeout: 1m\n")
+                .unwrap();
         assert_eq!(c.kafka.request_timeout, Duration::from_secs(5));
         assert_eq!(c.kafka.connect_timeout, Duration::from_secs(2));
-        for bad in ["request_timeout: 0s", "connect_timeout: 1h"] {
+        assert_eq!(c.kafka.delivery_timeout, Duration::from_secs(60));
+        for bad in [
+            "request_timeout: 0s",
+            "connect_timeout: 1h",
+            "delivery_timeout: 0s",
+        ] {
             let e = parse(&format!("kafka:\n  {bad}\n")).unwrap_err();
             let key = bad.split(':').next().unwrap();
             assert!(e.to_string().contains(&format!("kafka.{key}")), "{e}");

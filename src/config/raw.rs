@@ -29,6 +29,9 @@ pub(super) mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     /// How long connecting to a broker may take.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// How long the native client retries a partition's failing batches
+    /// in one session (the Java client's `delivery.timeout.ms` default).
+    pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
     pub const SPOOL_MAX_BYTES: u64 = 1 << 30;
     pub const SEGMENT_BYTES: u64 = 64 << 20;
     pub const FSYNC: FsyncPolicy = FsyncPolicy::Batch;
@@ -88,6 +91,8 @@ pub(super) struct RawKafka {
     pub(super) request_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub(super) connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) delivery_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

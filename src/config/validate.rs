@@ -151,6 +151,11 @@ impl Validator<'_> {
                 kafka.connect_timeout,
                 defaults::CONNECT_TIMEOUT,
             )?,
+            delivery_timeout: self.timeout(
+                "kafka.delivery_timeout",
+                kafka.delivery_timeout,
+                defaults::DELIVERY_TIMEOUT,
+            )?,
             properties,
         })
     }

@@ -169,7 +169,13 @@ impl AckTracker {
             if let Some((partition, last)) = at {
                 // The `n` lines are consecutive records of one batch.
                 let first = last - (n as i64 - 1).max(0);
-                f.first_acked.get_or_insert((partition, first));
+                // The lowest: a batch sent again within a session can be
+                // acknowledged after a later batch of the same frame.
+                match &mut f.first_acked {
+                    Some((p, o)) if *p == partition => *o = (*o).min(first),
+                    Some(_) => {}
+                    None => f.first_acked = Some((partition, first)),
+                }
                 self.ledger
                     .acked(&f.source, &f.topic, partition, (first, last));
             }

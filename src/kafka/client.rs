@@ -82,6 +82,7 @@ impl Client {
                     timeouts: Timeouts {
                         request: kafka.request_timeout,
                         connect: kafka.connect_timeout,
+                        delivery: kafka.delivery_timeout,
                     },
                     bootstrap_turn: BOOTSTRAP_TURN.fetch_add(1, Ordering::Relaxed),
                 };
@@ -422,6 +423,7 @@ mod tests {
             shutdown_ack_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            delivery_timeout: Duration::from_secs(120),
             properties: Default::default(),
         };
         TopicCreator::new(&kafka, runtime.handle().clone())

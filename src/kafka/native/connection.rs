@@ -49,12 +49,14 @@ pub(super) struct Sealed {
     pub(super) batch: Bytes,
 }
 
-/// A Produce request sent and not yet answered.
+/// A Produce request sent and not yet answered. It keeps its batch (a
+/// shared buffer, not a copy): a retriable failure sends the same bytes
+/// again, with the same producer id and sequence numbers.
 pub(super) struct InFlight {
     pub(super) correlation: i32,
     pub(super) version: i16,
     pub(super) sent: Instant,
-    pub(super) lines: BatchLines,
+    pub(super) sealed: Sealed,
 }
 
 pub(super) struct Connection {
@@ -72,6 +74,14 @@ pub(super) struct Connection {
     /// A Produce answer's `throttle_time_ms`: no request is written before
     /// this (the broker would hold it anyway).
     pub(super) throttled_until: Option<Instant>,
+    /// Given up on after a failure (its socket shut down, its batches
+    /// taken back by the producer): whatever its reader still sends is
+    /// ignored, and nothing is written to it again.
+    pub(super) retired: bool,
+    /// When the last answer arrived: the broker works through a
+    /// connection's requests one at a time, so the front request's answer
+    /// is due within the timeout of the later of this and its writing.
+    pub(super) last_answer: Option<Instant>,
 }
 
 impl Drop for Connection {
@@ -134,6 +144,8 @@ impl Connection {
             closed: false,
             timeouts,
             throttled_until: None,
+            retired: false,
+            last_answer: None,
         })
     }
 
@@ -207,15 +219,33 @@ impl Connection {
                 correlation,
                 client_id,
             };
-            self.write_request(&head, &req, Some(&s.batch))?;
+            if let Err(e) = self.write_request(&head, &req, Some(&s.batch)) {
+                // Not written (or not all of it): the batch stays first in
+                // line, for whoever takes this connection's batches back.
+                self.waiting.push_front(s);
+                return Err(e);
+            }
             self.in_flight.push_back(InFlight {
                 correlation,
                 version,
                 sent: Instant::now(),
-                lines: s.lines,
+                sealed: s,
             });
         }
         Ok(())
+    }
+
+    /// Gives the connection up: shuts its socket down and hands back every
+    /// batch it holds, the unanswered ones first, each queue in its order.
+    /// Whether the broker took an unanswered one is unknown, which is why
+    /// they are sent again with the same sequence numbers (the broker
+    /// drops a duplicate).
+    pub(super) fn retire(&mut self) -> Vec<Sealed> {
+        self.shut_down();
+        self.retired = true;
+        let mut out: Vec<Sealed> = self.in_flight.drain(..).map(|f| f.sealed).collect();
+        out.extend(self.waiting.drain(..));
+        out
     }
 }
 

@@ -39,9 +39,14 @@
 //!   good ([`Event::Refused`], for the dead-letter file), the broker did not
 //!   take its sequence number, so the partition's next batch takes that
 //!   number again and the sequence stays gapless.
-//! - No retry inside a session: any other failure (connection lost,
-//!   timeout, an error the broker may later clear) ends the session with
-//!   `Err`. The forwarder then rebuilds from its cursor, and the delivery
+//! - An error a retry can clear (NOT_LEADER_OR_FOLLOWER,
+//!   NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT, a lost or silent connection)
+//!   holds the partition's batches and sends them again in the session,
+//!   as the same bytes with the same producer id and sequence numbers, so
+//!   the broker drops a copy it already has (the producer's `retry` part;
+//!   its module doc has the argument). Past `kafka.delivery_timeout` of
+//!   that, and on any other failure, the session ends with `Err`. The
+//!   forwarder then rebuilds from its cursor, and the delivery
 //!   [`ledger`](crate::kafka::ledger)'s read-back skips what Kafka already
 //!   has, so a resend never duplicates. An `Err` from a setup request
 //!   ([`NativeProducer::create_topic`], [`NativeProducer::target`]) ends
@@ -116,6 +121,17 @@ pub enum ProducerError {
         addr: String,
         topic: String,
         partition: i32,
+    },
+    /// A partition kept failing with errors a retry can clear (a leader
+    /// change, too few in-sync replicas, a lost connection) for longer than
+    /// `kafka.delivery_timeout`: the session ends, and the next one starts
+    /// over from the spool cursor.
+    #[error("Kafka did not take lines for {topic}/{partition} in {secs} s of retries (last: {error}); starting a new session")]
+    GaveUp {
+        topic: String,
+        partition: i32,
+        secs: u64,
+        error: String,
     },
     /// A batch of several lines was refused as too large or invalid; the
     /// next session sends smaller batches (see

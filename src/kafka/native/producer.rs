@@ -16,7 +16,7 @@ use kafka_protocol::messages::{ApiKey, ProduceResponse};
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 
-use super::connection::{bootstrap_order, Answers, Connection, Sealed};
+use super::connection::{bootstrap_order, Answers, Connection, InFlight, Sealed};
 use super::record::{
     finish_batch, partition_for, put_header, put_record, varint_len, BatchFields, LineRecord,
     RecordTemplate, BATCH_HEADER, RECORD_SLACK,
@@ -27,6 +27,9 @@ use super::ProducerError;
 /// Sealed batches that may wait behind a full connection before `append`
 /// blocks for an answer (the spool, not memory, is the buffer).
 const MAX_WAITING: usize = 2;
+/// Batches a held partition may gather (see [`retry`]) before sealing
+/// another blocks until it is sent again.
+const MAX_HELD: usize = 8;
 /// Records bytes in one batch before it is sealed (librdkafka's default
 /// `batch.size`; under the broker's default `message.max.bytes`).
 pub const BATCH_BYTES: usize = 1_000_000;
@@ -113,6 +116,9 @@ pub struct NativeProducer {
     responses_tx: Answers,
     events: Vec<Event>,
     correlations: Correlations,
+    /// The connection setup requests go to (a bootstrap broker at first;
+    /// another broker once it fails, see [`retry`]).
+    setup: usize,
 }
 
 struct PartitionState {
@@ -127,6 +133,17 @@ struct PartitionState {
     /// Fewer than 2 in-sync replicas when the metadata was read: warned
     /// about (and cleared) when a frame is first sent to the partition.
     thin_isr: Option<usize>,
+    /// The number the partition's next sealed batch gets: the order of
+    /// its batches, for sending held ones again in order.
+    next_seal: u64,
+    /// Set while the partition's batches are held back after a failure a
+    /// retry can clear; see [`retry`].
+    hold: Option<retry::Hold>,
+    /// Batches to send (again), by seal number: each keeps its producer
+    /// id, epoch and sequence numbers, so the broker drops a duplicate.
+    held: BTreeMap<u64, Sealed>,
+    /// Since when the partition has failed with no batch taken since.
+    failing: Option<retry::Failing>,
 }
 
 struct OpenBatch {
@@ -179,6 +196,8 @@ pub(super) struct BatchLines {
     pub(super) topic: String,
     pub(super) partition: i32,
     slot: usize,
+    /// The batch's place among its partition's batches.
+    seal_no: u64,
     count: i32,
     runs: Vec<(u64, u32)>,
     lone: Option<LoneLine>,
@@ -225,6 +244,7 @@ impl NativeProducer {
             responses_tx,
             events: Vec::new(),
             correlations: Correlations::new(),
+            setup: 0,
         };
         let mut last = None;
         for addr in bootstrap_order(&brokers, turn) {
@@ -252,6 +272,7 @@ impl NativeProducer {
         let timeouts = self.settings.timeouts;
         self.conns
             .push(Connection::open(addr, 0, &self.responses_tx, timeouts)?);
+        self.setup = 0;
         self.negotiate_versions()?;
         self.init_producer_id()
     }
@@ -276,7 +297,7 @@ impl NativeProducer {
             .get(&node)
             .cloned()
             .ok_or_else(|| ProducerError::Protocol {
-                addr: self.conns[0].addr.clone(),
+                addr: self.conns[self.setup].addr.clone(),
                 detail: format!("leader {node} is not among the brokers listed"),
             })?;
         let i = self.conns.len();
@@ -402,9 +423,11 @@ impl NativeProducer {
             .min()
     }
 
-    /// Whether anything is open, waiting or unanswered.
+    /// Whether anything is open, waiting, held or unanswered.
     pub fn in_flight(&self) -> bool {
-        self.partitions.iter().any(|p| p.open.is_some())
+        self.partitions
+            .iter()
+            .any(|p| p.open.is_some() || !p.held.is_empty())
             || self
                 .conns
                 .iter()
@@ -440,17 +463,8 @@ impl NativeProducer {
             self.answer(from, r)?;
         }
         self.pump_unthrottled()?;
-        for c in &self.conns {
-            if let Some(f) = c.in_flight.front() {
-                if f.sent.elapsed() > c.timeouts.answer() {
-                    return Err(ProducerError::Timeout {
-                        addr: c.addr.clone(),
-                        secs: c.timeouts.answer().as_secs(),
-                    });
-                }
-            }
-        }
-        Ok(())
+        self.give_up_silent_connections();
+        self.release_held()
     }
 
     /// Takes the acknowledgements and refusals gathered so far.
@@ -465,7 +479,7 @@ impl NativeProducer {
         // A lone line's batch may yet be refused, giving its sequence
         // number back: number nothing after it until it is answered.
         while self.partitions[slot].lone_unanswered.is_some() {
-            self.wait_for_answer(self.partitions[slot].leader)?;
+            self.wait_for_progress()?;
         }
         let state = &mut self.partitions[slot];
         let Some(open) = state.open.take() else {
@@ -481,7 +495,9 @@ impl NativeProducer {
         } else {
             base_sequence + open.count
         };
-        let (leader, topic, partition) = (state.leader, state.topic.clone(), state.partition);
+        let seal_no = state.next_seal;
+        state.next_seal += 1;
+        let (topic, partition) = (state.topic.clone(), state.partition);
         let fields = BatchFields {
             count: open.count,
             base_ms: open.base_ms,
@@ -496,45 +512,56 @@ impl NativeProducer {
                 detail: format!("lz4 compression failed: {e}"),
             }
         })?;
-        let c = self.connection_for(leader)?;
-        self.conns[c].waiting.push_back(Sealed {
+        self.send(Sealed {
             lines: BatchLines {
                 topic,
                 partition,
                 slot,
+                seal_no,
                 count: open.count,
                 runs: open.runs,
                 lone: open.lone,
             },
             batch,
-        });
-        self.pump(c)?;
-        // Backpressure: wait for answers while too much is queued.
-        while self.conns[c].waiting.len() > MAX_WAITING {
-            self.wait_for_answer(leader)?;
+        })
+    }
+
+    /// [`queue`](Self::queue)s sealed batch `s`, then, for backpressure,
+    /// waits for answers while too much is queued or held.
+    fn send(&mut self, s: Sealed) -> Result<(), ProducerError> {
+        let slot = s.lines.slot;
+        self.queue(s)?;
+        while self.partitions[slot].held.len() > MAX_HELD
+            || self.conns.iter().any(|c| c.waiting.len() > MAX_WAITING)
+        {
+            self.wait_for_progress()?;
         }
         Ok(())
     }
 
-    /// Takes in the next answer from any connection, waiting at most
-    /// the answer timeout (blamed on the connection to `leader`).
-    /// While a connection with waiting batches is throttled, it waits at
-    /// most until that throttle ends, and then writes them.
-    fn wait_for_answer(&mut self, leader: i32) -> Result<(), ProducerError> {
-        if let Some(end) = self.throttle_end() {
-            let left = end.saturating_duration_since(Instant::now());
-            return match self.responses.recv_timeout(left) {
-                Ok((from, r)) => self.answer(from, r),
-                Err(_) => self.pump_unthrottled(),
-            };
-        }
-        let timeout = self.settings.timeouts.answer();
-        match self.responses.recv_timeout(timeout) {
+    /// Takes in the next answer from any connection, waiting at most until
+    /// the next thing is due: a throttle's end (then the waiting batches
+    /// are written), a held partition's retry (then its batches are sent
+    /// again), or an answer's timeout (then that connection is given up
+    /// and its batches held). `Err` once a partition has failed for longer
+    /// than the delivery timeout.
+    fn wait_for_progress(&mut self) -> Result<(), ProducerError> {
+        self.release_held()?;
+        let now = Instant::now();
+        let wake = [self.throttle_end(), self.next_retry()]
+            .into_iter()
+            .flatten()
+            .fold(now + self.settings.timeouts.answer(), Instant::min);
+        match self
+            .responses
+            .recv_timeout(wake.saturating_duration_since(now))
+        {
             Ok((from, r)) => self.answer(from, r),
-            Err(_) => Err(ProducerError::Timeout {
-                addr: self.nodes.get(&leader).cloned().unwrap_or_default(),
-                secs: timeout.as_secs(),
-            }),
+            Err(_) => {
+                self.pump_unthrottled()?;
+                self.give_up_silent_connections();
+                self.release_held()
+            }
         }
     }
 
@@ -557,20 +584,56 @@ impl NativeProducer {
         Ok(())
     }
 
-    /// Writes connection `c`'s waiting batches while it has room.
+    /// Writes connection `c`'s waiting batches while it has room. A write
+    /// that fails gives the connection up (its batches are held and sent
+    /// again, see [`retry`]).
     fn pump(&mut self, c: usize) -> Result<(), ProducerError> {
+        if self.conns[c].retired {
+            return Ok(());
+        }
         let version = self.versions.produce;
-        self.conns[c].pump(version, &self.settings.client_id, &mut self.correlations)
+        match self.conns[c].pump(version, &self.settings.client_id, &mut self.correlations) {
+            Err(e @ ProducerError::Io { .. }) => {
+                self.retire(c, e.to_string());
+                Ok(())
+            }
+            r => r,
+        }
     }
 
-    /// Takes in one answer from connection `from`.
+    /// Takes in one answer from connection `from`. A lost connection, and
+    /// an error a retry can clear, hold the batches concerned for sending
+    /// again ([`retry`]); the rest is [`take_answer`](Self::take_answer).
     fn answer(&mut self, from: usize, r: std::io::Result<Bytes>) -> Result<(), ProducerError> {
+        if self.conns[from].retired {
+            // Read before it was given up: its batches are held already.
+            return Ok(());
+        }
         let Some(f) = self.conns[from].in_flight.pop_front() else {
             return self.answer_unasked(from, r);
         };
+        self.conns[from].last_answer = Some(Instant::now());
         let addr = self.conns[from].addr.clone();
-        let mut buf = answer_body(&addr, r, ApiKey::Produce, f.version, f.correlation)?;
-        let lines = f.lines;
+        let buf = match answer_body(&addr, r, ApiKey::Produce, f.version, f.correlation) {
+            Ok(buf) => buf,
+            Err(e @ ProducerError::Io { .. }) => {
+                self.conns[from].in_flight.push_front(f);
+                self.retire(from, e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.take_answer(from, f, buf)
+    }
+
+    /// Takes in Produce answer `buf` to request `f` from connection `from`.
+    fn take_answer(
+        &mut self,
+        from: usize,
+        f: InFlight,
+        mut buf: Bytes,
+    ) -> Result<(), ProducerError> {
+        let addr = self.conns[from].addr.clone();
         let resp =
             ProduceResponse::decode(&mut buf, f.version).map_err(|e| ProducerError::Protocol {
                 addr: addr.clone(),
@@ -583,12 +646,7 @@ impl NativeProducer {
             let until = Instant::now() + Duration::from_millis(resp.throttle_time_ms as u64);
             self.conns[from].throttled_until = Some(until);
         }
-        // The lone line's batch, if this is it, is answered either way.
-        let lone_sequence = match (&lines.lone, self.partitions.get_mut(lines.slot)) {
-            (Some(_), Some(state)) => state.lone_unanswered.take(),
-            _ => None,
-        };
-        let (topic, partition) = (&lines.topic, lines.partition);
+        let (topic, partition) = (&f.sealed.lines.topic, f.sealed.lines.partition);
         let part = resp
             .responses
             .iter()
@@ -599,14 +657,28 @@ impl NativeProducer {
                 detail: format!("the Produce answer does not mention {topic}/{partition}"),
             })?;
         let error = ResponseError::try_from_code(part.error_code);
+        if let Some(e) = error.filter(|&e| self.clears_on_resend(&f.sealed.lines, e)) {
+            let why = format!("{topic}/{partition}: {}", error_name(e));
+            self.hold(f.sealed, why, retry::needs_new_leader(e));
+            return self.pump(from);
+        }
+        let (base_offset, error_message) = (part.base_offset, part.error_message.clone());
+        let lines = f.sealed.lines;
+        let (topic, partition) = (&lines.topic, lines.partition);
+        // The lone line's batch, if this is it, is answered for good.
+        let lone_sequence = match (&lines.lone, self.partitions.get_mut(lines.slot)) {
+            (Some(_), Some(state)) => state.lone_unanswered.take(),
+            _ => None,
+        };
         match error {
             // NONE, or DUPLICATE_SEQUENCE_NUMBER: the broker has the batch.
             None | Some(ResponseError::DuplicateSequenceNumber) => {
-                let base = (error.is_none() && part.base_offset >= 0).then_some(part.base_offset);
+                let base = (error.is_none() && base_offset >= 0).then_some(base_offset);
                 self.acknowledge(&lines.runs, partition, base);
+                self.taken(lines.slot);
             }
             Some(e) if is_refusal(e) => {
-                let error = match &part.error_message {
+                let error = match &error_message {
                     Some(m) => format!("{} {}", error_name(e), m.as_str()),
                     None => error_name(e),
                 };
@@ -719,6 +791,7 @@ impl Drop for NativeProducer {
     }
 }
 
+mod retry;
 mod setup;
 #[cfg(test)]
 mod tests;

@@ -40,13 +40,21 @@ pub struct Timeouts {
     pub request: Duration,
     /// Connecting to a broker.
     pub connect: Duration,
+    /// How long a partition may keep failing with errors a retry can clear
+    /// (a leader change, too few in-sync replicas, a lost connection)
+    /// before the session ends; until then its batches are sent again in
+    /// the session, with the same sequence numbers (the Java client's
+    /// `delivery.timeout.ms`).
+    pub delivery: Duration,
 }
 
 impl Timeouts {
-    /// librdkafka's defaults: 30 s requests, 10 s connections.
+    /// librdkafka's defaults: 30 s requests, 10 s connections; the Java
+    /// client's 120 s of retries.
     pub const DEFAULT: Timeouts = Timeouts {
         request: Duration::from_secs(30),
         connect: Duration::from_secs(10),
+        delivery: Duration::from_secs(120),
     };
 
     /// Past this without a Produce answer the connection is given up: the

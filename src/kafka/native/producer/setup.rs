@@ -76,6 +76,16 @@ pub(super) fn thin_isr(r: &MetadataResponse, topic: &str) -> BTreeMap<i32, usize
         .collect()
 }
 
+impl NativeProducer {
+    /// Takes in the brokers a metadata answer lists.
+    pub(super) fn learn_brokers(&mut self, r: &MetadataResponse) {
+        for b in &r.brokers {
+            self.nodes
+                .insert(b.node_id.0, broker_addr(b.host.as_str(), b.port));
+        }
+    }
+}
+
 /// The leader of each of `topic`'s partitions, by partition index, from a
 /// metadata answer.
 pub(super) fn leaders_of(r: &MetadataResponse, topic: &str) -> Result<Vec<i32>, ProducerError> {
@@ -117,6 +127,19 @@ impl NativeProducer {
         version: i16,
         body: &R,
     ) -> Result<S, ProducerError> {
+        let timeout = self.settings.timeouts.request;
+        self.call_within(c, api, version, body, timeout)
+    }
+
+    /// [`call`](Self::call), waiting at most `timeout` for the answer.
+    pub(super) fn call_within<R: Encodable, S: Decodable>(
+        &mut self,
+        c: usize,
+        api: ApiKey,
+        version: i16,
+        body: &R,
+        timeout: Duration,
+    ) -> Result<S, ProducerError> {
         self.reopen_if_closed(c)?;
         let correlation = self.correlations.next();
         let head = RequestHead {
@@ -126,7 +149,6 @@ impl NativeProducer {
             client_id: &self.settings.client_id,
         };
         self.conns[c].write_request(&head, body, None)?;
-        let timeout = self.settings.timeouts.request;
         let deadline = Instant::now() + timeout;
         let mut produce_failure = None;
         loop {
@@ -166,7 +188,7 @@ impl NativeProducer {
         match ResponseError::try_from_code(code) {
             None => Ok(()),
             Some(e) => Err(ProducerError::Refused {
-                addr: self.conns[0].addr.clone(),
+                addr: self.conns[self.setup].addr.clone(),
                 api,
                 error: error_name(e),
             }),
@@ -174,10 +196,14 @@ impl NativeProducer {
     }
 
     pub(super) fn negotiate_versions(&mut self) -> Result<(), ProducerError> {
-        let r: ApiVersionsResponse =
-            self.call(0, ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())?;
+        let r: ApiVersionsResponse = self.call(
+            self.setup,
+            ApiKey::ApiVersions,
+            0,
+            &ApiVersionsRequest::default(),
+        )?;
         self.setup_refusal("ApiVersions", r.error_code)?;
-        self.versions = Versions::negotiate(&r, &self.conns[0].addr)?;
+        self.versions = Versions::negotiate(&r, &self.conns[self.setup].addr)?;
         Ok(())
     }
 
@@ -195,7 +221,8 @@ impl NativeProducer {
         let until = Instant::now() + self.settings.timeouts.request;
         let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         loop {
-            let r: InitProducerIdResponse = self.call(0, ApiKey::InitProducerId, v, &req)?;
+            let r: InitProducerIdResponse =
+                self.call(self.setup, ApiKey::InitProducerId, v, &req)?;
             let loading = matches!(
                 ResponseError::try_from_code(r.error_code),
                 Some(
@@ -236,7 +263,7 @@ impl NativeProducer {
         if replication == -1 && v < 4 {
             return Err(ProducerError::topic(topic, format!("the broker takes CreateTopics up to v{v}, which cannot ask for its default replication factor; set kafka.topic_replication_factor")));
         }
-        let r: CreateTopicsResponse = self.call(0, ApiKey::CreateTopics, v, &req)?;
+        let r: CreateTopicsResponse = self.call(self.setup, ApiKey::CreateTopics, v, &req)?;
         for t in r.topics {
             match ResponseError::try_from_code(t.error_code) {
                 // TOPIC_ALREADY_EXISTS is what we want too.
@@ -271,6 +298,16 @@ impl NativeProducer {
 
     /// The broker's metadata about `topic` (and its brokers).
     fn metadata(&mut self, topic: &str) -> Result<MetadataResponse, ProducerError> {
+        let timeout = self.settings.timeouts.request;
+        self.metadata_within(topic, timeout)
+    }
+
+    /// [`metadata`](Self::metadata), waiting at most `timeout`.
+    pub(super) fn metadata_within(
+        &mut self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<MetadataResponse, ProducerError> {
         use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
         let req = MetadataRequest::default()
             .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
@@ -278,16 +315,13 @@ impl NativeProducer {
             ))]))
             .with_allow_auto_topic_creation(self.settings.allow_auto_create);
         let v = self.versions.metadata;
-        self.call(0, ApiKey::Metadata, v, &req)
+        self.call_within(self.setup, ApiKey::Metadata, v, &req, timeout)
     }
 
     /// Takes in a metadata answer `r` about `topic`: its brokers, its
     /// partitions and their leaders (connected to).
     fn learn(&mut self, topic: &str, r: &MetadataResponse) -> Result<(), ProducerError> {
-        for b in &r.brokers {
-            self.nodes
-                .insert(b.node_id.0, broker_addr(b.host.as_str(), b.port));
-        }
+        self.learn_brokers(r);
         let leaders = leaders_of(r, topic)?;
         let thin = thin_isr(r, topic);
         for &node in &leaders {
@@ -305,6 +339,10 @@ impl NativeProducer {
                     open: None,
                     lone_unanswered: None,
                     thin_isr: thin.get(&(i as i32)).copied(),
+                    next_seal: 0,
+                    hold: None,
+                    held: BTreeMap::new(),
+                    failing: None,
                 });
             }
         }

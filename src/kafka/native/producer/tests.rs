@@ -277,16 +277,17 @@ fn a_refused_batch_of_several_lines_ends_the_session() {
     assert!(events.is_empty(), "nothing acknowledged: {events:?}");
 }
 
-/// Any other error ends the session too, and nothing is acknowledged.
+/// An error a retry cannot clear ends the session, and nothing is
+/// acknowledged.
 #[test]
-fn any_other_produce_error_ends_the_session() {
+fn a_produce_error_a_retry_cannot_clear_ends_the_session() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     let cluster = one_partition_cluster();
     let (mut p, t) = connect_to(&cluster);
     cluster.request_errors(
         RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION],
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
     );
     p.append(&t, 1, (0, 0), b"line").expect("append");
     let (r, events) = drain(&mut p);
@@ -309,7 +310,7 @@ fn produce_failure_during_a_setup_request_is_returned() {
     let t = p.target("t1", "a", "/a.log", (1, 0)).expect("target");
     cluster.request_errors(
         RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS],
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
     );
     p.append(&t, 1, (0, 0), b"line").expect("append");
     // Sealed and sent, but its answer not taken in (poll might take it).
@@ -453,6 +454,7 @@ fn connect_skips_a_bootstrap_broker_that_does_not_answer() {
     settings.timeouts = Timeouts {
         request: Duration::from_secs(1),
         connect: Duration::from_secs(1),
+        ..Timeouts::DEFAULT
     };
     let started = Instant::now();
     let mut p = NativeProducer::connect(settings.clone(), "h1").expect("the second broker");
@@ -525,4 +527,156 @@ fn a_throttled_connection_waits_then_sends() {
         "{events:?}"
     );
     assert!(p.conns[c].throttled_until.is_none());
+}
+
+/// Sends `n` one-line frames (numbered from `first`) and drains: the
+/// frames acknowledged, in the order their acks came.
+fn send_frames(p: &mut NativeProducer, t: &FrameTarget, first: u64, n: u64) -> Vec<u64> {
+    for f in first..first + n {
+        p.append(t, f, (0, f), format!("line {f}").as_bytes())
+            .expect("append");
+        p.seal(t.slot).expect("seal");
+    }
+    let (r, events) = drain(p);
+    r.expect("retriable errors do not end the session");
+    events
+        .iter()
+        .map(|e| match e {
+            Event::Acked {
+                frame, lines: 1, ..
+            } => *frame,
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect()
+}
+
+/// NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS and REQUEST_TIMED_OUT are
+/// retried in the session: every line acknowledged once, with the batches
+/// numbered once (the next sequence number is the line count: nothing was
+/// renumbered), and the session goes on.
+#[test]
+fn retriable_produce_errors_are_sent_again_with_the_same_sequence_numbers() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = one_partition_cluster();
+    let (mut p, t) = connect_to(&cluster);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    let mut acked = send_frames(&mut p, &t, 0, 6);
+    acked.sort_unstable();
+    assert_eq!(acked, (0..6).collect::<Vec<_>>(), "each line acked once");
+    assert_eq!(p.partitions[t.slot].next_sequence, 6, "nothing renumbered");
+    assert!(p.partitions[t.slot].failing.is_none(), "failing no more");
+    assert_eq!(send_frames(&mut p, &t, 6, 1), [6], "the session goes on");
+}
+
+/// The partition's leader moves to another broker: the old one answers
+/// NOT_LEADER_OR_FOLLOWER, the metadata is asked again, and the batches go
+/// to the new leader, in the same session.
+#[test]
+fn batches_follow_a_leader_that_moved() {
+    let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster");
+    cluster.create_topic("t1", 1, 3).expect("create topic");
+    cluster
+        .partition_leader("t1", 0, Some(1))
+        .expect("leader 1");
+    let (mut p, t) = connect_to(&cluster);
+    assert_eq!(send_frames(&mut p, &t, 0, 2), [0, 1]);
+    assert_eq!(p.partitions[t.slot].leader, 1);
+    cluster
+        .partition_leader("t1", 0, Some(3))
+        .expect("leader 3");
+    let mut acked = send_frames(&mut p, &t, 2, 4);
+    acked.sort_unstable();
+    assert_eq!(acked, [2, 3, 4, 5], "each line acked once");
+    assert_eq!(p.partitions[t.slot].leader, 3, "the new leader was learnt");
+}
+
+/// A partition that keeps failing past the delivery timeout ends the
+/// session with `GaveUp`, naming the partition and the last error;
+/// nothing is acknowledged.
+#[test]
+fn a_partition_failing_past_the_delivery_timeout_ends_the_session() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = one_partition_cluster();
+    let mut settings = mock_settings(&cluster, false);
+    settings.timeouts.delivery = Duration::from_secs(1);
+    let mut p = NativeProducer::connect(settings, "h1").expect("connect");
+    let t = p.target("t1", "a", "/a.log", (1, 0)).expect("target");
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 200],
+    );
+    let started = Instant::now();
+    p.append(&t, 1, (0, 0), b"line").expect("append");
+    let (r, events) = drain(&mut p);
+    match r {
+        Err(e @ ProducerError::GaveUp { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("t1/0"), "{text}");
+            assert!(text.contains("NotEnoughReplicas"), "{text}");
+        }
+        other => panic!("want GaveUp, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(events.is_empty(), "nothing acknowledged: {events:?}");
+}
+
+/// OUT_OF_ORDER_SEQUENCE_NUMBER with no earlier batch held means the
+/// broker lost what it had: the session ends (the read-back decides).
+#[test]
+fn out_of_sequence_with_nothing_held_ends_the_session() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = one_partition_cluster();
+    let (mut p, t) = connect_to(&cluster);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    p.append(&t, 1, (0, 0), b"line").expect("append");
+    let (r, events) = drain(&mut p);
+    assert!(matches!(r, Err(ProducerError::Refused { .. })), "{r:?}");
+    assert!(events.is_empty(), "nothing acknowledged: {events:?}");
+}
+
+/// A connection lost with batches unanswered (the broker goes down, and
+/// comes back): they are held and sent again on a new connection, each
+/// line acknowledged once.
+#[test]
+fn batches_of_a_lost_connection_are_sent_again() {
+    let cluster = one_partition_cluster();
+    let (mut p, t) = connect_to(&cluster);
+    assert_eq!(send_frames(&mut p, &t, 0, 1), [0]);
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(300))
+        .expect("rtt");
+    for f in 1..4u64 {
+        p.append(&t, f, (0, f), b"line").expect("append");
+        p.seal(t.slot).expect("seal");
+    }
+    cluster.broker_down(1).expect("down");
+    std::thread::sleep(Duration::from_millis(100));
+    cluster.broker_up(1).expect("up");
+    cluster
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("rtt");
+    let (r, events) = drain(&mut p);
+    r.expect("a lost connection does not end the session");
+    let mut acked: Vec<u64> = events
+        .iter()
+        .map(|e| match e {
+            Event::Acked { frame, .. } => *frame,
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    acked.sort_unstable();
+    assert_eq!(acked, [1, 2, 3], "each line acked once");
 }
