@@ -226,18 +226,21 @@ pub fn missing_acl(topic: &str, api: &str, cluster: bool) -> String {
 /// when that is -1 (the default) min(3, `brokers`), not the broker's
 /// `default.replication.factor`, which Apache Kafka ships as 1 (acks=all
 /// would then mean one copy).
-pub fn replicas(topic: &str, configured: i16, brokers: usize) -> i16 {
+pub fn replicas(configured: i16, brokers: usize) -> i16 {
     if configured != -1 {
         return configured;
     }
-    let n = brokers.clamp(1, 3) as i16;
+    brokers.clamp(1, 3) as i16
+}
+
+/// Logs the creation of `topic` (once it succeeded, not at each try).
+fn created(topic: &str, partitions: i32, replicas: i16) {
     tracing::info!(
         topic,
-        replicas = n,
-        brokers,
-        "creating the topic with min(3, brokers) replicas (kafka.topic_replication_factor: -1)"
+        partitions,
+        replicas,
+        "created the topic (replicas: kafka.topic_replication_factor; -1 is min(3, brokers))"
     );
-    n
 }
 
 /// A topic check or creation the broker refused, retried in place.
@@ -341,9 +344,12 @@ impl TopicCreator {
             Client::Native(p) => {
                 let outcome = match p.lookup_topic(topic) {
                     Ok(TopicLookup::Present) => Ok(()),
-                    Ok(TopicLookup::Missing { brokers }) => p
-                        .create_topic(topic, partitions, replicas(topic, replication, brokers))
-                        .and_then(|()| until_listed(p, topic)),
+                    Ok(TopicLookup::Missing { brokers }) => {
+                        let n = replicas(replication, brokers);
+                        p.create_topic(topic, partitions, n)
+                            .and_then(|()| until_listed(p, topic))
+                            .map(|()| created(topic, partitions, n))
+                    }
                     Err(e) => Err(e),
                 };
                 match outcome {
@@ -363,12 +369,12 @@ impl TopicCreator {
                 let admin = &mut self.admin;
                 let outcome = match admin.lookup_topic(config, topic) {
                     Ok(TopicLookup::Present) => Ok(()),
-                    Ok(TopicLookup::Missing { brokers }) => admin.create_topic(
-                        config,
-                        topic,
-                        partitions,
-                        replicas(topic, replication, brokers),
-                    ),
+                    Ok(TopicLookup::Missing { brokers }) => {
+                        let n = replicas(replication, brokers);
+                        admin
+                            .create_topic(config, topic, partitions, n)
+                            .map(|()| created(topic, partitions, n))
+                    }
                     Err(e) => Err(e),
                 };
                 Ok(outcome.map_err(|e| Refusal {
@@ -478,12 +484,12 @@ mod tests {
     /// -1 picks min(3, brokers); a configured factor is kept.
     #[test]
     fn default_replication_is_min_of_3_and_brokers() {
-        assert_eq!(replicas("t", -1, 1), 1);
-        assert_eq!(replicas("t", -1, 2), 2);
-        assert_eq!(replicas("t", -1, 3), 3);
-        assert_eq!(replicas("t", -1, 7), 3);
-        assert_eq!(replicas("t", -1, 0), 1, "no broker listed: still valid");
-        assert_eq!(replicas("t", 2, 7), 2);
+        assert_eq!(replicas(-1, 1), 1);
+        assert_eq!(replicas(-1, 2), 2);
+        assert_eq!(replicas(-1, 3), 3);
+        assert_eq!(replicas(-1, 7), 3);
+        assert_eq!(replicas(-1, 0), 1, "no broker listed: still valid");
+        assert_eq!(replicas(2, 7), 2);
     }
 
     /// An authorization refusal names the ACL that is missing.

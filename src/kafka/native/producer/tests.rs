@@ -317,7 +317,7 @@ fn produce_failure_during_a_setup_request_is_returned() {
     p.seal(t.slot).expect("seal and send");
     assert!(p.in_flight());
     // Let the refusal arrive before the setup request goes out.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     // A metadata request (the mock broker takes no CreateTopics).
     let r = p.target("t2", "b", "/b.log", (1, 0)).map(|_| ());
     assert!(
