@@ -23,6 +23,16 @@ fi
 export TANSU_BIN
 echo "test.sh: TANSU_BIN=$TANSU_BIN"
 
+# libfaketime, for the test that runs logcatch with its clock 2 h ahead
+# (Debian's package `faketime`), installed with apt-get when missing.
+if ! command -v faketime >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: apt-get install -y faketime"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q faketime >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 || true; \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y -q faketime >/dev/null 2>&1; } \
+        || echo "test.sh: could not install faketime; the clock test will fail"
+fi
+
 # Two cores: two tests at a time (each e2e test runs a broker and a daemon).
 threads="${TEST_THREADS:-2}"
 
