@@ -189,6 +189,11 @@ impl AckTracker {
         self.failed = Some(why);
     }
 
+    /// Whether the session failed: acks no longer count.
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
     /// Why the session failed, if it did (once).
     pub fn take_failure(&mut self) -> Option<String> {
         self.failed.take()

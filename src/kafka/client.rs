@@ -94,7 +94,7 @@ impl Client {
                     }
                 }
             }
-            KafkaClient::Librdkafka => librdkafka::producer(config, kafka, delivery)
+            KafkaClient::Librdkafka => librdkafka::producer(config, kafka, delivery, batch_bytes)
                 .map(Client::Librdkafka)
                 .map_err(|source| ClientError::LibrdkafkaClient {
                     brokers: kafka.brokers.clone(),

@@ -24,10 +24,12 @@
 //!   skipped only if its identity was found.
 //! - A line that Kafka permanently refuses (e.g. larger than the broker
 //!   allows) is written to `data_dir/dead-letter.jsonl` with an error log
-//!   before the cursor passes it; it is never silently dropped. (The native
-//!   producer sends a large line alone; when Kafka refuses a batch of
-//!   several lines, batches shrink until the refused line is alone.) Any
-//!   other failure rebuilds the client and resends from the cursor.
+//!   before the cursor passes it; it is never silently dropped, and only a
+//!   line Kafka refused alone in its batch is. (The native producer sends
+//!   a large line alone; with either client, when Kafka refuses a batch
+//!   that may hold several lines, the session ends and batches shrink
+//!   until the refused line is alone, see [`BatchSize`].) Any other
+//!   failure rebuilds the client and resends from the cursor.
 //!
 //! Must never: advance the cursor on a send that was merely queued, or
 //! delete a segment before the cursor past it is durable.
@@ -170,8 +172,9 @@ impl ForwardStats {
     }
 }
 
-/// The native producer's batch size; cut to a quarter after Kafka refuses a
-/// batch of several lines, so a refused line ends up alone and is
+/// The clients' batch size (the native producer's, and librdkafka's
+/// `batch.size`, see [`crate::kafka::librdkafka`]); cut to a quarter after
+/// Kafka refuses a batch of several lines, so a refused line ends up alone and is
 /// dead-lettered instead of blocking the rest, and back to full size
 /// [`BATCH_RESTORE`] later.
 struct BatchSize {
@@ -295,6 +298,9 @@ impl Forwarder {
                     batch.shrink();
                     tracing::warn!(error = %why, batch_bytes = batch.bytes,
                         "Kafka refused a whole batch; resending from the spool cursor in smaller batches");
+                }
+                SessionEnd::Resume(why) => {
+                    tracing::info!(reason = %why, "going on from the spool cursor with a new producer");
                 }
             }
         }

@@ -12,27 +12,47 @@
 //! for good; delivery reports arrive on the forwarder's thread, which polls
 //! the producer itself.
 //!
-//! Must never: count a purged (undelivered) line as done, or drop a line
+//! Refusals (a line too large, or invalid: see [`is_refusal`]) are handled
+//! as the native producer handles them, by the forwarder's batch size
+//! ([`Batching`]):
+//! - A line refused alone in its batch cannot fit: it goes to the
+//!   dead-letter file. It was alone when the session sends one line per
+//!   batch (`batch.num.messages=1`, the batch size 0), or when it is longer
+//!   than `batch.size`, since librdkafka adds a message to a batch only
+//!   while the batch stays within it.
+//! - A refused batch that may hold several lines dead-letters none of
+//!   them: the session ends ([`Stop::SmallerBatches`]), and the next one
+//!   resends from the spool cursor in smaller batches, down to one line per
+//!   batch. With batches the producer has `enable.gapless.guarantee`, so
+//!   librdkafka stops at a refused batch instead of sending the lines after
+//!   it first: they keep their order.
+//! - A line larger than librdkafka's own `message.max.bytes` is never
+//!   queued: it is dead-lettered once every line queued before it is
+//!   answered.
+//!
+//! Must never: count a purged (undelivered) line as done, drop a line
 //! Kafka refused without the dead-letter file taking it (see
-//! [`Delivery::refused`]).
+//! [`Delivery::refused`]), or dead-letter a line Kafka did not refuse
+//! alone.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message};
 
 use crate::config::KafkaConfig;
-use crate::kafka::acks::{Delivery, RefusedLine};
+use crate::kafka::acks::{AckTracker, Delivery, RefusedLine};
 use crate::kafka::client::{missing_acl, CLOCK_HINT};
 use crate::kafka::forwarder::BrokerState;
 use crate::kafka::line_id::{self, LineId};
-use crate::kafka::native::TopicLookup;
+use crate::kafka::native::{self, TopicLookup};
 use crate::runtime::lock;
 use crate::spool::SpoolBatch;
 
@@ -68,11 +88,13 @@ pub fn client_config(k: &KafkaConfig, host: &str) -> ClientConfig {
 /// A producer whose delivery reports go to `delivery`, with `config` and
 /// `k.request_timeout` as `request.timeout.ms` (a producer setting, so not
 /// in [`client_config`], which consumers share) unless
-/// `kafka.properties` sets it.
+/// `kafka.properties` sets it, batching as the forwarder's `batch_bytes`
+/// say (see [`set_batching`]).
 pub fn producer(
     config: &ClientConfig,
     k: &KafkaConfig,
     delivery: &Arc<Delivery>,
+    batch_bytes: usize,
 ) -> KafkaResult<LibrdkafkaProducer> {
     let mut config = config.clone();
     if !k.properties.contains_key("request.timeout.ms") {
@@ -81,7 +103,132 @@ pub fn producer(
             k.request_timeout.as_millis().to_string(),
         );
     }
-    config.create_with_context(DeliveryContext(delivery.clone()))
+    let batching = set_batching(&mut config, batch_bytes);
+    config.create_with_context(DeliveryContext {
+        delivery: delivery.clone(),
+        batching,
+        stop: Mutex::new(None),
+    })
+}
+
+/// librdkafka's `batch.size` and `message.max.bytes` when not set.
+const LIBRDKAFKA_BATCH_SIZE: usize = 1_000_000;
+const LIBRDKAFKA_MESSAGE_MAX: usize = 1_000_000;
+/// librdkafka's `batch.num.messages` when not set.
+const LIBRDKAFKA_BATCH_MESSAGES: usize = 10_000;
+
+/// How a session's producer batches, hence whether a refused line was
+/// alone in its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// One line per batch (`batch.num.messages=1`).
+    lone: bool,
+    /// A line whose payload and key are longer than this is alone in its
+    /// batch: librdkafka adds a message to a batch only while the batch
+    /// stays within `batch.size` and `message.max.bytes`, except the
+    /// batch's first message.
+    alone_above: usize,
+    /// librdkafka stops the producer at a batch Kafka refused for good
+    /// (`enable.gapless.guarantee`), so no line after it lands first.
+    stops_at_gap: bool,
+}
+
+/// What a refusal of one line means.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// It was alone in its batch, so it cannot fit: dead-letter it;
+    /// `stopped`: librdkafka stopped the producer there.
+    Alone { stopped: bool },
+    /// Its batch may have held other lines: resend them in smaller batches.
+    InBatch,
+}
+
+impl Batching {
+    /// What Kafka's refusal of a line whose payload and key are `len`
+    /// bytes long means.
+    fn refused(&self, len: usize) -> Refused {
+        if self.lone || len > self.alone_above {
+            Refused::Alone {
+                stopped: self.stops_at_gap,
+            }
+        } else {
+            Refused::InBatch
+        }
+    }
+}
+
+/// Sets the batching of a producer for a session whose batches are of at
+/// most `batch_bytes` (the forwarder's size, see
+/// [`forwarder`](crate::kafka::forwarder); full size is
+/// [`native::BATCH_BYTES`], 0 is every line alone), on top of `c` (ours
+/// and the operator's settings), and says what it is.
+/// - 0: `batch.num.messages=1`, so a refused line was alone.
+/// - Smaller than full: `batch.size` at most `batch_bytes`.
+/// - Any size but 0, idempotent: `enable.gapless.guarantee`, so that after
+///   a refused batch librdkafka sends nothing more (it would otherwise
+///   send the lines after the batch first, then the session would resend
+///   the batch's lines after them).
+fn set_batching(c: &mut ClientConfig, batch_bytes: usize) -> Batching {
+    fn number(c: &ClientConfig, key: &str, default: usize) -> usize {
+        c.get(key)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    }
+    // As librdkafka reads a boolean.
+    fn is_on(c: &ClientConfig, key: &str) -> bool {
+        c.get(key)
+            .is_some_and(|v| ["true", "t", "1"].contains(&v.trim().to_ascii_lowercase().as_str()))
+    }
+    if batch_bytes == 0 {
+        c.set("batch.num.messages", "1");
+    } else {
+        if is_on(c, "enable.idempotence") {
+            c.set("enable.gapless.guarantee", "true");
+        }
+        if batch_bytes < native::BATCH_BYTES {
+            let size = number(c, "batch.size", LIBRDKAFKA_BATCH_SIZE).min(batch_bytes);
+            c.set("batch.size", size.max(1).to_string());
+        }
+    }
+    Batching {
+        lone: number(c, "batch.num.messages", LIBRDKAFKA_BATCH_MESSAGES) == 1,
+        alone_above: number(c, "batch.size", LIBRDKAFKA_BATCH_SIZE).min(number(
+            c,
+            "message.max.bytes",
+            LIBRDKAFKA_MESSAGE_MAX,
+        )),
+        stops_at_gap: is_on(c, "enable.gapless.guarantee"),
+    }
+}
+
+/// Why a librdkafka session stopped sending at a refusal: how the session
+/// ends (see [`stop`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Kafka refused a batch that may hold several lines: none is
+    /// dead-lettered, the next session resends them in smaller batches.
+    SmallerBatches(String),
+    /// A line refused alone was dead-lettered, and librdkafka stopped the
+    /// producer there (see [`Batching`]): the next session goes on after it.
+    Resume(String),
+}
+
+/// Why the session's producer stopped sending at a refusal, if it did.
+pub fn stop(p: &LibrdkafkaProducer) -> Option<Stop> {
+    lock(&p.context().stop).clone()
+}
+
+/// Kafka's permanent refusals of a line (or of its batch): too large
+/// (MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE), or invalid.
+fn is_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidRecord
+    )
 }
 
 /// Drops what is queued or in flight (its reports say "purged", which does
@@ -96,19 +243,62 @@ pub fn header<'a, M: Message>(m: &'a M, key: &str) -> Option<&'a [u8]> {
     m.headers()?.iter().find(|h| h.key == key)?.value
 }
 
-/// librdkafka's context: delivery reports go to the shared [`Delivery`].
-pub struct DeliveryContext(Arc<Delivery>);
+/// librdkafka's context: delivery reports go to the shared [`Delivery`];
+/// a refusal that stops the session is kept for its end ([`stop`]).
+pub struct DeliveryContext {
+    delivery: Arc<Delivery>,
+    batching: Batching,
+    stop: Mutex<Option<Stop>>,
+}
 
 impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // We set this experimental property on purpose (see `set_batching`).
+        if fac == "CONFWARN" && message.contains("enable.gapless.guarantee is experimental") {
+            return;
+        }
+        // Its stop at a refused batch (see `error`) is no failure of ours.
+        if fac == "FATAL" && message.contains("Gap-less") {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
+            return;
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
-        ) {
-            self.0.stats().broker_state.store(BrokerState::Down);
+        let stats = self.delivery.stats();
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
+                stats.broker_state.store(BrokerState::Down);
+            }
+            Some(RDKafkaErrorCode::GaplessGuarantee) => {
+                // A batch failed for good and librdkafka stopped there (see
+                // `set_batching`): its delivery reports say how the session
+                // ends (smaller batches, or on after a line refused alone),
+                // which the forwarder logs.
+                tracing::debug!(reason, "librdkafka stopped the producer at a batch Kafka refused, so that no line after it is sent first");
+                return;
+            }
+            _ => {}
         }
         tracing::warn!(error = %error, reason, "Kafka client error (librdkafka retries by itself)");
-        *lock(&self.0.stats().last_error) = Some(format!("{error}: {reason}"));
+        *lock(&stats.last_error) = Some(format!("{error}: {reason}"));
     }
 }
 
@@ -116,7 +306,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, frame: usize) {
-        let d = &self.0;
+        let d = &self.delivery;
         let mut t = d.tracker();
         match result {
             Ok(m) => {
@@ -130,24 +320,7 @@ impl ProducerContext for DeliveryContext {
                 Some(RDKafkaErrorCode::PurgeQueue) | Some(RDKafkaErrorCode::PurgeInflight) => {
                     // Purged at shutdown: not delivered, resent next run.
                 }
-                Some(
-                    RDKafkaErrorCode::MessageSizeTooLarge
-                    | RDKafkaErrorCode::InvalidMessage
-                    | RDKafkaErrorCode::InvalidMessageSize
-                    | RDKafkaErrorCode::InvalidRecord,
-                ) => {
-                    let text =
-                        |k: &str| header(msg, k).map(|v| String::from_utf8_lossy(v).into_owned());
-                    let (source, path, offset) = (text("source"), text("path"), text("offset"));
-                    let r = RefusedLine {
-                        source: source.as_deref().unwrap_or_default(),
-                        path: path.as_deref(),
-                        offset: offset.as_deref().unwrap_or_default(),
-                        topic: msg.topic(),
-                        line: msg.payload().unwrap_or_default(),
-                    };
-                    d.refused(&mut t, frame as u64, r, &err.to_string());
-                }
+                Some(code) if is_refusal(code) => self.refused(&mut t, frame as u64, err, msg),
                 _ => {
                     d.stats()
                         .producer_errors
@@ -156,6 +329,51 @@ impl ProducerContext for DeliveryContext {
                 }
             },
         }
+    }
+}
+
+impl DeliveryContext {
+    /// Kafka refused line `msg` of `frame` for good (`err`): dead-lettered
+    /// if it was alone in its batch, else the session stops to resend its
+    /// batch's lines in smaller batches (see [`Batching::refused`]). Once
+    /// the session failed, nothing is dead-lettered: acks no longer count,
+    /// so the next session sends the line again.
+    fn refused(&self, t: &mut AckTracker, frame: u64, err: &KafkaError, msg: &BorrowedMessage<'_>) {
+        let (topic, partition) = (msg.topic(), msg.partition());
+        match self.batching.refused(msg.payload_len() + msg.key_len()) {
+            Refused::InBatch => {
+                let why = format!("Kafka refused a batch of lines for {topic}/{partition}: {err}");
+                self.stop_with(t, Stop::SmallerBatches(why));
+            }
+            Refused::Alone { .. } if t.has_failed() => {}
+            Refused::Alone { stopped } => {
+                let text =
+                    |k: &str| header(msg, k).map(|v| String::from_utf8_lossy(v).into_owned());
+                let (source, path, offset) = (text("source"), text("path"), text("offset"));
+                let r = RefusedLine {
+                    source: source.as_deref().unwrap_or_default(),
+                    path: path.as_deref(),
+                    offset: offset.as_deref().unwrap_or_default(),
+                    topic,
+                    line: msg.payload().unwrap_or_default(),
+                };
+                self.delivery.refused(t, frame, r, &err.to_string());
+                if stopped && !t.has_failed() {
+                    let why = format!("librdkafka stopped at the line it dead-lettered ({topic}/{partition}: {err})");
+                    self.stop_with(t, Stop::Resume(why));
+                }
+            }
+        }
+    }
+
+    /// The session stops at a refusal: acks no longer count, and `stop`
+    /// (the first one) says how it ends.
+    fn stop_with(&self, t: &mut AckTracker, stop: Stop) {
+        if !t.has_failed() {
+            let (Stop::SmallerBatches(why) | Stop::Resume(why)) = &stop;
+            t.fail(why.clone());
+        }
+        lock(&self.stop).get_or_insert(stop);
     }
 }
 
@@ -171,7 +389,9 @@ fn failure_text(err: &KafkaError) -> String {
 /// Sends a frame's lines with librdkafka, one message each, skipping those
 /// `in_kafka` says Kafka has; returns how many were sent.
 /// Each line comes with its index in `b` and its file offset; `from` is
-/// the host name and the store's instance id.
+/// the host name and the store's instance id. A line larger than
+/// librdkafka's `message.max.bytes` is dead-lettered instead (see
+/// [`dead_letter_unqueued`]).
 pub fn send<'a>(
     producer: &LibrdkafkaProducer,
     id: u64,
@@ -221,17 +441,72 @@ pub fn send<'a>(
             .headers(headers);
         loop {
             match producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => {
+                    sent += 1;
+                    break;
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     producer.poll(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(e),
+                Err((
+                    e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                    _,
+                )) => {
+                    let r = RefusedLine {
+                        source: &b.source,
+                        path: Some(&b.path),
+                        offset,
+                        topic: &b.topic,
+                        line,
+                    };
+                    dead_letter_unqueued(producer, id, r, &e)?;
+                    break;
+                }
+                Err((e, _)) => {
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+                        // It may have stopped at a refusal (see
+                        // `set_batching`) whose reports are queued: take
+                        // them in while they count, so that the session
+                        // ends as they say.
+                        let _ = producer.flush(STOPPED_WAIT);
+                    }
+                    return Err(e);
+                }
             }
         }
-        sent += 1;
     }
     Ok(sent)
+}
+
+/// How long a stopped producer's last reports are waited for.
+const STOPPED_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a line too large to queue waits for the lines queued before it
+/// to be answered.
+const UNQUEUED_WAIT: Duration = Duration::from_secs(60);
+
+/// Dead-letters line `r` of `frame`, which librdkafka would not queue as
+/// larger than its `message.max.bytes` (`err`): it cannot be sent alone.
+/// First every line queued before it is answered, so that the frame's done
+/// lines stay its leading lines. If they are not within [`UNQUEUED_WAIT`],
+/// or the session failed meanwhile, returns `err`: the session ends and the
+/// next one sends the line again.
+fn dead_letter_unqueued(
+    producer: &LibrdkafkaProducer,
+    frame: u64,
+    r: RefusedLine<'_>,
+    err: &KafkaError,
+) -> KafkaResult<()> {
+    producer.flush(UNQUEUED_WAIT).map_err(|_| err.clone())?;
+    let d = &producer.context().delivery;
+    let mut t = d.tracker();
+    if t.has_failed() {
+        return Err(err.clone());
+    }
+    let why = format!("{err}: larger than librdkafka's message.max.bytes");
+    d.refused(&mut t, frame, r, &why);
+    Ok(())
 }
 
 /// Why librdkafka's admin client could not check or create a topic.
@@ -369,18 +644,4 @@ impl TopicAdmin {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An INVALID_TIMESTAMP delivery failure says the host's clock is off
-    /// and that the lines wait; other failures read as librdkafka says.
-    #[test]
-    fn invalid_timestamp_failure_names_the_clock() {
-        let e = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTimestamp);
-        let text = failure_text(&e);
-        assert!(text.contains("this host's clock"), "{text}");
-        assert!(text.contains("wait in the spool"), "{text}");
-        let e = KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas);
-        assert_eq!(failure_text(&e), e.to_string());
-    }
-}
+mod tests;

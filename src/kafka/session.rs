@@ -33,7 +33,7 @@ use crate::kafka::acks::{AckTracker, Delivery};
 use crate::kafka::client::{Client, ClientError, TopicCreator};
 use crate::kafka::forwarder::{BrokerState, ForwardError, Forwarder, CURSOR_EVERY};
 use crate::kafka::ledger::{self, DeliveryLedger, Redelivery, Verdict};
-use crate::kafka::librdkafka::client_config;
+use crate::kafka::librdkafka::{self, client_config};
 use crate::kafka::native::{Event, ProducerError};
 use crate::runtime::{Backoff, Outage};
 use crate::spool::{Position, ReadOutcome, SpoolBatch, SpoolCursor, SpoolReader};
@@ -53,6 +53,9 @@ pub(crate) enum SessionEnd {
     Rebuild(String),
     /// Kafka refused a batch of several lines: resend in smaller ones.
     SmallerBatches(String),
+    /// librdkafka stopped its producer at a line it dead-lettered (see
+    /// [`librdkafka::Stop::Resume`]): go on with a new one at once.
+    Resume(String),
 }
 
 /// A session step's outcome: go on with a value, or the session is over.
@@ -236,7 +239,7 @@ impl<'a> Session<'a> {
         let finished = !self.reading && progress.in_flight == 0;
         self.persist_if_due(&progress, finished, past_deadline)?;
         if let Some(why) = progress.failed {
-            return Ok(Break(self.end_after_failure(why)));
+            return self.end_after_failure(why).map(Break);
         }
         Ok(self.finish(finished, past_deadline, progress.in_flight))
     }
@@ -328,7 +331,7 @@ impl<'a> Session<'a> {
                 Ok(Continue(Read::Sent))
             }
             Err(ClientError::Native(e)) => self.end_native(e).map(Break),
-            Err(e) => Ok(Break(self.end_after_failure(e.to_string()))),
+            Err(e) => self.end_after_failure(e.to_string()).map(Break),
         }
     }
 
@@ -476,9 +479,35 @@ impl<'a> Session<'a> {
         Continue(())
     }
 
-    fn end_after_failure(&mut self, why: String) -> SessionEnd {
+    /// Ends a session whose client failed (`why`). With librdkafka, what
+    /// is done is made durable (the failure may have come from a send,
+    /// before progress was persisted); the reports the abandon takes in do
+    /// not count; and the producer may have stopped at a refusal, which
+    /// then says how the session ends ([`librdkafka::Stop`]).
+    fn end_after_failure(&mut self, why: String) -> Result<SessionEnd, ForwardError> {
+        if !matches!(self.client, Client::Librdkafka(_)) {
+            self.client.abandon();
+            return Ok(SessionEnd::Rebuild(why));
+        }
+        let (cursor, ledger) = {
+            let mut t = self.delivery.tracker();
+            if !t.has_failed() {
+                t.fail(why.clone());
+            }
+            (t.advance(), t.ledger_to_persist())
+        };
         self.client.abandon();
-        SessionEnd::Rebuild(why)
+        self.persist(cursor.as_ref(), &ledger)?;
+        self.persisted = cursor;
+        let stop = match &self.client {
+            Client::Librdkafka(p) => librdkafka::stop(p),
+            Client::Native(_) => None,
+        };
+        Ok(match stop {
+            Some(librdkafka::Stop::SmallerBatches(why)) => SessionEnd::SmallerBatches(why),
+            Some(librdkafka::Stop::Resume(why)) => SessionEnd::Resume(why),
+            None => SessionEnd::Rebuild(why),
+        })
     }
 
     /// Ends a session whose native producer failed: what was acknowledged

@@ -316,6 +316,12 @@ impl Broker {
     pub fn create_topic(&self, topic: &str, partitions: i32) {
         create_topic(&self.addr(), topic, partitions);
     }
+
+    /// [`Broker::create_topic`] with topic `configs` (e.g.
+    /// `("max.message.bytes", "65536")`).
+    pub fn create_topic_with(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        create_topic_with(&self.addr(), topic, partitions, configs);
+    }
 }
 
 impl Drop for Broker {
@@ -394,6 +400,11 @@ fn wait_ready(child: &mut Child, addr: &str, timeout: Duration) -> Result<(), St
 /// Creates `topic` with `partitions` partitions (replication 1) through
 /// rdkafka's AdminClient. "Already exists" is fine.
 pub fn create_topic(addr: &str, topic: &str, partitions: i32) {
+    create_topic_with(addr, topic, partitions, &[]);
+}
+
+/// [`create_topic`] with topic `configs`.
+pub fn create_topic_with(addr: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("log_level", "3")
@@ -403,7 +414,10 @@ pub fn create_topic(addr: &str, topic: &str, partitions: i32) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new = configs.iter().fold(
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        |t, (k, v)| t.set(k, v),
+    );
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = rt
         .block_on(admin.create_topics([&new], &opts))

@@ -18,3 +18,4 @@ mod pipeline;
 mod readback;
 mod reload;
 mod store_migration;
+mod topic_limits;
