@@ -29,6 +29,7 @@ fn kafka(brokers: &str, properties: &[(&str, &str)]) -> KafkaConfig {
         shutdown_ack_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(10),
+        delivery_timeout: Duration::from_secs(120),
         properties: properties
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
