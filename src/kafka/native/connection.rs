@@ -243,7 +243,14 @@ impl Connection {
     pub(super) fn retire(&mut self) -> Vec<Sealed> {
         self.shut_down();
         self.retired = true;
-        let mut out: Vec<Sealed> = self.in_flight.drain(..).map(|f| f.sealed).collect();
+        let mut out: Vec<Sealed> = self
+            .in_flight
+            .drain(..)
+            .map(|mut f| {
+                f.sealed.lines.resent = true;
+                f.sealed
+            })
+            .collect();
         out.extend(self.waiting.drain(..));
         out
     }

@@ -30,6 +30,9 @@ const MAX_WAITING: usize = 2;
 /// Batches a held partition may gather (see [`retry`]) before sealing
 /// another blocks until it is sent again.
 const MAX_HELD: usize = 8;
+/// Batches all held partitions may gather together (a broker leading many
+/// partitions went down): past it, sealing waits too.
+const MAX_HELD_IN_ALL: usize = 32;
 /// Records bytes in one batch before it is sealed (librdkafka's default
 /// `batch.size`; under the broker's default `message.max.bytes`).
 pub const BATCH_BYTES: usize = 1_000_000;
@@ -144,6 +147,16 @@ struct PartitionState {
     held: BTreeMap<u64, Sealed>,
     /// Since when the partition has failed with no batch taken since.
     failing: Option<retry::Failing>,
+    /// The seal number of the first batch whose outcome is not reported
+    /// yet, and outcomes of later batches that wait for it (see
+    /// [`NativeProducer::report`]).
+    next_report: u64,
+    answered_ahead: BTreeMap<u64, Vec<Event>>,
+    /// Kafka has taken a batch of this session's producer id here. Until
+    /// then only one batch is unanswered at a time: a broker with no state
+    /// for a producer id takes its first batch at any sequence number, so
+    /// a second batch could be taken while the first was refused (a gap).
+    established: bool,
 }
 
 struct OpenBatch {
@@ -198,6 +211,8 @@ pub(super) struct BatchLines {
     slot: usize,
     /// The batch's place among its partition's batches.
     seal_no: u64,
+    /// Written at least once before (see [`retry`]): Kafka may have it.
+    pub(super) resent: bool,
     count: i32,
     runs: Vec<(u64, u32)>,
     lone: Option<LoneLine>,
@@ -518,6 +533,7 @@ impl NativeProducer {
                 partition,
                 slot,
                 seal_no,
+                resent: false,
                 count: open.count,
                 runs: open.runs,
                 lone: open.lone,
@@ -532,6 +548,7 @@ impl NativeProducer {
         let slot = s.lines.slot;
         self.queue(s)?;
         while self.partitions[slot].held.len() > MAX_HELD
+            || self.partitions.iter().map(|p| p.held.len()).sum::<usize>() > MAX_HELD_IN_ALL
             || self.conns.iter().any(|c| c.waiting.len() > MAX_WAITING)
         {
             self.wait_for_progress()?;
@@ -659,7 +676,9 @@ impl NativeProducer {
         let error = ResponseError::try_from_code(part.error_code);
         if let Some(e) = error.filter(|&e| self.clears_on_resend(&f.sealed.lines, e)) {
             let why = format!("{topic}/{partition}: {}", error_name(e));
-            self.hold(f.sealed, why, retry::needs_new_leader(e));
+            let mut sealed = f.sealed;
+            sealed.lines.resent |= retry::may_have_kept(e);
+            self.hold(sealed, why, retry::needs_new_leader(e));
             return self.pump(from);
         }
         let (base_offset, error_message) = (part.base_offset, part.error_message.clone());
@@ -674,8 +693,12 @@ impl NativeProducer {
             // NONE, or DUPLICATE_SEQUENCE_NUMBER: the broker has the batch.
             None | Some(ResponseError::DuplicateSequenceNumber) => {
                 let base = (error.is_none() && base_offset >= 0).then_some(base_offset);
-                self.acknowledge(&lines.runs, partition, base);
+                let events = Self::acknowledged(&lines.runs, partition, base);
+                self.report(lines.slot, lines.seal_no, events);
                 self.taken(lines.slot);
+                if let Some(p) = self.partitions.get_mut(lines.slot) {
+                    p.established = true;
+                }
             }
             Some(e) if is_refusal(e) => {
                 let error = match &error_message {
@@ -711,34 +734,60 @@ impl NativeProducer {
         r: std::io::Result<Bytes>,
     ) -> Result<(), ProducerError> {
         let addr = self.conns[from].addr.clone();
-        if r.is_err() && self.conns[from].waiting.is_empty() {
-            // Closed while idle: nothing was lost; reopen on next use.
-            tracing::debug!(broker = %addr, "idle Kafka connection closed by the broker");
-            self.conns[from].closed = true;
+        if let Err(e) = r {
+            if self.conns[from].waiting.is_empty() {
+                // Closed while idle: nothing was lost; reopen on next use.
+                tracing::debug!(broker = %addr, "idle Kafka connection closed by the broker");
+                self.conns[from].closed = true;
+            } else {
+                // Closed with batches waiting (a throttle): send them
+                // again elsewhere.
+                self.retire(from, format!("Kafka broker {addr}: {e}"));
+            }
             return Ok(());
         }
-        r.map_err(|source| ProducerError::Io {
-            addr: addr.clone(),
-            source,
-        })?;
         Err(ProducerError::Protocol {
             addr,
             detail: "an answer arrived for no request".into(),
         })
     }
 
-    /// Reports the lines of a batch Kafka took, run by run, the first at
-    /// offset `base` of `partition` (None when the broker did not say).
-    fn acknowledge(&mut self, runs: &[(u64, u32)], partition: i32, base: Option<i64>) {
+    /// The events for the lines of a batch Kafka took, run by run, the
+    /// first at offset `base` of `partition` (None when the broker did not
+    /// say).
+    fn acknowledged(runs: &[(u64, u32)], partition: i32, base: Option<i64>) -> Vec<Event> {
         let mut at = 0i64;
+        let mut out = Vec::with_capacity(runs.len());
         for &(frame, n) in runs {
             at += n as i64;
-            self.events.push(Event::Acked {
+            out.push(Event::Acked {
                 frame,
                 lines: n,
                 partition,
                 last_offset: base.map(|b| b + at - 1),
             });
+        }
+        out
+    }
+
+    /// Reports what became of batch `seal_no` of partition `slot`, in seal
+    /// order: a batch answered before an earlier one of its partition
+    /// (possible once a batch is sent again) waits for it. The forwarder
+    /// counts a frame's acknowledged lines as its first ones, so a later
+    /// batch's lines must never be reported before an earlier batch's.
+    fn report(&mut self, slot: usize, seal_no: u64, events: Vec<Event>) {
+        let Some(p) = self.partitions.get_mut(slot) else {
+            return;
+        };
+        if seal_no != p.next_report {
+            p.answered_ahead.insert(seal_no, events);
+            return;
+        }
+        self.events.extend(events);
+        p.next_report += 1;
+        while let Some(later) = p.answered_ahead.remove(&p.next_report) {
+            self.events.extend(later);
+            p.next_report += 1;
         }
     }
 
@@ -752,9 +801,17 @@ impl NativeProducer {
         error: String,
     ) -> Result<(), ProducerError> {
         match (lines.lone, lone_sequence) {
-            (Some(line), Some(sequence)) if lines.count == 1 => {
+            // Only if it was never sent before: a copy sent earlier (on a
+            // connection lost since) may be in Kafka, and then its number
+            // is taken; the session ends and the read-back decides.
+            (Some(line), Some(sequence)) if lines.count == 1 && !lines.resent => {
                 let frame = lines.runs.first().map_or(0, |r| r.0);
-                self.events.push(Event::Refused { frame, line, error });
+                self.report(
+                    lines.slot,
+                    lines.seal_no,
+                    vec![Event::Refused { frame, line, error }],
+                );
+                self.taken(lines.slot);
                 // Nothing after it was numbered (see `seal`): the
                 // partition's next batch takes its number.
                 if let Some(state) = self.partitions.get_mut(lines.slot) {

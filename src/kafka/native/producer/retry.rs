@@ -22,6 +22,17 @@
 //!   all of them before any later one. A partition whose leader moves while
 //!   batches are unanswered at the old one is held until they are answered.
 //! - A batch is never renumbered: it is resent as the same bytes.
+//! - What becomes of a partition's batches is reported in seal order
+//!   ([`NativeProducer::report`]): a batch answered before an earlier one
+//!   that is being sent again waits for it, since the forwarder counts a
+//!   frame's acknowledged lines as its first ones.
+//! - Until Kafka has taken one batch of the session's producer id in a
+//!   partition, only one batch of it is unanswered: a broker with no state
+//!   for a producer id takes its first batch at any sequence number, so a
+//!   second batch could be taken while the first was refused (a gap).
+//! - A refused lone line gives its sequence number back only if no earlier
+//!   copy may be in Kafka (never written, or answered with an error raised
+//!   before the broker appends); otherwise the session ends.
 //! - OUT_OF_ORDER_SEQUENCE_NUMBER means "an earlier batch failed" only when
 //!   an earlier batch of the partition is held. Otherwise it ends the
 //!   session (the broker lost what it had acknowledged, e.g. an unclean
@@ -107,6 +118,18 @@ pub(super) fn needs_new_leader(e: ResponseError) -> bool {
             | ResponseError::NetworkException
             | ResponseError::FencedLeaderEpoch
             | ResponseError::UnknownLeaderEpoch
+    )
+}
+
+/// Produce errors after which the broker may have kept the batch (in its
+/// log, waiting for replicas): the others are raised before it appends.
+pub(super) fn may_have_kept(e: ResponseError) -> bool {
+    matches!(
+        e,
+        ResponseError::RequestTimedOut
+            | ResponseError::NotEnoughReplicasAfterAppend
+            | ResponseError::NetworkException
+            | ResponseError::KafkaStorageError
     )
 }
 
@@ -223,11 +246,12 @@ impl NativeProducer {
         }
     }
 
-    /// When the first held partition may be sent again.
+    /// When the first held partition may be sent again. A partition with
+    /// batches unanswered is left out: their answers wake the producer.
     pub(super) fn next_retry(&self) -> Option<Instant> {
-        self.partitions
-            .iter()
-            .filter_map(|p| p.hold.as_ref())
+        (0..self.partitions.len())
+            .filter(|&s| !self.unanswered(s))
+            .filter_map(|s| self.partitions[s].hold.as_ref())
             .map(|h| h.retry_at)
             .min()
     }
@@ -267,14 +291,14 @@ impl NativeProducer {
             .map(|p| p.topic.clone())
             .collect();
         for topic in topics {
-            if let Err(e) = self.refresh_leaders(&topic) {
-                if matches!(
-                    e,
-                    ProducerError::NotAuthorized { .. } | ProducerError::Protocol { .. }
-                ) {
-                    return Err(e);
+            match self.refresh_leaders(&topic) {
+                Ok(()) => {}
+                // No broker answered, or no leader yet: asked again later.
+                Err(e) if clears_on_retry(&e) || matches!(e, ProducerError::Topic { .. }) => {
+                    tracing::debug!(topic = %topic, error = %e, "cannot ask who leads the topic's partitions yet");
                 }
-                tracing::debug!(topic = %topic, error = %e, "cannot ask who leads the topic's partitions yet");
+                // A Produce failure taken in meanwhile, an ACL refusal...
+                Err(e) => return Err(e),
             }
         }
         for s in due {
@@ -339,8 +363,9 @@ impl NativeProducer {
     }
 
     /// Opens the setup connection to another broker (the next one listed
-    /// after the current one), then gives the current one up.
-    fn move_setup(&mut self) -> Result<(), ProducerError> {
+    /// after the current one; the same one last), then gives the current
+    /// one up.
+    pub(super) fn move_setup(&mut self) -> Result<(), ProducerError> {
         let old = self.setup;
         let old_addr = self.conns[old].addr.clone();
         let mut candidates: Vec<String> = self.nodes.values().cloned().collect();
@@ -352,8 +377,11 @@ impl NativeProducer {
         if let Some(i) = candidates.iter().position(|a| *a == old_addr) {
             candidates.rotate_left(i + 1);
         }
+        // The one that failed goes last (it may be the only one).
+        candidates.retain(|a| *a != old_addr);
+        candidates.push(old_addr.clone());
         let mut last = None;
-        for addr in candidates.iter().filter(|a| **a != old_addr) {
+        for addr in &candidates {
             let index = self.conns.len();
             match Connection::open(addr, index, &self.responses_tx, self.settings.timeouts) {
                 Ok(c) => {
@@ -368,7 +396,7 @@ impl NativeProducer {
         }
         Err(last.unwrap_or_else(|| ProducerError::Connect {
             addr: old_addr,
-            detail: "no other broker is known".into(),
+            detail: "no broker is known".into(),
         }))
     }
 
@@ -429,8 +457,16 @@ impl NativeProducer {
     /// waits (see [`send`](Self::send) for the one that does).
     pub(super) fn queue(&mut self, s: Sealed) -> Result<(), ProducerError> {
         let slot = s.lines.slot;
-        if self.partitions[slot].hold.is_some() {
-            self.partitions[slot].held.insert(s.lines.seal_no, s);
+        // Until Kafka took a batch of this producer id here, one at a time
+        // (see `PartitionState::established`).
+        let first_unanswered = !self.partitions[slot].established && self.unanswered(slot);
+        let p = &mut self.partitions[slot];
+        if p.hold.is_some() || first_unanswered {
+            p.hold.get_or_insert(Hold {
+                retry_at: Instant::now(),
+                refresh: false,
+            });
+            p.held.insert(s.lines.seal_no, s);
             return Ok(());
         }
         match self.connection_for(self.partitions[slot].leader) {

@@ -132,14 +132,23 @@ impl NativeProducer {
     }
 
     /// [`call`](Self::call), waiting at most `timeout` for the answer.
+    /// A connection that fails or does not answer in time is given up (a
+    /// late answer would put it out of step); the setup connection is
+    /// then opened again, to another broker if one answers, at the next
+    /// call. A failed Produce answer taken in meanwhile is returned in
+    /// preference to the call's own failure: it must end the session.
     pub(super) fn call_within<R: Encodable, S: Decodable>(
         &mut self,
-        c: usize,
+        mut c: usize,
         api: ApiKey,
         version: i16,
         body: &R,
         timeout: Duration,
     ) -> Result<S, ProducerError> {
+        if self.conns[c].retired && c == self.setup {
+            self.move_setup()?;
+            c = self.setup;
+        }
         self.reopen_if_closed(c)?;
         let correlation = self.correlations.next();
         let head = RequestHead {
@@ -148,7 +157,10 @@ impl NativeProducer {
             correlation,
             client_id: &self.settings.client_id,
         };
-        self.conns[c].write_request(&head, body, None)?;
+        if let Err(e) = self.conns[c].write_request(&head, body, None) {
+            self.conns[c].retire();
+            return Err(e);
+        }
         let deadline = Instant::now() + timeout;
         let mut produce_failure = None;
         loop {
@@ -156,10 +168,11 @@ impl NativeProducer {
             let (from, r) = match self.responses.recv_timeout(left) {
                 Ok(x) => x,
                 Err(_) => {
-                    return Err(ProducerError::Timeout {
+                    self.conns[c].retire();
+                    return Err(produce_failure.unwrap_or(ProducerError::Timeout {
                         addr: self.conns[c].addr.clone(),
                         secs: timeout.as_secs(),
-                    })
+                    }));
                 }
             };
             if from != c {
@@ -170,7 +183,13 @@ impl NativeProducer {
                 continue;
             }
             let addr = &self.conns[from].addr;
-            let mut buf = answer_body(addr, r, api, version, correlation)?;
+            let mut buf = match answer_body(addr, r, api, version, correlation) {
+                Ok(buf) => buf,
+                Err(e) => {
+                    self.conns[c].retire();
+                    return Err(produce_failure.unwrap_or(e));
+                }
+            };
             if let Some(e) = produce_failure {
                 return Err(e);
             }
@@ -343,6 +362,9 @@ impl NativeProducer {
                     hold: None,
                     held: BTreeMap::new(),
                     failing: None,
+                    next_report: 0,
+                    answered_ahead: BTreeMap::new(),
+                    established: false,
                 });
             }
         }
