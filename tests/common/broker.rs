@@ -69,6 +69,21 @@ pub fn kafka_home() -> &'static Path {
     })
 }
 
+/// Runs a Kafka command-line tool through `scripts/kafka.sh tool CLASS|ALIAS
+/// ARGS...` (e.g. `["acls", "--bootstrap-server", addr, "--list"]`) and
+/// returns its output, whatever its exit status.
+pub fn kafka_tool(args: &[&str]) -> std::process::Output {
+    let script = scripts_dir().join("kafka.sh");
+    Command::new("bash")
+        .arg(&script)
+        .arg("tool")
+        .args(args)
+        .env("LOGCATCH_KAFKA_HOME", kafka_home())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} tool: {e}", script.display()))
+}
+
 /// The tansu binary: `$TANSU_BIN`, else `<repo>/.tools/bin/tansu`, else
 /// `tansu` on PATH.
 pub fn tansu_bin() -> PathBuf {
@@ -124,13 +139,21 @@ pub struct Broker {
 impl Broker {
     /// Starts an Apache Kafka node that clients reach directly.
     pub fn start() -> Broker {
-        Broker::start_kafka(false)
+        Broker::start_kafka(false, &[])
     }
 
     /// Starts an Apache Kafka node behind a [`Proxy`]; `addr()` is the
     /// proxy's address, and the node advertises it.
     pub fn start_with_proxy() -> Broker {
-        Broker::start_kafka(true)
+        Broker::start_kafka(true, &[])
+    }
+
+    /// Starts an Apache Kafka node that clients reach directly, with extra
+    /// broker settings (`KEY=VALUE`, each passed as `--prop` to
+    /// `scripts/kafka.sh`, after the test settings, so they may override
+    /// them), e.g. an authorizer.
+    pub fn start_with_props(props: &[&str]) -> Broker {
+        Broker::start_kafka(false, props)
     }
 
     /// Starts tansu (in-memory storage), reached directly: the second
@@ -139,7 +162,7 @@ impl Broker {
         Broker::start_tansu()
     }
 
-    fn start_kafka(with_proxy: bool) -> Broker {
+    fn start_kafka(with_proxy: bool, extra_props: &[&str]) -> Broker {
         let home = kafka_home();
         let script = scripts_dir().join("kafka.sh");
         let dir = tempfile::Builder::new()
@@ -172,7 +195,7 @@ impl Broker {
                 .args(["--owner", &std::process::id().to_string()])
                 .arg("--static-quorum")
                 .args(["--timeout", "120"]);
-            for prop in KAFKA_TEST_PROPS {
+            for prop in KAFKA_TEST_PROPS.iter().chain(extra_props) {
                 cmd.args(["--prop", prop]);
             }
             let out = cmd

@@ -140,6 +140,8 @@ pub struct Daemon {
     child: Option<Child>,
     exited: Option<ExitStatus>,
     starts: usize,
+    /// Environment variables added at each start (see [`Daemon::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -157,15 +159,37 @@ impl Daemon {
     /// Starts the daemon on an existing config file (which may be a
     /// symlink); the log goes to `<dir>/daemon.log`.
     pub fn start_with_file(dir: &Path, config: &Path) -> Daemon {
+        Daemon::launch(dir, config, &[])
+    }
+
+    /// Like [`Daemon::with`], with environment variables added to the
+    /// daemon's (e.g. libfaketime's `LD_PRELOAD` and `FAKETIME`).
+    pub fn with_env(dir: &Path, builder: &ConfigBuilder, env: &[(&str, &str)]) -> Daemon {
+        let config = dir.join("logcatch.yaml");
+        std::fs::write(&config, builder.render()).expect("write config");
+        Daemon::launch(dir, &config, env)
+    }
+
+    fn launch(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             dir: dir.to_path_buf(),
             config: config.to_path_buf(),
             child: None,
             exited: None,
             starts: 0,
+            env: Vec::new(),
         };
+        d.set_env(env);
         d.spawn();
         d
+    }
+
+    /// The environment variables added at the next starts (`&[]`: none).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     }
 
     /// Renders `builder` into `<dir>/logcatch.yaml` and starts the daemon.
@@ -207,6 +231,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

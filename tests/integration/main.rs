@@ -14,6 +14,7 @@ mod broker_smoke;
 mod ctl;
 mod fault_injection;
 mod hostile_input;
+mod kafka_policy;
 mod pipeline;
 mod readback;
 mod reload;
