@@ -571,8 +571,17 @@ fn read_back(
                 return Some(r);
             }
             Err(e) => {
+                use rdkafka::types::RDKafkaErrorCode as Code;
                 if outage.failed() {
-                    tracing::warn!(error = %e, "cannot read back what Kafka already has yet; retrying before sending (lines wait in the spool)");
+                    let unauthorized = matches!(
+                        e.rdkafka_error_code(),
+                        Some(Code::TopicAuthorizationFailed | Code::GroupAuthorizationFailed)
+                    );
+                    if unauthorized {
+                        tracing::error!(error = %e, "Kafka refuses the read-back for want of an ACL: after a crash logcatch reads back what Kafka already has, which needs READ (and DESCRIBE) on the topic; retrying with back-off (lines wait in the spool)");
+                    } else {
+                        tracing::warn!(error = %e, "cannot read back what Kafka already has yet; retrying before sending (lines wait in the spool)");
+                    }
                 }
                 if !retry.sleep(stop) {
                     return None;
