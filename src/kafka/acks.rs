@@ -34,6 +34,19 @@ use crate::kafka::native::Event;
 use crate::runtime::lock;
 use crate::spool::{Position, SpoolBatch, SpoolCursor};
 
+/// How much of the dead-letter file's end is searched for a line refused
+/// again ([`Delivery::refused`]).
+const DEAD_LETTER_TAIL: u64 = 4 << 20;
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 /// One spooled frame whose lines are sent but not all done.
 pub struct InFlightFrame {
     spooled_ms: u64,
@@ -142,6 +155,14 @@ impl AckTracker {
         self.ledger.anchor(source, topic, partition, high);
         let key = (source.to_string(), topic.to_string());
         self.last_push.insert(key, Instant::now());
+    }
+
+    /// How many of `frame`'s leading lines are done (None: not in flight).
+    pub fn done_of(&self, frame: u64) -> Option<u32> {
+        frame
+            .checked_sub(self.base)
+            .and_then(|i| self.frames.get(i as usize))
+            .map(|f| f.done)
     }
 
     /// One more line of `frame` is in Kafka, at `at` (partition, offset)
@@ -308,6 +329,8 @@ pub struct Delivery {
 
 /// A line Kafka refused for good, as the dead-letter file records it.
 pub struct RefusedLine<'a> {
+    /// Its `lc-id` (see [`crate::kafka::line_id`]), when known.
+    pub id: Option<&'a [u8]>,
     pub source: &'a str,
     pub path: Option<&'a str>,
     pub offset: &'a str,
@@ -338,10 +361,27 @@ impl Delivery {
     /// Writes a refused line to the dead-letter file; only then does it
     /// count as done (so the cursor can pass it).
     pub fn refused(&self, t: &mut AckTracker, frame: u64, r: RefusedLine<'_>, error: &str) {
+        let id = r.id.map(hex);
+        if id
+            .as_deref()
+            .is_some_and(|id| self.dead_lettered_already(id))
+        {
+            // A session that ended before the cursor passed it sent it
+            // again: the file has it once already.
+            tracing::info!(
+                source = r.source,
+                offset = r.offset,
+                topic = r.topic,
+                "Kafka refused a line again that the dead-letter file already holds"
+            );
+            t.ack(frame, None);
+            return;
+        }
         tracing::error!(source = r.source, offset = r.offset, topic = r.topic, error,
             dead_letter = %self.dead_letter.display(),
             "Kafka refused this line permanently; it is written to the dead-letter file");
         let entry = serde_json::json!({
+            "lc_id": id,
             "source": r.source,
             "path": r.path,
             "offset": r.offset,
@@ -372,6 +412,23 @@ impl Delivery {
         }
     }
 
+    /// Whether the dead-letter file's last [`DEAD_LETTER_TAIL`] bytes hold
+    /// the line with `lc-id` `id` (hex). Refusals are rare and the file
+    /// small, so reading its tail is cheap; unreadable is "no".
+    fn dead_lettered_already(&self, id: &str) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.dead_letter) else {
+            return false;
+        };
+        let len = f.metadata().map_or(0, |m| m.len());
+        let mut tail = Vec::new();
+        let read = f
+            .seek(SeekFrom::Start(len.saturating_sub(DEAD_LETTER_TAIL)))
+            .and_then(|_| f.take(DEAD_LETTER_TAIL).read_to_end(&mut tail));
+        let needle = format!("\"lc_id\":\"{id}\"");
+        read.is_ok() && tail.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
     /// Takes in the native producer's events.
     pub fn apply(&self, events: &mut Vec<Event>) {
         if events.is_empty() {
@@ -395,6 +452,7 @@ impl Delivery {
                 Event::Refused { frame, line, error } => {
                     let offset = line.offset.to_string();
                     let r = RefusedLine {
+                        id: Some(&line.id),
                         source: &line.source,
                         path: Some(&line.path),
                         offset: &offset,

@@ -346,11 +346,19 @@ impl DeliveryContext {
                 self.stop_with(t, Stop::SmallerBatches(why));
             }
             Refused::Alone { .. } if t.has_failed() => {}
+            // Answered before an earlier line of its frame (being retried):
+            // counting it now would count that one as done. The next
+            // session sends them again, in order.
+            Refused::Alone { .. } if !next_undone(t, frame, msg) => {
+                let why = format!("a line of {topic}/{partition} was refused before an earlier one was answered ({err}); resending both in order");
+                t.fail(why);
+            }
             Refused::Alone { stopped } => {
                 let text =
                     |k: &str| header(msg, k).map(|v| String::from_utf8_lossy(v).into_owned());
                 let (source, path, offset) = (text("source"), text("path"), text("offset"));
                 let r = RefusedLine {
+                    id: header(msg, line_id::HEADER),
                     source: source.as_deref().unwrap_or_default(),
                     path: path.as_deref(),
                     offset: offset.as_deref().unwrap_or_default(),
@@ -374,6 +382,19 @@ impl DeliveryContext {
             t.fail(why.clone());
         }
         lock(&self.stop).get_or_insert(stop);
+    }
+}
+
+/// Whether no line of `frame` before `msg` is still undone: by its
+/// `lc-id` index, compared with the frame's leading lines done (a line
+/// without an index passes).
+fn next_undone(t: &AckTracker, frame: u64, msg: &BorrowedMessage<'_>) -> bool {
+    let index = header(msg, line_id::HEADER)
+        .and_then(LineId::decode)
+        .map(|id| id.index);
+    match (index, t.done_of(frame)) {
+        (Some(i), Some(done)) => i <= done,
+        _ => true,
     }
 }
 
@@ -454,6 +475,7 @@ pub fn send<'a>(
                     _,
                 )) => {
                     let r = RefusedLine {
+                        id: Some(&line_id),
                         source: &b.source,
                         path: Some(&b.path),
                         offset,

@@ -85,6 +85,8 @@ pub struct LoneLine {
     pub path: String,
     pub offset: u64,
     pub value: Vec<u8>,
+    /// Its [`LineId`](crate::kafka::line_id::LineId), encoded.
+    pub id: [u8; crate::kafka::line_id::LEN],
 }
 
 /// Where one spooled frame's lines go, with the parts of each record that
@@ -97,6 +99,8 @@ pub struct FrameTarget {
     source: String,
     path: String,
     record: RecordTemplate,
+    /// (instance id, batch seq): the first parts of each line's id.
+    ids: (u64, u64),
 }
 
 /// The producer's per-thread scratch and connections. Not `Sync`: the
@@ -358,6 +362,7 @@ impl NativeProducer {
             source: source.to_string(),
             path: path.to_string(),
             record: RecordTemplate::new(source, path, self.host_header.clone(), now_ms, ids),
+            ids,
         })
     }
 
@@ -411,6 +416,12 @@ impl NativeProducer {
                 path: t.path.clone(),
                 offset,
                 value: line.to_vec(),
+                id: crate::kafka::line_id::LineId {
+                    instance: t.ids.0,
+                    seq: t.ids.1,
+                    index,
+                }
+                .encode(),
             });
             self.seal(slot)?;
         }
