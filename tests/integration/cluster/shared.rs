@@ -119,7 +119,8 @@ fn kill_mid_catch_up(as_: &mut [Flow], kill_at: u64, total: u64) -> Vec<Instant>
 }
 
 /// After A's kill at `kill`: A must be done (everything read and
-/// acknowledged) within [`A_BOUND`], its read-back logged and never failed,
+/// acknowledged) within [`A_BOUND`], its read-back never failed (it is
+/// logged only when there was something to read: printed, not asserted),
 /// and B must have gone on delivering meanwhile (else the case proves
 /// nothing). What is wrong goes to A's problems.
 fn check_catch_up(a: &mut Flow, b: &Flow, kill: Instant) {
@@ -138,10 +139,6 @@ fn check_catch_up(a: &mut Flow, b: &Flow, kill: Instant) {
         a.problems.push(format!(
             "a had not delivered everything {A_BOUND:?} after its kill"
         ));
-    }
-    if readback.is_empty() {
-        a.problems
-            .push("no crash read-back was logged after the restart".into());
     }
     let failed = a
         .daemon
