@@ -32,7 +32,7 @@ use super::{free_port, tail_lines, wait_for};
 /// starts with `--static-quorum` (its storage copied from a template, no
 /// format JVM) and uses the CDS archive of `scripts/kafka.sh cds` when
 /// there is one.
-const KAFKA_TEST_PROPS: &[&str] = &[
+pub const KAFKA_TEST_PROPS: &[&str] = &[
     "offsets.topic.num.partitions=1",
     "transaction.state.log.num.partitions=1",
     "share.coordinator.state.topic.num.partitions=1",

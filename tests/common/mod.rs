@@ -2,6 +2,8 @@
 //! concern:
 //! - [`broker`]: a throwaway one-node Apache Kafka (or tansu), and a TCP
 //!   proxy in front of it that can simulate a broker outage;
+//! - [`cluster`]: a three-node Apache Kafka cluster and the faults the
+//!   cluster suite injects on its nodes (one cluster at a time);
 //! - [`daemon`]: the config builder, the real `logcatch` daemon as a child
 //!   process, and [`TestEnv`] (a temp dir and a broker of its own);
 //! - [`ctl`]: `logcatch-ctl` and the admin endpoint (status, offsets,
@@ -18,6 +20,7 @@
 //! here too.
 
 pub mod broker;
+pub mod cluster;
 pub mod consume;
 pub mod ctl;
 pub mod daemon;

@@ -11,6 +11,7 @@
 mod common;
 
 mod broker_smoke;
+mod cluster;
 mod ctl;
 mod fault_injection;
 mod hostile_input;
