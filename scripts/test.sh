@@ -37,7 +37,12 @@ fi
 threads="${TEST_THREADS:-2}"
 
 out="$(mktemp "${TMPDIR:-/tmp}/logcatch-test.XXXXXX")"
-trap 'rm -f "$out"' EXIT
+# The cluster fault suite's figures (tests/integration/cluster/), one line
+# a case and client, printed at the end.
+LOGCATCH_CLUSTER_REPORT="${LOGCATCH_CLUSTER_REPORT:-$out.cluster}"
+export LOGCATCH_CLUSTER_REPORT
+rm -f "$LOGCATCH_CLUSTER_REPORT"
+trap 'rm -f "$out" "$out.cluster"' EXIT
 status=0
 
 # Doc tests (cargo test with target selectors skips them otherwise).
@@ -50,6 +55,11 @@ fi
 
 passed="$(sed -n 's/^test result: .*[^0-9]\([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')"
 failed="$(sed -n 's/^test result: .*[^0-9]\([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\2/p' "$out" | awk '{s+=$1} END {print s+0}')"
+if [ -s "$LOGCATCH_CLUSTER_REPORT" ]; then
+    echo
+    echo "cluster fault suite (LOGCATCH_CLUSTER_LONG=${LOGCATCH_CLUSTER_LONG:-0}):"
+    cat "$LOGCATCH_CLUSTER_REPORT"
+fi
 echo
 echo "tests: $passed passed, $failed failed"
 exit "$status"

@@ -60,9 +60,12 @@ fn delivery_goes_on_with_one_follower_down_and_waits_with_two() {
         }
     }
 
-    // Two down: nothing can be acknowledged.
+    // Two down: nothing can be acknowledged. Longer than the request
+    // timeout (30 s) even in the short run, so that Produce requests the
+    // leader appended but cannot commit time out (REQUEST_TIMED_OUT) and
+    // must be sent again without a duplicate.
     case.cluster.kill9(f2 as usize);
-    let two_down = s.pick(Duration::from_secs(10), Duration::from_secs(40));
+    let two_down = s.pick(Duration::from_secs(35), Duration::from_secs(50));
     sleep_watching(&mut flows, two_down);
     let t3 = Instant::now();
     for f in &mut flows {
