@@ -22,7 +22,9 @@
 //! - `producer`: [`NativeProducer`], its partitions, sequence numbers,
 //!   batching and answers; its `setup` part sends the setup requests
 //!   (versions, producer id, metadata, topic creation: only for a topic the
-//!   metadata says is missing, see [`TopicLookup`]).
+//!   metadata says is missing, see [`TopicLookup`]); its `retry` part
+//!   holds a partition's batches after an error a retry can clear and
+//!   sends them again in the session.
 //!
 //! Invariants:
 //! - Every Produce request asks for acks=-1 (all in-sync replicas), and every
