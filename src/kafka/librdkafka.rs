@@ -413,6 +413,10 @@ fn failure_text(err: &KafkaError) -> String {
 /// the host name and the store's instance id. A line larger than
 /// librdkafka's `message.max.bytes` is dead-lettered instead (see
 /// [`dead_letter_unqueued`]).
+///
+/// Longer than most: one loop handles each outcome of queueing a line
+/// (queued, queue full, too large to queue, the producer stopped) in
+/// place, since their order is what keeps the cursor right.
 pub fn send<'a>(
     producer: &LibrdkafkaProducer,
     id: u64,
