@@ -7,9 +7,9 @@
 //! our own, every file sled writes without fsyncing it: new blob files
 //! (`blobs/*`, values too large for the log, which sled writes and never
 //! syncs) and the `blobs` directory, then the log (`db`), which points to
-//! them. sled fsyncs its snapshots (`snap.*`) itself, and writes `conf`
-//! once at creation; the store's directory and its parent are fsync'd
-//! once, at open, so the entries of `db`, `conf` and `blobs` are durable.
+//! them. sled fsyncs its snapshots (`snap.*`) itself; it writes `conf` at
+//! open, which we fsync then, with the store's directory and its parent,
+//! so that `conf` and the entries of `db`, `conf` and `blobs` are durable.
 //! Once an fsync failed, every later flush fails (the kernel may have
 //! dropped the pages and cleared the error).
 //!
@@ -46,6 +46,11 @@ impl DurableFiles {
     /// durable (the store at `dir` was just opened by sled, so they exist).
     pub(super) fn open(dir: &Path) -> io::Result<DurableFiles> {
         let db = File::open(dir.join("db"))?;
+        // sled writes `conf` at each open and never fsyncs it.
+        match File::open(dir.join("conf")).and_then(|f| f.sync_all()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         sync_dir(dir)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
