@@ -112,6 +112,9 @@ struct SpoolState {
     damaged_bytes: u64,
     /// Sealed segments the reader found missing where it had to read.
     missing_segments: u64,
+    /// Every segment below this id was deleted by
+    /// [`Spool::release_before`] (delivered): not missing.
+    released_below: u64,
     /// The newest durable frames, kept in memory for the reader.
     hot: reader::HotFrames,
 }
@@ -342,7 +345,9 @@ impl Spool {
                 Err(e) => return Err(io_err(&p)(e)),
             }
             tracing::debug!(segment = %p.display(), "deleted delivered spool segment");
-            self.state().sizes.remove(&id);
+            let mut s = self.state();
+            s.sizes.remove(&id);
+            s.released_below = s.released_below.max(id + 1);
         }
         self.notify_changed();
         Ok(())

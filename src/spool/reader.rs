@@ -278,6 +278,11 @@ impl SpoolReader {
     /// this is a deletion outside logcatch or a file system that lost it:
     /// said loudly and counted, never skipped in silence.
     fn report_missing(&mut self, path: &Path) {
+        if self.segment < self.spool.state().released_below {
+            // Delivered and deleted while the reader sat at its end: the
+            // durable cursor was past it, so the reader had read it all.
+            return;
+        }
         tracing::error!(segment = %path.display(), from = self.pos,
             "a spool segment that is not fully delivered is missing (deleted outside logcatch, or lost by the file system): its lines from this position on cannot be delivered; going on with the next segment");
         self.spool.state().missing_segments += 1;
