@@ -20,10 +20,13 @@
 //!   start, while the daemon recovers (store, spool, the read-back of what
 //!   Kafka has).
 //!
-//! Each scenario ends with the writer stopped, one more start, and the
+//! After each cut, before the restart, the store (opened from a copy of
+//! the backing directory) must hold a cursor whose segment is still on
+//! disk: a segment is deleted only after a durable commit of a cursor past
+//! it. Each scenario ends with the writer stopped, one more start, and the
 //! whole topic read back: 0 lost, 0 duplicated, every start reached
-//! "logcatch is running" (the cut ones in recovery need not have), and the
-//! daemon stops cleanly. `fsync_never_survives_kill9_without_power_loss`
+//! "logcatch is running" (the cut ones in recovery need not have), no
+//! ERROR line in the daemon's log, and the daemon stops cleanly. `fsync_never_survives_kill9_without_power_loss`
 //! checks the weaker promise of `spool.fsync: never`: `kill -9` (the cache,
 //! like the kernel's page cache, outlives the process) loses and
 //! duplicates nothing; power loss is not promised there and not tested.
@@ -32,6 +35,8 @@
 //! The schedule is seeded: the seed is printed, `LOGCATCH_POWER_SEED=S`
 //! replays it. Each scenario prints one figures line (and appends it to the
 //! file `LOGCATCH_POWER_REPORT` names, which `scripts/test.sh` prints).
+//! `LOGCATCH_POWER_KEEP=1` keeps each scenario's temp dir (the daemon's
+//! log, the backing directory) for a look afterwards.
 //! Where FUSE cannot be mounted each test prints a line starting
 //! `SKIPPED:` and returns; `scripts/test.sh` counts those as skipped.
 
@@ -235,6 +240,9 @@ struct Figures {
     duplicated: usize,
     extra_copies: usize,
     unexpected: usize,
+    /// Cuts after which the stored cursor named a segment no longer on
+    /// disk (or the store did not open), with what was found.
+    bad_cursors: Vec<String>,
     /// The most unsynced bytes (and files) one cut dropped, and the sum.
     max_dropped: (u64, usize),
     dropped: u64,
@@ -263,10 +271,14 @@ impl Rig {
     fn start(sc: &Scenario, seed: u64) -> Rig {
         let broker = Broker::start();
         broker.create_topic(TOPIC, 1);
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("logcatch-power-")
             .tempdir()
             .expect("tempdir");
+        if std::env::var_os("LOGCATCH_POWER_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("power_loss[{}]: keeping {}", sc.name, dir.path().display());
+        }
         let mount = LazyMount::mount(&dir.path().join("backing"), &dir.path().join("mnt"))
             .expect("mount the lazy file system");
         let logs = dir.path().join("logs");
@@ -422,11 +434,45 @@ impl Rig {
         self.d.kill9();
         self.fig.fsyncs += self.mount.stats().fsyncs;
         self.mount.remount().expect("remount the lazy file system");
+        if let Some(bad) = self.check_cursor() {
+            self.event(format!("after cut #{}: {bad}", self.fig.faults + 1));
+            self.fig
+                .bad_cursors
+                .push(format!("cut #{}: {bad}", self.fig.faults + 1));
+        }
         self.fig.dropped += cut.bytes;
         if cut.bytes > self.fig.max_dropped.0 {
             self.fig.max_dropped = (cut.bytes, cut.files.len());
         }
         format!("power cut, dropped {}", cut.describe())
+    }
+
+    /// What survived the cut, before the daemon sees it: the cursor the
+    /// store holds must name a segment that is still on disk (a segment is
+    /// deleted only after a durable commit of a cursor past it), and the
+    /// segments from there on must have no gap. The store is opened from a
+    /// copy, so the daemon still recovers the original itself.
+    fn check_cursor(&self) -> Option<String> {
+        let data = self._dir.path().join("backing/data");
+        if !data.join("store/db").exists() {
+            return None;
+        }
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&data.join("store"), copy.path());
+        let cursor = match logcatch::store::Store::open(copy.path()).and_then(|s| s.cursor()) {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => return Some(format!("the store does not open: {e}")),
+        };
+        let segs = logcatch::spool::list_segments(&data.join("spool")).unwrap_or_default();
+        let from = segs.iter().position(|s| *s == cursor.segment);
+        let gap = from.is_some_and(|i| segs[i..].windows(2).any(|w| w[1] != w[0] + 1));
+        match (from, gap) {
+            (Some(_), false) => None,
+            _ => Some(format!(
+                "the stored cursor {cursor:?} names a segment that is gone or is followed by a gap (segments on disk: {segs:?})"
+            )),
+        }
     }
 
     /// Reads the whole topic until every written line is there and 2 s
@@ -464,6 +510,20 @@ impl Rig {
     }
 }
 
+/// Copies the files of `from` (and its subdirectories) into `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
 /// FNV-1a, to give each scenario its own stream from one seed.
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -482,6 +542,7 @@ impl Figures {
              {} starts ({} reached running), \
              {} lines written, {} lost, {} duplicated ({} extra copies), {} unexpected; \
              unsynced dropped: {} KiB in all, at most {} KiB in {} file(s) at one cut; \
+             {} cut(s) left a stored cursor into a missing segment; \
              {} fsyncs seen; {} ERROR log lines (PartitionEOF left out); {:.0} s; seed {seed}",
             self.faults,
             self.in_recovery,
@@ -496,6 +557,7 @@ impl Figures {
             self.dropped / 1024,
             self.max_dropped.0 / 1024,
             self.max_dropped.1,
+            self.bad_cursors.len(),
             self.fsyncs,
             self.error_lines,
             self.took.as_secs_f64()
@@ -557,8 +619,27 @@ fn run(sc: Scenario) {
         sc.name,
         tally.describe()
     );
+    assert!(
+        rig.fig.bad_cursors.is_empty(),
+        "power_loss[{}] (seed {seed}): a cut left the store's cursor behind a deleted segment:\n{}",
+        sc.name,
+        rig.fig.bad_cursors.join("\n")
+    );
     // Every start not cut in recovery was waited for (wait_running fails
-    // at once if the daemon exits); the last one also stops cleanly.
+    // at once if the daemon exits); none logged an error, and the last one
+    // stops cleanly.
+    assert!(
+        errors.is_empty(),
+        "power_loss[{}] (seed {seed}): the daemon logged {} ERROR line(s), e.g.:\n{}",
+        sc.name,
+        errors.len(),
+        errors
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     rig.d.assert_running();
     rig.d.stop();
 }
