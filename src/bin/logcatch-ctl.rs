@@ -425,6 +425,7 @@ fn print_queue(q: &QueueReport) {
         "damaged frames (bytes)",
         format!("{} ({})", q.damaged_frames, q.damaged_bytes),
     );
+    line("missing segments", q.missing_segments.to_string());
 }
 
 fn print_status(s: &StatusReport) {

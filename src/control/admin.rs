@@ -90,6 +90,9 @@ pub struct QueueReport {
     pub paused_by_backpressure: bool,
     pub damaged_frames: u64,
     pub damaged_bytes: u64,
+    /// Spool segments found missing before they were delivered.
+    #[serde(default)]
+    pub missing_segments: u64,
     /// Age of the oldest spooled line Kafka has not acknowledged (live).
     pub oldest_unacked_age_ms: Option<u64>,
     /// Since the daemon started (live only).
@@ -162,6 +165,7 @@ pub fn queue_offline(config: &Config) -> Result<QueueReport, StoreError> {
         paused_by_backpressure: false,
         damaged_frames: 0,
         damaged_bytes: 0,
+        missing_segments: 0,
         oldest_unacked_age_ms: None,
         sent: None,
         delivered: None,
@@ -198,6 +202,7 @@ impl AdminState {
             paused_by_backpressure: stats.paused,
             damaged_frames: stats.damaged_frames,
             damaged_bytes: stats.damaged_bytes,
+            missing_segments: stats.missing_segments,
             oldest_unacked_age_ms: f
                 .oldest_unacked_spooled_ms
                 .map(|t| now_ms().saturating_sub(t)),

@@ -539,11 +539,16 @@ impl<'a> Session<'a> {
         c: Option<&SpoolCursor>,
         ledger: &DeliveryLedger,
     ) -> Result<(), ForwardError> {
-        self.fwd.store.put_progress(c, ledger)?;
-        // The cursor is durable before any segment it passes is deleted.
+        // At a sealed segment's end, the next one's start: see
+        // `Spool::normalize`.
+        let c = c.map(|c| self.fwd.spool.normalize(*c));
+        self.fwd.store.put_progress(c.as_ref(), ledger)?;
+        // The cursor is durable before any segment it passes is deleted:
+        // the flush fsyncs the store (see `Store::flush`), and segments
+        // go by the cursor it made durable, never by one only written.
         self.fwd.store.flush()?;
-        if let Some(c) = c {
-            self.fwd.spool.release_before(c)?;
+        if let Some(d) = self.fwd.store.durable_cursor() {
+            self.fwd.spool.release_before(&d)?;
         }
         Ok(())
     }

@@ -110,6 +110,8 @@ struct SpoolState {
     closed: bool,
     damaged_frames: u64,
     damaged_bytes: u64,
+    /// Sealed segments the reader found missing where it had to read.
+    missing_segments: u64,
     /// The newest durable frames, kept in memory for the reader.
     hot: reader::HotFrames,
 }
@@ -138,6 +140,9 @@ pub struct SpoolStats {
     pub paused: bool,
     pub damaged_frames: u64,
     pub damaged_bytes: u64,
+    /// Segments the reader found missing where it had to read (see
+    /// [`reader`]): their undelivered lines are lost from the spool.
+    pub missing_segments: u64,
 }
 
 /// Handle to the spool directory, shared by the writer and the reader.
@@ -253,6 +258,7 @@ impl Spool {
             paused: s.paused,
             damaged_frames: s.damaged_frames,
             damaged_bytes: s.damaged_bytes,
+            missing_segments: s.missing_segments,
         }
     }
 
@@ -268,6 +274,28 @@ impl Spool {
 
     pub fn durable_end(&self) -> Position {
         self.state().durable
+    }
+
+    /// `c`, or the start of the next segment when `c` is at the very end of
+    /// a sealed segment (the next one exists: sealing creates it). A stored
+    /// cursor then never points into a segment that is deleted, so a
+    /// stored cursor whose segment is missing always means lost lines (see
+    /// [`reader`]), never "delivered, then deleted".
+    pub fn normalize(&self, c: SpoolCursor) -> SpoolCursor {
+        let s = self.state();
+        let at_sealed_end = c.segment < s.durable.segment
+            && s.sizes
+                .get(&c.segment)
+                .is_some_and(|&size| c.position >= size);
+        if at_sealed_end {
+            SpoolCursor {
+                segment: c.segment + 1,
+                position: 0,
+                lines_done: 0,
+            }
+        } else {
+            c
+        }
     }
 
     /// Deletes every segment before `cursor.segment` (invariant 3: the
@@ -427,6 +455,76 @@ pub(super) mod tests {
         // Reopen: the newest segment's batches are recovered.
         let (_spool, rec) = Spool::open(&sdir, cfg(1 << 20, 4096)).unwrap();
         assert_eq!(rec.last_batches["a"].end_offset, 2000);
+    }
+
+    /// A spool of several sealed segments (20 frames of ~1 KB, 4 KiB
+    /// segments), written and closed; reading starts from the beginning.
+    fn rolled_spool() -> (tempfile::TempDir, Spool, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let sdir = dir.path().join("spool");
+        let (spool, _) = Spool::open(&sdir, cfg(1 << 20, 4096)).unwrap();
+        let big = vec![b'x'; 1000];
+        let batches: Vec<_> = (0..20)
+            .map(|i| batch("a", &[&big, format!("n{i}").as_bytes()], (i + 1) * 100))
+            .collect();
+        write_all(&spool, &store, batches);
+        (dir, spool, sdir)
+    }
+
+    /// A cursor at the very end of a sealed segment is stored as the next
+    /// segment's start, so that a stored cursor never points into a
+    /// segment that is deleted; any other cursor stays as it is.
+    #[test]
+    fn a_cursor_at_a_sealed_segments_end_becomes_the_next_segments_start() {
+        let (_dir, spool, _sdir) = rolled_spool();
+        let sizes: BTreeMap<u64, u64> = spool.segment_sizes().into_iter().collect();
+        let end_of_1 = SpoolCursor {
+            segment: 1,
+            position: sizes[&1],
+            lines_done: 0,
+        };
+        let start_of_2 = SpoolCursor {
+            segment: 2,
+            position: 0,
+            lines_done: 0,
+        };
+        assert_eq!(spool.normalize(end_of_1), start_of_2);
+        let inside = SpoolCursor {
+            segment: 1,
+            position: 10,
+            lines_done: 1,
+        };
+        assert_eq!(spool.normalize(inside), inside);
+        let open = spool.durable_end();
+        let at_open_end = SpoolCursor {
+            segment: open.segment,
+            position: open.pos,
+            lines_done: 0,
+        };
+        assert_eq!(spool.normalize(at_open_end), at_open_end);
+    }
+
+    /// A sealed segment missing where the reader must read (deleted by
+    /// hand here) is counted, and the reader goes on with the next one:
+    /// the frames after it are all read.
+    #[test]
+    fn a_missing_segment_is_counted_and_the_reader_goes_on() {
+        let (_dir, spool, sdir) = rolled_spool();
+        drop(spool);
+        let ids = list_segments(&sdir).unwrap();
+        assert!(ids.len() > 3, "{ids:?}");
+        std::fs::remove_file(segment_path(&sdir, 2)).unwrap();
+        // Reopened, so that frames are read from the files.
+        let (spool, _) = Spool::open(&sdir, cfg(1 << 20, 4096)).unwrap();
+        let mut r = spool.reader(None);
+        let mut seen = Vec::new();
+        while let ReadOutcome::Frame(f) = r.next(Duration::from_millis(10)).unwrap() {
+            seen.push(f.at.segment);
+        }
+        assert!(!seen.contains(&2));
+        assert!(seen.contains(&1) && seen.contains(&3), "{seen:?}");
+        assert_eq!(spool.stats().missing_segments, 1);
     }
 
     #[test]

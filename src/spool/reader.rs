@@ -141,6 +141,7 @@ impl SpoolReader {
             }
             let path = segment_path(&self.spool.dir, self.segment);
             let Some(limit) = self.readable_end(&path, durable)? else {
+                self.report_missing(&path);
                 self.move_to_next_segment();
                 continue;
             };
@@ -272,14 +273,33 @@ impl SpoolReader {
         Ok(())
     }
 
+    /// A sealed segment the reader must read is gone. Segments are only
+    /// deleted behind the durable cursor ([`Spool::release_before`]), so
+    /// this is a deletion outside logcatch or a file system that lost it:
+    /// said loudly and counted, never skipped in silence.
+    fn report_missing(&mut self, path: &Path) {
+        tracing::error!(segment = %path.display(), from = self.pos,
+            "a spool segment that is not fully delivered is missing (deleted outside logcatch, or lost by the file system): its lines from this position on cannot be delivered; going on with the next segment");
+        self.spool.state().missing_segments += 1;
+    }
+
+    /// Moves to the next segment there is. Segment ids are consecutive
+    /// (sealing one creates the next), so a gap is segments missing
+    /// (see [`report_missing`](Self::report_missing)).
     fn move_to_next_segment(&mut self) {
-        let s = self.spool.state();
-        let next = s
-            .sizes
-            .range(self.segment + 1..)
-            .next()
-            .map(|(id, _)| *id)
-            .unwrap_or(s.durable.segment);
+        let next = {
+            let s = self.spool.state();
+            s.sizes
+                .range(self.segment + 1..)
+                .next()
+                .map(|(id, _)| *id)
+                .unwrap_or(s.durable.segment)
+        };
+        for gone in self.segment + 1..next {
+            self.segment = gone;
+            self.pos = 0;
+            self.report_missing(&segment_path(&self.spool.dir, gone));
+        }
         self.segment = next;
         self.pos = 0;
         self.file = None;

@@ -372,7 +372,10 @@ impl SpoolWriter {
             // Segments the forwarder's cursor has passed since it last
             // released any (e.g. one that was sealed only afterwards) make
             // room too.
-            if let Ok(Some(c)) = self.store.cursor() {
+            // The durable cursor only: a cursor the forwarder wrote but
+            // has not made durable yet must not delete a segment (a power
+            // cut would leave the store's cursor pointing into it).
+            if let Some(c) = self.store.durable_cursor() {
                 if let Err(e) = self.spool.release_before(&c) {
                     tracing::warn!(error = %e, "cannot delete a delivered spool segment");
                 }

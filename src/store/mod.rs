@@ -10,9 +10,11 @@
 //! or be called directly from an async task: every method blocks on disk,
 //! so callers go through `spawn_blocking` or a dedicated thread.
 
+mod durable;
 pub mod migrations;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,13 @@ pub enum StoreError {
         path: PathBuf,
         #[source]
         source: sled::Error,
+    },
+    /// Making the store durable failed (see [`Store::flush`]).
+    #[error("store {path}: cannot make it durable (fsync): {source}")]
+    Sync {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("store {path}: record `{key}` is damaged: {message}")]
     Corrupt {
@@ -82,6 +91,11 @@ pub struct Store {
     db: sled::Db,
     sources: sled::Tree,
     spool: sled::Tree,
+    /// The files [`Store::flush`] fsyncs after sled's own flush.
+    files: Arc<Mutex<durable::DurableFiles>>,
+    /// The newest spool cursor known to be on disk (see
+    /// [`Store::durable_cursor`]).
+    durable_cursor: Arc<Mutex<Option<SpoolCursor>>>,
 }
 
 fn bincode_cfg() -> bincode::config::Configuration {
@@ -143,12 +157,21 @@ impl Store {
         }
         let sources = db.open_tree("sources").map_err(sled_err)?;
         let spool = db.open_tree("spool").map_err(sled_err)?;
-        Ok(Store {
+        let files = durable::DurableFiles::open(&path).map_err(|source| StoreError::Sync {
+            path: path.clone(),
+            source,
+        })?;
+        let store = Store {
             path,
             db,
             sources,
             spool,
-        })
+            files: Arc::new(Mutex::new(files)),
+            durable_cursor: Arc::new(Mutex::new(None)),
+        };
+        // Read back from disk at open: durable.
+        *crate::runtime::lock(&store.durable_cursor) = store.cursor()?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -278,10 +301,41 @@ impl Store {
         self.spool.apply_batch(batch).map_err(|e| self.sled_err(e))
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable: sled's flush, then an fsync of
+    /// the files sled wrote without one (the argument is in
+    /// [`durable`]'s module doc). Afterwards [`durable_cursor`] is the
+    /// cursor this flush covered.
+    ///
+    /// [`durable_cursor`]: Store::durable_cursor
     pub fn flush(&self) -> Result<(), StoreError> {
+        // Read before the flush: a cursor written meanwhile may not be
+        // covered by it.
+        let cursor = self.cursor()?;
         self.db.flush().map_err(|e| self.sled_err(e))?;
+        crate::runtime::lock(&self.files)
+            .sync()
+            .map_err(|source| StoreError::Sync {
+                path: self.path.clone(),
+                source,
+            })?;
+        let mut durable = crate::runtime::lock(&self.durable_cursor);
+        let newer = match (*durable, cursor) {
+            (Some(d), Some(c)) => (c.segment, c.position) > (d.segment, d.position),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if newer {
+            *durable = cursor;
+        }
         Ok(())
+    }
+
+    /// The newest spool cursor that a [`flush`](Store::flush) made
+    /// durable (or that was on disk at open): what may decide which spool
+    /// segments are deleted. [`cursor`](Store::cursor) may be newer and
+    /// not yet on disk.
+    pub fn durable_cursor(&self) -> Option<SpoolCursor> {
+        *crate::runtime::lock(&self.durable_cursor)
     }
 }
 
