@@ -74,7 +74,7 @@ pub struct Cut {
 }
 
 impl Cut {
-    /// `3 KiB: store/db 2900, spool/00000007.seg 172`.
+    /// `1007 byte(s): data/store/conf 62, data/store/db 945`.
     pub fn describe(&self) -> String {
         let files: Vec<String> = self.files.iter().map(|(p, n)| format!("{p} {n}")).collect();
         format!("{} byte(s): {}", self.bytes, files.join(", "))

@@ -807,6 +807,7 @@ fn lazy_mount_keeps_only_fsynced_bytes_across_a_power_cut() {
         "after the cut every request fails"
     );
     m.remount().unwrap();
+    assert_eq!(m.mounts, 2);
 
     assert_eq!(fs::read(p("seg")).unwrap(), b"synced;");
     assert_eq!(fs::read(p("never")).unwrap(), b"", "created, never synced");
