@@ -623,6 +623,39 @@ mod tests {
         );
     }
 
+    /// A line refused again (a session ended before the cursor passed
+    /// it, so it was sent again) is counted done without a second entry
+    /// in the dead-letter file, which names each entry's `lc-id`.
+    #[test]
+    fn a_line_refused_twice_is_dead_lettered_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dead-letter.jsonl");
+        let stats = Arc::new(ForwardStats::default());
+        let d = Delivery::new(AckTracker::default(), stats, file.clone());
+        let id = [7u8; crate::kafka::line_id::LEN];
+        let line = |id: &'static [u8]| RefusedLine {
+            id: Some(id),
+            source: "a",
+            path: Some("/a.log"),
+            offset: "42",
+            topic: "t",
+            line: b"too big",
+        };
+        let id: &'static [u8] = Box::leak(Box::new(id));
+        for _ in 0..2 {
+            let mut t = d.tracker();
+            let f = t.push(&batch(1), pos(1, 0), pos(1, 10), 0);
+            d.refused(&mut t, f, line(id), "MESSAGE_TOO_LARGE");
+            assert_eq!(t.done_of(f), Some(1), "counted done both times");
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(&format!("\"lc_id\":\"{}\"", "07".repeat(20))),
+            "{text}"
+        );
+    }
+
     #[test]
     fn skipped_lines_count_as_done() {
         let mut t = AckTracker::default();

@@ -159,6 +159,19 @@ impl Client {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 p.poll(Duration::ZERO);
+                // A fatal error whose delivery reports are all served (none
+                // in flight) and that no report turned into a failure (e.g.
+                // ERR__INCONSISTENT): the producer sends nothing more, so
+                // the session must end, not wait for the next line.
+                use rdkafka::producer::Producer as _;
+                if p.in_flight_count() == 0 {
+                    if let Some((code, reason)) = p.client().fatal_error() {
+                        let mut t = delivery.tracker();
+                        if !t.has_failed() {
+                            t.fail(format!("librdkafka fatal error {code:?}: {reason}"));
+                        }
+                    }
+                }
                 Ok(())
             }
         }

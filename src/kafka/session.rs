@@ -137,7 +137,7 @@ impl<'a> Session<'a> {
         batch_bytes: usize,
     ) -> Step<Session<'a>> {
         let config = client_config(kafka, &fwd.host);
-        let start = fwd.store.cursor()?;
+        let start = fwd.store.cursor()?.map(|c| fwd.spool.normalize(c));
         let stored_ledger = fwd.store.ledger()?;
         let instance = fwd.store.instance_id()?;
         let delivery = Arc::new(Delivery::new(
@@ -429,15 +429,19 @@ impl<'a> Session<'a> {
             || past_deadline
             || p.failed.is_some()
             || self.last_persist.elapsed() >= CURSOR_EVERY;
-        if !due || (p.cursor == self.persisted && !p.dirty && !finished) {
+        // Compared as stored: a cursor at the end of a segment that has
+        // been sealed since is stored anew as the next one's start, which
+        // lets the sealed one be deleted (see `Spool::normalize`).
+        let cursor = p.cursor.map(|c| self.fwd.spool.normalize(c));
+        if !due || (cursor == self.persisted && !p.dirty && !finished) {
             return Ok(());
         }
         let mut ledger = self.delivery.tracker().ledger_to_persist();
         // Nothing in flight and nothing sent past the cursor: the next
         // start needs no read-back.
         ledger.clean = finished && !past_deadline;
-        self.persist(p.cursor.as_ref(), &ledger)?;
-        self.persisted = p.cursor;
+        self.persist(cursor.as_ref(), &ledger)?;
+        self.persisted = cursor;
         self.last_persist = Instant::now();
         Ok(())
     }

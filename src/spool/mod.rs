@@ -185,7 +185,29 @@ impl Spool {
     /// collects its batches for recovery, and starts a new open segment.
     pub fn open(dir: &Path, config: SpoolConfig) -> Result<(Spool, Recovery), SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let ids = list_segments(dir)?;
+        // The spool's own entry in data_dir, on the first run.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        let mut ids = list_segments(dir)?;
+        // An empty newest segment (opened by the last start, never
+        // written) is reused, not followed by another: recovery must scan
+        // the newest segment with frames, also after a power cut during a
+        // recovery (which would leave an empty one after it).
+        let reuse = match ids.last() {
+            Some(&newest) => {
+                let p = segment_path(dir, newest);
+                std::fs::metadata(&p).map_err(io_err(&p))?.len() == 0
+            }
+            None => false,
+        };
+        let open_id = match (reuse, ids.last()) {
+            (true, Some(&newest)) => {
+                ids.pop();
+                newest
+            }
+            (_, last) => last.map_or(1, |i| i + 1),
+        };
         let recovery = match ids.last() {
             Some(&newest) => recover(&segment_path(dir, newest))?,
             None => Recovery::default(),
@@ -197,7 +219,6 @@ impl Spool {
             let len = std::fs::metadata(&p).map_err(io_err(&p))?.len();
             sizes.insert(id, len);
         }
-        let open_id = ids.last().map(|i| i + 1).unwrap_or(1);
         let p = segment_path(dir, open_id);
         File::create(&p).map_err(io_err(&p))?;
         sync_dir(dir)?;
@@ -300,19 +321,17 @@ impl Spool {
 
     /// Deletes every segment before `cursor.segment` (invariant 3: the
     /// caller made `cursor` durable first) and wakes a paused writer.
+    /// Never the cursor's own segment, even at its end: a stored cursor
+    /// must not point into a deleted segment. A cursor at a sealed
+    /// segment's end is stored as the next one's start instead
+    /// ([`Spool::normalize`]), which releases it.
     pub fn release_before(&self, cursor: &SpoolCursor) -> Result<(), SpoolError> {
         let doomed: Vec<u64> = {
             let s = self.state();
             s.sizes
-                .iter()
-                .filter(|(id, size)| {
-                    // Sealed, and wholly before the cursor (a cursor at the
-                    // very end of a sealed segment has passed all of it).
-                    **id < s.durable.segment
-                        && (**id < cursor.segment
-                            || (**id == cursor.segment && cursor.position >= **size))
-                })
-                .map(|(id, _)| *id)
+                .keys()
+                .filter(|id| **id < s.durable.segment && **id < cursor.segment)
+                .copied()
                 .collect()
         };
         for id in doomed {
@@ -334,6 +353,12 @@ impl Spool {
 /// cuts a torn frame off its end (invariant 4).
 fn recover(path: &Path) -> Result<Recovery, SpoolError> {
     let mut recovery = Recovery::default();
+    // What the scan finds becomes durable offsets: it must be on disk
+    // first, not only in the page cache (a crash between a frame's write
+    // and its fsync leaves it there; a power cut would then drop it).
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(path))?;
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let mut at = 0usize;
     while at < bytes.len() {
@@ -576,6 +601,10 @@ pub(super) mod tests {
         delivered: usize,
         /// Framed batches sent since the spool was last opened.
         since_open: Vec<SpoolBatch>,
+        /// `since_open` of the last open that framed anything: an open
+        /// that framed nothing leaves its segment empty, and the next open
+        /// reuses it and recovers from the one before.
+        last_framed_open: Vec<SpoolBatch>,
         /// The last batch sent per source, with its lines and bytes so far.
         committed: HashMap<String, (SpoolBatch, u64, u64)>,
         next_seq: u64,
@@ -658,8 +687,9 @@ pub(super) mod tests {
     }
 
     /// After a reopen: the recovery reports, per source, the last batch of
-    /// the newest segment, which holds the latest frames sent since the
-    /// previous open (all of them unless a segment filled up).
+    /// the newest segment with frames, which holds the latest frames sent
+    /// since the last open that framed any (all of them unless a segment
+    /// filled up).
     fn check_recovery(rec: &Recovery, model: &Model, rolls: bool) -> Result<(), TestCaseError> {
         prop_assert_eq!(rec.torn_bytes, 0);
         let got: HashMap<String, SpoolBatch> = rec
@@ -667,7 +697,11 @@ pub(super) mod tests {
             .iter()
             .map(|(s, b)| (s.clone(), unstamped(b)))
             .collect();
-        let sent = &model.since_open;
+        let sent = if model.since_open.is_empty() {
+            &model.last_framed_open
+        } else {
+            &model.since_open
+        };
         let matches = |k: usize| last_per_source(&sent[k..]) == got;
         if rolls {
             prop_assert!((0..=sent.len()).any(matches), "{:?}", got);
@@ -764,7 +798,9 @@ pub(super) mod tests {
                     let (reopened, rec) = Spool::open(&sdir, config.clone()).unwrap();
                     spool = reopened;
                     check_recovery(&rec, &model, rolls)?;
-                    model.since_open.clear();
+                    if !model.since_open.is_empty() {
+                        model.last_framed_open = std::mem::take(&mut model.since_open);
+                    }
                     writer = WriterSession::start(&spool, &store, model.next_seq);
                 }
                 Step::Deliver => deliver(&spool, &sdir, &mut model)?,
