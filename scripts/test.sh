@@ -33,6 +33,19 @@ if ! command -v faketime >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
         || echo "test.sh: could not install faketime; the clock test will fail"
 fi
 
+# fusermount3 (Debian's `fuse3`), for the power-loss tests' FUSE file system
+# (tests/common/lazyfs.rs) where mount(2) needs it; as root the mount works
+# without it. Where FUSE cannot be mounted (no /dev/fuse) those tests print
+# a `SKIPPED:` line, counted below as skipped, never as passed.
+if ! command -v fusermount3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: apt-get install -y fuse3"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fuse3 >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 || true; \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y -q fuse3 >/dev/null 2>&1; } \
+        || echo "test.sh: could not install fuse3; the power-loss tests mount only as root"
+fi
+[ -e /dev/fuse ] || echo "test.sh: no /dev/fuse: the power-loss tests will be skipped"
+
 # Two cores: two tests at a time (each e2e test runs a broker and a daemon).
 threads="${TEST_THREADS:-2}"
 
@@ -42,7 +55,12 @@ out="$(mktemp "${TMPDIR:-/tmp}/logcatch-test.XXXXXX")"
 LOGCATCH_CLUSTER_REPORT="${LOGCATCH_CLUSTER_REPORT:-$out.cluster}"
 export LOGCATCH_CLUSTER_REPORT
 rm -f "$LOGCATCH_CLUSTER_REPORT"
-trap 'rm -f "$out" "$out.cluster"' EXIT
+# The power-loss tests' figures (tests/integration/power_loss.rs), one line
+# a scenario.
+LOGCATCH_POWER_REPORT="${LOGCATCH_POWER_REPORT:-$out.power}"
+export LOGCATCH_POWER_REPORT
+rm -f "$LOGCATCH_POWER_REPORT"
+trap 'rm -f "$out" "$out.cluster" "$out.power"' EXIT
 status=0
 
 # Doc tests (cargo test with target selectors skips them otherwise).
@@ -55,11 +73,25 @@ fi
 
 passed="$(sed -n 's/^test result: .*[^0-9]\([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')"
 failed="$(sed -n 's/^test result: .*[^0-9]\([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\2/p' "$out" | awk '{s+=$1} END {print s+0}')"
+# A skipped test prints a line starting `SKIPPED:` and passes in cargo's
+# count: it is counted here as skipped instead.
+skipped="$(grep -c '^SKIPPED:' "$out" || true)"
+passed=$((passed - skipped))
+if [ "$skipped" -gt 0 ]; then
+    echo
+    echo "skipped:"
+    grep '^SKIPPED:' "$out"
+fi
+if [ -s "$LOGCATCH_POWER_REPORT" ]; then
+    echo
+    echo "power-loss tests:"
+    cat "$LOGCATCH_POWER_REPORT"
+fi
 if [ -s "$LOGCATCH_CLUSTER_REPORT" ]; then
     echo
     echo "cluster fault suite (LOGCATCH_CLUSTER_LONG=${LOGCATCH_CLUSTER_LONG:-0}):"
     cat "$LOGCATCH_CLUSTER_REPORT"
 fi
 echo
-echo "tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit "$status"

@@ -12,7 +12,9 @@
 //! - [`files`]: numbered lines, written to log files and read back from
 //!   them, and the file operations the scenarios perform (truncate, replace
 //!   by rename);
-//! - [`delivery`]: checks over what was consumed (exactly once, file order).
+//! - [`delivery`]: checks over what was consumed (exactly once, file order);
+//! - [`lazyfs`]: a FUSE file system that forgets what was not fsync'd, for
+//!   the power-loss tests.
 //!
 //! The integration tests are one crate, so this module is compiled once
 //! and `dead_code` is checked over all of them: a helper no test uses
@@ -26,6 +28,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod delivery;
 pub mod files;
+pub mod lazyfs;
 
 pub use broker::*;
 pub use consume::*;

@@ -17,6 +17,7 @@ mod fault_injection;
 mod hostile_input;
 mod kafka_policy;
 mod pipeline;
+mod power_loss;
 mod readback;
 mod reload;
 mod store_migration;
