@@ -344,7 +344,7 @@ pub fn read_back(
 /// line is sent, so that lines sent before any ack was persisted are read
 /// back too. `consumer` is an [`anchor_consumer`].
 pub fn partition_end(
-    consumer: &BaseConsumer,
+    consumer: &ReadBackConsumer,
     topic: &str,
     source: &str,
 ) -> Result<(i32, i64), KafkaError> {
@@ -365,13 +365,13 @@ pub fn partition_end(
 }
 
 /// The consumer [`partition_end`] asks with: the read-back's.
-pub fn anchor_consumer(base: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
+pub fn anchor_consumer(base: &ClientConfig) -> Result<ReadBackConsumer, KafkaError> {
     read_back_consumer(base)
 }
 
 /// A consumer with the producer's connection settings, that commits
 /// nothing and sees every message.
-fn read_back_consumer(base: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
+fn read_back_consumer(base: &ClientConfig) -> Result<ReadBackConsumer, KafkaError> {
     let mut config = base.clone();
     config
         .set(
@@ -399,8 +399,28 @@ fn read_back_consumer(base: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
     ] {
         config.remove(k);
     }
-    config.create()
+    config.create_with_context(ReadBackContext)
 }
+
+/// The read-back's (and the anchoring's) consumer.
+pub type ReadBackConsumer = BaseConsumer<ReadBackContext>;
+
+/// The read-back consumer's context: reaching a partition's end is how the
+/// read-back knows it is done (`enable.partition.eof`), not an error to
+/// log; librdkafka's other errors are logged as the producer's are.
+pub struct ReadBackContext;
+
+impl rdkafka::ClientContext for ReadBackContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            tracing::debug!(%error, reason, "read-back reached a partition's end");
+        } else {
+            tracing::warn!(%error, reason, "Kafka read-back consumer error (librdkafka retries by itself)");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReadBackContext {}
 
 /// One assignment per (topic, partition), from the lowest start in it.
 fn start_offsets(ledger: &DeliveryLedger) -> Starts {
@@ -417,7 +437,7 @@ fn start_offsets(ledger: &DeliveryLedger) -> Starts {
 }
 
 /// Drops the starts in topics or partitions that no longer exist.
-fn keep_present(consumer: &BaseConsumer, starts: &mut Starts) -> Result<(), KafkaError> {
+fn keep_present(consumer: &ReadBackConsumer, starts: &mut Starts) -> Result<(), KafkaError> {
     // A topic or partition that no longer exists (deleted by an operator,
     // or a topic a source no longer uses) has nothing to read back; an
     // unreachable broker is an error, retried by the caller.
@@ -444,7 +464,7 @@ fn keep_present(consumer: &BaseConsumer, starts: &mut Starts) -> Result<(), Kafk
 /// retention deleted is logged (once per read-back) with what cannot be
 /// checked.
 fn ranges(
-    consumer: &BaseConsumer,
+    consumer: &ReadBackConsumer,
     starts: &Starts,
 ) -> Result<BTreeMap<(String, i32), Range>, KafkaError> {
     let mut out = BTreeMap::new();
@@ -464,7 +484,7 @@ fn ranges(
 /// [`STALL`]), then takes what the consumer already holds (for at most
 /// [`TAIL`]), noting the identities of `instance`'s messages.
 fn read_ranges(
-    consumer: &BaseConsumer,
+    consumer: &ReadBackConsumer,
     mut reading: Reading,
     instance: u64,
 ) -> Result<Redelivery, KafkaError> {

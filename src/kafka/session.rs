@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::BaseConsumer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -102,7 +101,7 @@ pub struct Session<'a> {
     instance: u64,
     /// Asks where a source with no ledger entry will land
     /// ([`ledger::partition_end`]); made when first needed.
-    anchors: Option<BaseConsumer>,
+    anchors: Option<ledger::ReadBackConsumer>,
     /// Cleared when asking failed: this session asks no more (each ask
     /// may wait for a broker that does not answer).
     anchoring: bool,
