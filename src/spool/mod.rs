@@ -192,25 +192,11 @@ impl Spool {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }
-        let mut ids = list_segments(dir)?;
-        // An empty newest segment (opened by the last start, never
-        // written) is reused, not followed by another: recovery must scan
-        // the newest segment with frames, also after a power cut during a
-        // recovery (which would leave an empty one after it).
-        let reuse = match ids.last() {
-            Some(&newest) => {
-                let p = segment_path(dir, newest);
-                std::fs::metadata(&p).map_err(io_err(&p))?.len() == 0
-            }
-            None => false,
-        };
-        let open_id = match (reuse, ids.last()) {
-            (true, Some(&newest)) => {
-                ids.pop();
-                newest
-            }
-            (_, last) => last.map_or(1, |i| i + 1),
-        };
+        let ids = list_segments(dir)?;
+        // Each open scans the newest segment and starts a new one, so no
+        // segment is scanned twice (a record forgotten with `logcatch-ctl
+        // forget` is not brought back by a second scan).
+        let open_id = ids.last().map_or(1, |i| i + 1);
         let recovery = match ids.last() {
             Some(&newest) => recover(&segment_path(dir, newest))?,
             None => Recovery::default(),
@@ -606,10 +592,6 @@ pub(super) mod tests {
         delivered: usize,
         /// Framed batches sent since the spool was last opened.
         since_open: Vec<SpoolBatch>,
-        /// `since_open` of the last open that framed anything: an open
-        /// that framed nothing leaves its segment empty, and the next open
-        /// reuses it and recovers from the one before.
-        last_framed_open: Vec<SpoolBatch>,
         /// The last batch sent per source, with its lines and bytes so far.
         committed: HashMap<String, (SpoolBatch, u64, u64)>,
         next_seq: u64,
@@ -692,9 +674,8 @@ pub(super) mod tests {
     }
 
     /// After a reopen: the recovery reports, per source, the last batch of
-    /// the newest segment with frames, which holds the latest frames sent
-    /// since the last open that framed any (all of them unless a segment
-    /// filled up).
+    /// the newest segment, which holds the latest frames sent since the
+    /// previous open (all of them unless a segment filled up).
     fn check_recovery(rec: &Recovery, model: &Model, rolls: bool) -> Result<(), TestCaseError> {
         prop_assert_eq!(rec.torn_bytes, 0);
         let got: HashMap<String, SpoolBatch> = rec
@@ -702,11 +683,7 @@ pub(super) mod tests {
             .iter()
             .map(|(s, b)| (s.clone(), unstamped(b)))
             .collect();
-        let sent = if model.since_open.is_empty() {
-            &model.last_framed_open
-        } else {
-            &model.since_open
-        };
+        let sent = &model.since_open;
         let matches = |k: usize| last_per_source(&sent[k..]) == got;
         if rolls {
             prop_assert!((0..=sent.len()).any(matches), "{:?}", got);
@@ -803,9 +780,7 @@ pub(super) mod tests {
                     let (reopened, rec) = Spool::open(&sdir, config.clone()).unwrap();
                     spool = reopened;
                     check_recovery(&rec, &model, rolls)?;
-                    if !model.since_open.is_empty() {
-                        model.last_framed_open = std::mem::take(&mut model.since_open);
-                    }
+                    model.since_open.clear();
                     writer = WriterSession::start(&spool, &store, model.next_seq);
                 }
                 Step::Deliver => deliver(&spool, &sdir, &mut model)?,
