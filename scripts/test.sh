@@ -23,27 +23,28 @@ fi
 export TANSU_BIN
 echo "test.sh: TANSU_BIN=$TANSU_BIN"
 
-# libfaketime, for the test that runs logcatch with its clock 2 h ahead
-# (Debian's package `faketime`), installed with apt-get when missing.
-if ! command -v faketime >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: apt-get install -y faketime"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q faketime >/dev/null 2>&1 \
+# Installs Debian package $2 with apt-get when command $1 is missing (no
+# `apt-get update` first unless the install fails); $3 says what is lost
+# if it cannot.
+install_if_missing() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || return 0
+    echo "test.sh: apt-get install -y $2"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1 \
         || { apt-get update -q >/dev/null 2>&1 || true; \
-             DEBIAN_FRONTEND=noninteractive apt-get install -y -q faketime >/dev/null 2>&1; } \
-        || echo "test.sh: could not install faketime; the clock test will fail"
-fi
+             DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1; } \
+        || echo "test.sh: could not install $2; $3"
+}
+
+# libfaketime, for the test that runs logcatch with its clock 2 h ahead
+# (Debian's package `faketime`).
+install_if_missing faketime faketime "the clock test will fail"
 
 # fusermount3 (Debian's `fuse3`), for the power-loss tests' FUSE file system
 # (tests/common/lazyfs.rs) where mount(2) needs it; as root the mount works
 # without it. Where FUSE cannot be mounted (no /dev/fuse) those tests print
 # a `SKIPPED:` line, counted below as skipped, never as passed.
-if ! command -v fusermount3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: apt-get install -y fuse3"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q fuse3 >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null 2>&1 || true; \
-             DEBIAN_FRONTEND=noninteractive apt-get install -y -q fuse3 >/dev/null 2>&1; } \
-        || echo "test.sh: could not install fuse3; the power-loss tests mount only as root"
-fi
+install_if_missing fusermount3 fuse3 "the power-loss tests mount only as root"
 [ -e /dev/fuse ] || echo "test.sh: no /dev/fuse: the power-loss tests will be skipped"
 
 # Two cores: two tests at a time (each e2e test runs a broker and a daemon).

@@ -426,8 +426,18 @@ pub fn create_topic(addr: &str, topic: &str, partitions: i32) {
     create_topic_with(addr, topic, partitions, &[]);
 }
 
-/// [`create_topic`] with topic `configs`.
-pub fn create_topic_with(addr: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+/// Creates `topic` at `addr` with the admin API (`repl` replicas, topic
+/// `configs`, the broker given `timeout`); one that exists is fine. Does
+/// not wait for it to show in metadata: each caller waits for what it
+/// needs.
+pub fn admin_create_topic(
+    addr: &str,
+    topic: &str,
+    partitions: i32,
+    repl: TopicReplication<'_>,
+    configs: &[(&str, &str)],
+    timeout: Duration,
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("log_level", "3")
@@ -437,21 +447,34 @@ pub fn create_topic_with(addr: &str, topic: &str, partitions: i32, configs: &[(&
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let new = configs.iter().fold(
-        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
-        |t, (k, v)| t.set(k, v),
-    );
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let new = configs
+        .iter()
+        .fold(NewTopic::new(topic, partitions, repl), |t, (k, v)| {
+            t.set(k, v)
+        });
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
     let results = rt
         .block_on(admin.create_topics([&new], &opts))
         .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
     for r in results {
         match r {
-            Ok(_) => {}
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => panic!("create topic {name}: {code:?}"),
         }
     }
+}
+
+/// [`create_topic`] with topic `configs`.
+pub fn create_topic_with(addr: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let one = TopicReplication::Fixed(1);
+    admin_create_topic(
+        addr,
+        topic,
+        partitions,
+        one,
+        configs,
+        Duration::from_secs(10),
+    );
     // Wait until the topic's partitions show in metadata.
     let probe: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", addr)

@@ -26,12 +26,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::TopicReplication;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseProducer, Producer};
 
+use super::broker::admin_create_topic;
 use super::{kafka_home, tail_lines, wait_for, KAFKA_TEST_PROPS};
 
 /// How many nodes a [`Cluster`] has.
@@ -268,29 +267,8 @@ impl Cluster {
     }
 
     fn create(&self, topic: &str, partitions: i32, repl: TopicReplication, cfg: &[(&str, &str)]) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("log_level", "3")
-            .create()
-            .expect("admin client");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let mut new = NewTopic::new(topic, partitions, repl);
-        for (k, v) in cfg {
-            new = new.set(k, v);
-        }
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = rt
-            .block_on(admin.create_topics([&new], &opts))
-            .unwrap_or_else(|e| panic!("create topic {topic}: {e}"));
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => panic!("create topic {name}: {code:?}"),
-            }
-        }
+        let boot = self.bootstrap();
+        admin_create_topic(&boot, topic, partitions, repl, cfg, Duration::from_secs(30));
         for p in 0..partitions {
             self.wait_leader(topic, p, "a leader", Duration::from_secs(30), |_| true);
         }

@@ -64,7 +64,7 @@ use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::ResponseError;
 
 use super::super::connection::{bootstrap_order, Connection, Sealed};
-use super::setup::topic_refusal;
+use super::setup::listed_topic;
 use super::{BatchLines, NativeProducer, ProducerError};
 use crate::runtime::Backoff;
 
@@ -406,14 +406,7 @@ impl NativeProducer {
     /// unanswered at the old one is held until they are answered.
     fn relearn(&mut self, topic: &str, r: &MetadataResponse) -> Result<(), ProducerError> {
         self.learn_brokers(r);
-        let t = r
-            .topics
-            .iter()
-            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
-            .ok_or_else(|| ProducerError::topic(topic, "the broker's metadata does not list it"))?;
-        if let Some(e) = ResponseError::try_from_code(t.error_code) {
-            return Err(topic_refusal(topic, "Metadata", e));
-        }
+        let t = listed_topic(r, topic)?;
         for part in &t.partitions {
             let leader = part.leader_id.0;
             let key = (topic.to_string(), part.partition_index);

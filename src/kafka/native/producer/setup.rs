@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse, TopicName,
@@ -86,17 +87,27 @@ impl NativeProducer {
     }
 }
 
-/// The leader of each of `topic`'s partitions, by partition index, from a
-/// metadata answer.
-pub(super) fn leaders_of(r: &MetadataResponse, topic: &str) -> Result<Vec<i32>, ProducerError> {
+/// `topic` in a metadata answer, if listed without an error (a refusal for
+/// want of an ACL names it, see [`topic_refusal`]).
+pub(super) fn listed_topic<'a>(
+    r: &'a MetadataResponse,
+    topic: &str,
+) -> Result<&'a MetadataResponseTopic, ProducerError> {
     let t = r
         .topics
         .iter()
         .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
         .ok_or_else(|| ProducerError::topic(topic, "the broker's metadata does not list it"))?;
-    if let Some(e) = ResponseError::try_from_code(t.error_code) {
-        return Err(topic_refusal(topic, "Metadata", e));
+    match ResponseError::try_from_code(t.error_code) {
+        Some(e) => Err(topic_refusal(topic, "Metadata", e)),
+        None => Ok(t),
     }
+}
+
+/// The leader of each of `topic`'s partitions, by partition index, from a
+/// metadata answer.
+pub(super) fn leaders_of(r: &MetadataResponse, topic: &str) -> Result<Vec<i32>, ProducerError> {
+    let t = listed_topic(r, topic)?;
     if t.partitions.is_empty() {
         return Err(ProducerError::topic(topic, "no partitions yet"));
     }
