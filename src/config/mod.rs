@@ -9,7 +9,8 @@
 //! resolved against the config file's directory); source names are unique
 //! across `configpath` and `sources`; every size and duration is in range.
 //!
-//! Must never: touch the filesystem beyond reading the config file itself,
+//! Must never: touch the filesystem beyond reading the config file itself
+//! and the files it names as TLS certificates or secrets ([`security`]),
 //! or start anything. Loading is pure, so a bad edit can be rejected while
 //! the daemon keeps running on the last good `Config`.
 
@@ -76,10 +77,15 @@ pub enum FsyncPolicy {
 }
 
 mod raw;
+mod security;
 mod validate;
 
 pub use raw::parse_size;
 use raw::{defaults, RawAdmin, RawConfig};
+pub use security::{
+    security_protocol, ClientCertificate, SaslConfig, SaslCredentials, SaslMechanism, Secret,
+    TlsConfig,
+};
 use validate::Validator;
 
 // ---------------------------------------------------------------------------
@@ -151,6 +157,11 @@ pub struct KafkaConfig {
     /// over. The Java client's `delivery.timeout.ms`. (librdkafka retries
     /// without a limit: its `message.timeout.ms` is 0.)
     pub delivery_timeout: Duration,
+    /// `kafka.tls`: TLS to the brokers (both clients).
+    pub tls: Option<TlsConfig>,
+    /// `kafka.sasl`: SASL authentication (both clients; OAUTHBEARER with
+    /// librdkafka only).
+    pub sasl: Option<SaslConfig>,
     /// Extra librdkafka settings, passed through as given.
     pub properties: BTreeMap<String, String>,
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::security::{RawSasl, RawTls};
 use super::{FsyncPolicy, LongLines, StartAt};
 
 // ---------------------------------------------------------------------------
@@ -93,6 +94,8 @@ pub(super) struct RawKafka {
     pub(super) connect_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub(super) delivery_timeout: Option<Duration>,
+    pub(super) tls: Option<RawTls>,
+    pub(super) sasl: Option<RawSasl>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{defaults, RawAdmin, RawConfig, RawKafka, RawSource, RawSpool, RawTailer};
+use super::security;
 use super::{
     normalize, AdminConfig, AdminListen, Config, ConfigError, KafkaClient, KafkaConfig,
     SourceConfig, SpoolConfig,
@@ -115,7 +116,26 @@ impl Validator<'_> {
             ));
         }
         let properties = self.properties(kafka.properties)?;
-        let client = self.client(kafka.client.as_deref(), &properties, &compression)?;
+        let tls = match kafka.tls {
+            None => None,
+            Some(raw) => Some(
+                security::tls(raw, |p| self.resolve(p))
+                    .map_err(|p| self.invalid(p.key, p.message))?,
+            ),
+        };
+        let sasl = match kafka.sasl {
+            None => None,
+            Some(raw) => Some(
+                security::sasl(raw, |p| self.resolve(p))
+                    .map_err(|p| self.invalid(p.key, p.message))?,
+            ),
+        };
+        self.typed_or_properties(tls.is_some(), sasl.is_some(), &properties)?;
+        let oauth = sasl
+            .as_ref()
+            .is_some_and(|s| !s.mechanism.native_supports());
+        let client = self.client(kafka.client.as_deref(), &properties, &compression, oauth)?;
+
         let topic_partitions = kafka.topic_partitions.unwrap_or(defaults::TOPIC_PARTITIONS);
         if topic_partitions < 1 {
             return Err(self.invalid("kafka.topic_partitions", "must be at least 1"));
@@ -129,7 +149,7 @@ impl Validator<'_> {
                 "must be at least 1, or -1 for min(3, brokers)",
             ));
         }
-        Ok(KafkaConfig {
+        let config = KafkaConfig {
             brokers,
             topic,
             compression,
@@ -156,8 +176,61 @@ impl Validator<'_> {
                 kafka.delivery_timeout,
                 defaults::DELIVERY_TIMEOUT,
             )?,
+            tls,
+            sasl,
             properties,
-        })
+        };
+        if config.client == KafkaClient::Librdkafka {
+            // What this build of librdkafka takes, asked of librdkafka
+            // itself (a value it refuses, a SASL mechanism it lacks), so
+            // that it is refused here and not looped on by every session.
+            crate::kafka::librdkafka::check_settings(&config).map_err(|e| {
+                let key = match e.property() {
+                    Some(p) if config.properties.contains_key(p) => format!("kafka.properties.{p}"),
+                    Some(p) if p.starts_with("sasl") => "kafka.sasl".to_string(),
+                    Some(p) if p.starts_with("ssl") => "kafka.tls".to_string(),
+                    _ => "kafka".to_string(),
+                };
+                self.invalid(&key, e.to_string())
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// `kafka.tls` / `kafka.sasl` and the librdkafka properties they map to
+    /// are one or the other: both would leave it unclear which one wins.
+    fn typed_or_properties(
+        &self,
+        tls: bool,
+        sasl: bool,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        if !tls && !sasl {
+            return Ok(());
+        }
+        for key in properties.keys() {
+            let clash = key == "security.protocol"
+                || (tls && key.starts_with("ssl."))
+                || (sasl
+                    && (key == "sasl.mechanism"
+                        || key == "sasl.mechanisms"
+                        || key == "sasl.username"
+                        || key == "sasl.password"));
+            if clash {
+                return Err(self.invalid(
+                    &format!("kafka.properties.{key}"),
+                    format!(
+                        "`{key}` is set by kafka.{}: set it there, not in kafka.properties",
+                        if key.starts_with("sasl") {
+                            "sasl"
+                        } else {
+                            "tls"
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A Kafka timeout `key` (`default` when unset): 1 s to 10 min.
@@ -203,9 +276,12 @@ impl Validator<'_> {
         asked: Option<&str>,
         properties: &BTreeMap<String, String>,
         compression: &str,
+        oauthbearer: bool,
     ) -> Result<KafkaClient, ConfigError> {
         let needs_librdkafka = if !properties.is_empty() {
             Some("kafka.properties is set")
+        } else if oauthbearer {
+            Some("kafka.sasl.mechanism OAUTHBEARER needs librdkafka")
         } else if !["none", "lz4"].contains(&compression) {
             Some("kafka.compression needs librdkafka")
         } else {

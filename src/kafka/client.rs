@@ -443,6 +443,8 @@ mod tests {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             delivery_timeout: Duration::from_secs(120),
+            tls: None,
+            sasl: None,
             properties: Default::default(),
         };
         TopicCreator::new(&kafka, runtime.handle().clone())

@@ -79,6 +79,7 @@ pub fn client_config(k: &KafkaConfig, host: &str) -> ClientConfig {
             k.connect_timeout.as_millis().to_string(),
         )
         .set("log_level", "4");
+    security::set_security(&mut c, k);
     for (key, v) in &k.properties {
         c.set(key, v);
     }
@@ -668,6 +669,9 @@ impl TopicAdmin {
         }
     }
 }
+
+mod security;
+pub use security::{check_settings, SettingError};
 
 #[cfg(test)]
 mod tests;

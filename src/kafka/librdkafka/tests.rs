@@ -30,6 +30,8 @@ fn kafka(brokers: &str, properties: &[(&str, &str)]) -> KafkaConfig {
         request_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(10),
         delivery_timeout: Duration::from_secs(120),
+        tls: None,
+        sasl: None,
         properties: properties
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
