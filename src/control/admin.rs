@@ -117,7 +117,7 @@ pub struct StatusReport {
     pub last_reload: Option<SourceDiff>,
     pub sources: usize,
     pub running_tailers: usize,
-    /// unknown | up | down
+    /// unknown | up | down | auth_failed
     pub broker: String,
     /// native | librdkafka (see [`crate::config::KafkaClient`])
     #[serde(default)]
@@ -306,7 +306,7 @@ impl AdminState {
 fn scalar_metrics(
     q: &QueueReport,
     st: &StatusReport,
-) -> [(&'static str, &'static str, &'static str, u64); 12] {
+) -> [(&'static str, &'static str, &'static str, u64); 13] {
     [
         (
             "logcatch_spool_bytes",
@@ -379,6 +379,12 @@ fn scalar_metrics(
             "gauge",
             "Tailer tasks running.",
             st.running_tailers as u64,
+        ),
+        (
+            "logcatch_kafka_auth_failed",
+            "gauge",
+            "1 while a broker refuses logcatch's TLS handshake or SASL login (see last_kafka_error).",
+            (st.broker == "auth_failed") as u64,
         ),
     ]
 }

@@ -91,15 +91,21 @@ pub enum BrokerState {
     /// A connection failed or broke (librdkafka said all brokers are down,
     /// or the native producer could not connect or lost a connection).
     Down,
+    /// A broker answered but refused the TLS handshake or SASL
+    /// authentication (a wrong password, an untrusted CA, an expired
+    /// certificate): delivery waits and retries with back-off.
+    AuthFailed,
 }
 
 impl BrokerState {
-    /// The name `logcatch-ctl` shows: `unknown`, `up` or `down`.
+    /// The name `logcatch-ctl` shows: `unknown`, `up`, `down` or
+    /// `auth_failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             BrokerState::Unknown => "unknown",
             BrokerState::Up => "up",
             BrokerState::Down => "down",
+            BrokerState::AuthFailed => "auth_failed",
         }
     }
 }
@@ -114,6 +120,7 @@ impl AtomicBrokerState {
         match self.0.load(Ordering::Relaxed) {
             1 => BrokerState::Up,
             2 => BrokerState::Down,
+            3 => BrokerState::AuthFailed,
             _ => BrokerState::Unknown,
         }
     }
@@ -123,6 +130,7 @@ impl AtomicBrokerState {
             BrokerState::Unknown => 0,
             BrokerState::Up => 1,
             BrokerState::Down => 2,
+            BrokerState::AuthFailed => 3,
         };
         self.0.store(v, Ordering::Relaxed);
     }
@@ -151,7 +159,7 @@ pub struct ForwardSnapshot {
     pub producer_errors: u64,
     pub rebuilds: u64,
     pub oldest_unacked_spooled_ms: Option<u64>,
-    /// unknown | up | down
+    /// unknown | up | down | auth_failed
     pub broker: &'static str,
     pub last_error: Option<String>,
 }
@@ -349,6 +357,8 @@ mod tests {
         assert_eq!(stats.snapshot().broker, "up");
         stats.broker_state.store(BrokerState::Down);
         assert_eq!(stats.snapshot().broker, "down");
+        stats.broker_state.store(BrokerState::AuthFailed);
+        assert_eq!(stats.snapshot().broker, "auth_failed");
         let json = serde_json::to_value(stats.snapshot()).unwrap();
         assert_eq!(json["broker"], "down");
     }

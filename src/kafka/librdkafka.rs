@@ -286,7 +286,18 @@ impl ClientContext for DeliveryContext {
         let stats = self.delivery.stats();
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
-                stats.broker_state.store(BrokerState::Down);
+                // After a refused login librdkafka also says every broker
+                // is down: the refusal is the news, so it stays.
+                if stats.broker_state.load() != BrokerState::AuthFailed {
+                    stats.broker_state.store(BrokerState::Down);
+                }
+            }
+            Some(
+                RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL,
+            ) => {
+                stats.broker_state.store(BrokerState::AuthFailed);
             }
             Some(RDKafkaErrorCode::GaplessGuarantee) => {
                 // A batch failed for good and librdkafka stopped there (see

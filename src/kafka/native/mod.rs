@@ -93,6 +93,20 @@ pub enum ProducerError {
     },
     #[error("Kafka broker {addr}: {detail}")]
     Protocol { addr: String, detail: String },
+    /// The TLS handshake failed (an untrusted CA, an expired or misnamed
+    /// certificate, a broker that wants a client certificate), or the TLS
+    /// files could not be loaded: [`crate::kafka::forwarder::BrokerState::AuthFailed`].
+    #[error("TLS with Kafka broker {addr} failed: {detail}")]
+    Tls { addr: String, detail: String },
+    /// The broker refused the SASL login (a wrong user name or password,
+    /// a mechanism it does not enable):
+    /// [`crate::kafka::forwarder::BrokerState::AuthFailed`].
+    #[error("SASL {mechanism} login to Kafka broker {addr} failed: {detail}")]
+    Authentication {
+        addr: String,
+        mechanism: &'static str,
+        detail: String,
+    },
     #[error("Kafka broker {addr}: {api} refused: {error}")]
     Refused {
         addr: String,
