@@ -40,4 +40,5 @@ if [ "$#" -eq 0 ]; then
     set -- --lines 500000,2000000,8000000 --runs 3 --many-files
 fi
 echo "bench-e2e: $(nproc) cores, $(uname -r), $version"
+scripts/install-build-deps.sh
 exec cargo bench --bench e2e -- --json target/bench-e2e.json "$@"

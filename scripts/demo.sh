@@ -13,6 +13,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release"
 echo "== installing Apache Kafka if missing"
 scripts/install-kafka.sh >/dev/null
 echo "== building logcatch (release)"
+scripts/install-build-deps.sh
 cargo build --release --bins --example consume
 
 # A broker left by an interrupted run of this demo goes first.

@@ -10,6 +10,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# OpenSSL's headers and pkg-config, for librdkafka's TLS and SASL.
+scripts/install-build-deps.sh
+
 LOGCATCH_KAFKA_HOME="$(scripts/install-kafka.sh | tail -n1)"
 export LOGCATCH_KAFKA_HOME
 echo "test.sh: LOGCATCH_KAFKA_HOME=$LOGCATCH_KAFKA_HOME"

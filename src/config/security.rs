@@ -347,6 +347,164 @@ fn check_pem(path: &Path, kind: PemKind) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, ConfigError, KafkaClient};
+
+    /// `text` as a config file in `dir`, parsed.
+    fn parse_in(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse(&dir.join("logcatch.yaml"), text)
+    }
+
+    /// A folder with a password file and PEM-shaped certificate files.
+    fn files() -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        std::fs::write(d.path().join("ca.pem"), cert).unwrap();
+        std::fs::write(d.path().join("client.pem"), cert).unwrap();
+        std::fs::write(
+            d.path().join("client.key"),
+            "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("password"), "s3cret\n").unwrap();
+        d
+    }
+
+    #[test]
+    fn tls_and_scram_keys_load_for_the_native_client() {
+        let d = files();
+        let c = parse_in(
+            d.path(),
+            "kafka:\n  tls:\n    ca_file: ca.pem\n    cert_file: client.pem\n    key_file: client.key\n  sasl:\n    mechanism: SCRAM-SHA-512\n    username: alice\n    password_file: password\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.kafka.client,
+            KafkaClient::Native,
+            "native serves TLS and SCRAM"
+        );
+        let tls = c.kafka.tls.as_ref().expect("tls");
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(d.path().join("ca.pem").as_path())
+        );
+        assert!(tls.verify_hostname, "on by default");
+        let sasl = c.kafka.sasl.as_ref().expect("sasl");
+        assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+        let cred = sasl.credentials.as_ref().expect("credentials");
+        assert_eq!(
+            (cred.username.as_str(), cred.password.expose()),
+            ("alice", "s3cret")
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the password never prints"
+        );
+    }
+
+    #[test]
+    fn a_password_comes_from_an_environment_variable() {
+        let d = files();
+        std::env::set_var("LOGCATCH_TEST_SASL_PASSWORD", "from-env");
+        let c = parse_in(
+            d.path(),
+            "kafka:\n  sasl:\n    mechanism: PLAIN\n    username: bob\n    password_env: LOGCATCH_TEST_SASL_PASSWORD\n",
+        )
+        .expect("valid");
+        let cred = c
+            .kafka
+            .sasl
+            .and_then(|s| s.credentials)
+            .expect("credentials");
+        assert_eq!(cred.password.expose(), "from-env");
+        let e = parse_in(
+            d.path(),
+            "kafka:\n  sasl:\n    mechanism: PLAIN\n    username: bob\n    password_env: LOGCATCH_TEST_NO_SUCH_VARIABLE\n",
+        )
+        .expect_err("unset variable");
+        assert!(
+            e.to_string().contains(":5: key `kafka.sasl.password_env`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_security_key_is_refused_with_its_line() {
+        let d = files();
+        let cases = [
+            (
+                "kafka:\n  tls:\n    ca_file: missing.pem\n",
+                ":3: key `kafka.tls.ca_file`",
+                "cannot read",
+            ),
+            (
+                "kafka:\n  tls:\n    ca_file: password\n",
+                ":3: key `kafka.tls.ca_file`",
+                "no PEM certificate",
+            ),
+            (
+                "kafka:\n  tls:\n    cert_file: client.pem\n",
+                ":3: key `kafka.tls.cert_file`",
+                "key_file",
+            ),
+            (
+                "kafka:\n  tls:\n    cert_file: client.pem\n    key_file: ca.pem\n",
+                ":4: key `kafka.tls.key_file`",
+                "no PEM private key",
+            ),
+            (
+                "kafka:\n  sasl:\n    mechanism: SCRAM-SHA-256\n    password_file: password\n",
+                ":2: key `kafka.sasl.username`",
+                "needs a username",
+            ),
+            (
+                "kafka:\n  sasl:\n    mechanism: PLAIN\n    username: a\n",
+                ":2: key `kafka.sasl.password_file`",
+                "needs a password",
+            ),
+            (
+                "kafka:\n  sasl:\n    mechanism: GSSAPI\n",
+                ":3: key `kafka.sasl.mechanism`",
+                "not built",
+            ),
+            (
+                "kafka:\n  sasl:\n    mechanism: KERBEROS\n",
+                ":3:",
+                "unknown variant",
+            ),
+            (
+                "kafka:\n  tls: {}\n  properties:\n    ssl.ca.location: /x\n",
+                ":4: key `kafka.properties.ssl.ca.location`",
+                "set it there",
+            ),
+            (
+                "kafka:\n  client: native\n  sasl:\n    mechanism: OAUTHBEARER\n",
+                ":2: key `kafka.client`",
+                "OAUTHBEARER needs librdkafka",
+            ),
+        ];
+        for (text, at, says) in cases {
+            let e = parse_in(d.path(), text).expect_err(text);
+            let e = e.to_string();
+            assert!(e.contains(at) && e.contains(says), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn oauthbearer_chooses_librdkafka_and_a_protocol_it_lacks_is_refused() {
+        let d = files();
+        let c = parse_in(d.path(), "kafka:\n  sasl:\n    mechanism: OAUTHBEARER\n").expect("valid");
+        assert_eq!(c.kafka.client, KafkaClient::Librdkafka);
+        let e = parse_in(
+            d.path(),
+            "kafka:\n  properties:\n    security.protocol: sasl_plaintext\n    sasl.mechanism: GSSAPI\n",
+        )
+        .expect_err("no GSSAPI in this librdkafka");
+        assert!(
+            e.to_string()
+                .contains(":4: key `kafka.properties.sasl.mechanism`"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_secret_never_prints_its_text() {

@@ -37,24 +37,38 @@ impl Validator<'_> {
         }
     }
 
-    /// The 1-based line where `key` (its last dotted part) is first written,
-    /// or 0 when it is not written (a default).
+    /// The 1-based line where `key` (its last dotted part; the whole
+    /// librdkafka key after `kafka.properties.`) is first written, else
+    /// the line of its parent key (`kafka.sasl` for a missing
+    /// `kafka.sasl.username`), or 0 when none is written (a default).
     fn line_of(&self, key: &str) -> usize {
-        let last = key.rsplit('.').next().unwrap_or(key);
+        let last = match key.strip_prefix("kafka.properties.") {
+            Some(property) => property,
+            None => key.rsplit('.').next().unwrap_or(key),
+        };
         let wanted = [
             format!("{last}:"),
             format!("\"{last}\":"),
             format!("'{last}':"),
         ];
-        self.text
+        let found = self
+            .text
             .lines()
             .position(|l| {
                 wanted
                     .iter()
                     .any(|w| l.trim_start().starts_with(w.as_str()))
             })
-            .map(|i| i + 1)
-            .unwrap_or(0)
+            .map(|i| i + 1);
+        match found {
+            Some(line) => line,
+            None => match key.rsplit_once('.') {
+                Some((parent, _)) if !key.starts_with("kafka.properties.") => {
+                    self.line_of(parent)
+                }
+                _ => 0,
+            },
+        }
     }
 
     pub(super) fn resolve(&self, p: &str) -> PathBuf {
