@@ -285,12 +285,12 @@ impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let stats = self.delivery.stats();
         match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
-                // After a refused login librdkafka also says every broker
-                // is down: the refusal is the news, so it stays.
-                if stats.broker_state.load() != BrokerState::AuthFailed {
-                    stats.broker_state.store(BrokerState::Down);
-                }
+            // After a refused login librdkafka also says every broker is
+            // down: the refusal is the news, so it stays.
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+                if stats.broker_state.load() != BrokerState::AuthFailed =>
+            {
+                stats.broker_state.store(BrokerState::Down);
             }
             Some(
                 RDKafkaErrorCode::Authentication
