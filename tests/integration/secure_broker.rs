@@ -139,6 +139,7 @@ fn sasl(
     s
 }
 
+/// Over 80 lines: most of it is the table of ways in.
 #[test]
 fn every_secured_listener_takes_a_record_with_the_right_credentials() {
     let b = SecureBroker::start();
@@ -228,6 +229,7 @@ fn every_secured_listener_takes_a_record_with_the_right_credentials() {
     assert_eq!(high - low, ways.len() as i64, "one record per way in");
 }
 
+/// Over 80 lines: most of it is the table of refusals.
 #[test]
 fn every_secured_listener_refuses_a_client_without_the_right_credentials() {
     let b = SecureBroker::start();
