@@ -7,7 +7,7 @@
 #   scripts/kafka.sh start --dir DIR [--nodes N] [--port BASE] [--ctrl-port C]
 #                          [--advertise HOST:PORT[,HOST:PORT]...]
 #                          [--prop KEY=VALUE]... [--node I] [--timeout S]
-#                          [--owner PID] [--static-quorum]
+#                          [--owner PID] [--static-quorum] [--add-scram SPEC]...
 #       Node i (1..N) has node.id=i, its broker listener PLAINTEXT on
 #       127.0.0.1:BASE+i-1 and its controller listener on 127.0.0.1:C+i-1
 #       (C defaults to BASE+50), its files in DIR/node-i/ (server.properties,
@@ -30,6 +30,18 @@
 #       instead of a dynamic one; a one-node cluster's storage is then
 #       copied from a template formatted once in the Kafka cache, which
 #       saves the format JVM (about 1.5 s): for throwaway test brokers.
+#       --add-scram SPEC: a SCRAM credential made when the storage is
+#       formatted (StorageTool format --add-scram), e.g.
+#       'SCRAM-SHA-512=[name=alice,password=alice-secret]'; repeatable,
+#       taken only when a cluster is created and kept for the formats of
+#       later restarts (a node whose storage is gone). With it the storage
+#       is always really formatted (never copied from the template).
+#       Extra listeners (TLS, SASL) are --prop settings: a --prop line
+#       comes after the generated ones in server.properties, and the last
+#       value of a key wins, so --prop listeners=..., advertised.listeners
+#       =... and listener.security.protocol.map=... replace the generated
+#       ones (they must then keep PLAINTEXT on the node's port, which the
+#       readiness check asks, and CONTROLLER on its controller port).
 #       Prints the time taken to stderr and the bootstrap list
 #       (127.0.0.1:BASE,...) as its last line. Defaults: N=1, BASE=19100,
 #       timeout 180 s. On a failure it stops the nodes it started.
@@ -189,9 +201,12 @@ write_properties() {
 
 format_node() {
     # $1: node number. Formats its storage unless already formatted.
-    local i="$1" nd="$dir/node-$1" args
+    local i="$1" nd="$dir/node-$1" args spec scram=()
     [ -f "$nd/data/meta.properties" ] && return 0
-    if [ "${quorum:-dynamic}" = static ] && [ "$nodes" -eq 1 ]; then
+    if [ -s "$dir/scram.args" ]; then
+        while IFS= read -r spec; do scram+=(--add-scram "$spec"); done <"$dir/scram.args"
+    fi
+    if [ "${quorum:-dynamic}" = static ] && [ "$nodes" -eq 1 ] && [ ${#scram[@]} -eq 0 ]; then
         copy_template "$nd/data"
         return
     fi
@@ -202,6 +217,7 @@ format_node() {
     else
         args=(--initial-controllers "$initial_controllers")
     fi
+    args+=(${scram[@]+"${scram[@]}"})
     if ! java -Xmx256m $tool_jvm -Dlog4j2.configurationFile="$khome/config/tools-log4j2.xml" \
         -cp "$khome/libs/*" kafka.tools.StorageTool format -t "$cluster_id" \
         -c "$nd/server.properties" ${args[@]+"${args[@]}"} >"$nd/format.log" 2>&1; then
@@ -279,7 +295,7 @@ show_failure() {
 }
 
 cmd_start() {
-    local want_nodes="" want_port="" want_ctrl="" want_adv="" want_quorum="" owner="" only="" timeout=180 props=()
+    local want_nodes="" want_port="" want_ctrl="" want_adv="" want_quorum="" owner="" only="" timeout=180 props=() scrams=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --nodes) want_nodes="$2"; shift 2 ;;
@@ -292,7 +308,7 @@ cmd_start() {
             --prop) props+=("$2"); shift 2 ;;
             --node) only="$2"; shift 2 ;;
             --timeout) timeout="$2"; shift 2 ;;
-            --sasl-tls) die "--sasl-tls is not supported yet" ;;
+            --add-scram) scrams+=("$2"); shift 2 ;;
             *) usage ;;
         esac
     done
@@ -310,6 +326,7 @@ cmd_start() {
         [ -z "$want_port" ] || [ "$want_port" = "$port" ] || die "$dir's cluster uses port $port, not $want_port"
         [ -z "$want_ctrl" ] || [ "$want_ctrl" = "$ctrl_port" ] || die "$dir's cluster uses controller port $ctrl_port, not $want_ctrl"
         [ ${#props[@]} -eq 0 ] || die "--prop is taken only when a cluster is created"
+        [ ${#scrams[@]} -eq 0 ] || die "--add-scram is taken only when a cluster is created"
         [ -z "$want_adv" ] || [ "$want_adv" = "${advertise:-}" ] || die "--advertise is taken only when a cluster is created"
         [ -z "$want_quorum" ] || [ "$want_quorum" = "${quorum:-dynamic}" ] || die "$dir's cluster has a ${quorum:-dynamic} quorum"
     else
@@ -339,6 +356,11 @@ cmd_start() {
         for p in ${props[@]+"${props[@]}"}; do
             [[ "$p" == *=* ]] || die "--prop takes KEY=VALUE, not $p"
             echo "$p" >>"$dir/extra.properties"
+        done
+        : >"$dir/scram.args"
+        for p in ${scrams[@]+"${scrams[@]}"}; do
+            [[ "$p" == SCRAM-SHA-*=\[*\] ]] || die "--add-scram takes SCRAM-SHA-256|512=[name=N,password=P], not $p"
+            echo "$p" >>"$dir/scram.args"
         done
         printf 'nodes=%s\nport=%s\nctrl_port=%s\ncluster_id=%s\ninitial_controllers=%s\nadvertise=%s\nquorum=%s\n' \
             "$nodes" "$port" "$ctrl_port" "$cluster_id" "$initial_controllers" "$advertise" "$quorum" >"$dir/cluster.env"

@@ -30,7 +30,7 @@ use super::{free_port, tail_lines, wait_for};
 /// so that it starts and runs light. Auto topic creation stays on, as in
 /// Kafka's default (logcatch creates its topics itself anyway). The node
 /// starts with `--static-quorum` (its storage copied from a template, no
-/// format JVM) and uses the CDS archive of `scripts/kafka.sh cds` when
+/// format JVM, unless SCRAM users are made at format time) and uses the CDS archive of `scripts/kafka.sh cds` when
 /// there is one.
 pub const KAFKA_TEST_PROPS: &[&str] = &[
     "offsets.topic.num.partitions=1",
@@ -139,13 +139,13 @@ pub struct Broker {
 impl Broker {
     /// Starts an Apache Kafka node that clients reach directly.
     pub fn start() -> Broker {
-        Broker::start_kafka(false, &[])
+        Broker::start_kafka(false, &mut |_, _| Vec::new())
     }
 
     /// Starts an Apache Kafka node behind a [`Proxy`]; `addr()` is the
     /// proxy's address, and the node advertises it.
     pub fn start_with_proxy() -> Broker {
-        Broker::start_kafka(true, &[])
+        Broker::start_kafka(true, &mut |_, _| Vec::new())
     }
 
     /// Starts an Apache Kafka node that clients reach directly, with extra
@@ -153,7 +153,23 @@ impl Broker {
     /// `scripts/kafka.sh`, after the test settings, so they may override
     /// them), e.g. an authorizer.
     pub fn start_with_props(props: &[&str]) -> Broker {
-        Broker::start_kafka(false, props)
+        Broker::start_kafka(false, &mut |_, _| {
+            props
+                .iter()
+                .flat_map(|p| ["--prop", p])
+                .map(String::from)
+                .collect()
+        })
+    }
+
+    /// Starts an Apache Kafka node that clients reach directly, with extra
+    /// `scripts/kafka.sh start` arguments (after the test settings) made
+    /// by `args` from the node's broker and controller ports, e.g. `--prop`
+    /// settings for more listeners on ports of their own and `--add-scram`
+    /// (which costs a format JVM). `args` is asked again at each attempt,
+    /// on new ports (as `secure::SecureBroker` does).
+    pub fn start_with_args(mut args: impl FnMut(u16, u16) -> Vec<String>) -> Broker {
+        Broker::start_kafka(false, &mut args)
     }
 
     /// Starts tansu (in-memory storage), reached directly: the second
@@ -162,7 +178,9 @@ impl Broker {
         Broker::start_tansu()
     }
 
-    fn start_kafka(with_proxy: bool, extra_props: &[&str]) -> Broker {
+    /// `extra` makes the extra `kafka.sh start` arguments of an attempt
+    /// from its broker and controller ports.
+    fn start_kafka(with_proxy: bool, extra: &mut dyn FnMut(u16, u16) -> Vec<String>) -> Broker {
         let home = kafka_home();
         let script = scripts_dir().join("kafka.sh");
         let dir = tempfile::Builder::new()
@@ -195,9 +213,10 @@ impl Broker {
                 .args(["--owner", &std::process::id().to_string()])
                 .arg("--static-quorum")
                 .args(["--timeout", "120"]);
-            for prop in KAFKA_TEST_PROPS.iter().chain(extra_props) {
+            for prop in KAFKA_TEST_PROPS {
                 cmd.args(["--prop", prop]);
             }
+            cmd.args(extra(port, ctrl_port));
             let out = cmd
                 .env("LOGCATCH_KAFKA_HOME", home)
                 .stdin(Stdio::null())

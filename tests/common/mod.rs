@@ -14,7 +14,9 @@
 //!   by rename);
 //! - [`delivery`]: checks over what was consumed (exactly once, file order);
 //! - [`lazyfs`]: a FUSE file system that forgets what was not fsync'd, for
-//!   the power-loss tests.
+//!   the power-loss tests;
+//! - [`secure`]: a test PKI and a one-node Apache Kafka with TLS, mTLS,
+//!   SASL_PLAINTEXT and SASL_SSL listeners.
 //!
 //! The integration tests are one crate, so this module is compiled once
 //! and `dead_code` is checked over all of them: a helper no test uses
@@ -29,6 +31,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod files;
 pub mod lazyfs;
+pub mod secure;
 
 pub use broker::*;
 pub use consume::*;

@@ -20,5 +20,6 @@ mod pipeline;
 mod power_loss;
 mod readback;
 mod reload;
+mod secure_broker;
 mod store_migration;
 mod topic_limits;
