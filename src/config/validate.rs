@@ -63,9 +63,7 @@ impl Validator<'_> {
         match found {
             Some(line) => line,
             None => match key.rsplit_once('.') {
-                Some((parent, _)) if !key.starts_with("kafka.properties.") => {
-                    self.line_of(parent)
-                }
+                Some((parent, _)) if !key.starts_with("kafka.properties.") => self.line_of(parent),
                 _ => 0,
             },
         }

@@ -28,6 +28,7 @@ use crate::kafka::librdkafka::{self, LibrdkafkaProducer, TopicAdmin, TopicError}
 use crate::kafka::native::{
     Event, NativeProducer, ProducerError, ProducerSettings, Timeouts, TopicLookup,
 };
+use crate::runtime::lock;
 use crate::runtime::{Backoff, Outage};
 use crate::spool::SpoolBatch;
 
@@ -89,7 +90,12 @@ impl Client {
                 match NativeProducer::connect(settings, host) {
                     Ok(p) => Ok(Client::Native(Box::new(p))),
                     Err(e) => {
-                        stats.broker_state.store(BrokerState::Down);
+                        stats.broker_state.store(match e {
+                            ProducerError::Tls { .. } | ProducerError::Authentication { .. } => {
+                                BrokerState::AuthFailed
+                            }
+                            _ => BrokerState::Down,
+                        });
                         Err(e.into())
                     }
                 }
@@ -261,6 +267,9 @@ struct Refusal {
     error: String,
     /// For want of an ACL: logged as an error, the operator must act.
     not_authorized: bool,
+    /// A broker refused the TLS handshake or SASL login: logged as an
+    /// error, and the broker state is `auth_failed`.
+    security: bool,
 }
 
 /// After creating `topic`: waits (up to 5 s) for the bootstrap broker's
@@ -290,12 +299,19 @@ pub struct TopicCreator {
     partitions: i32,
     /// -1: min(3, brokers), see [`replicas`].
     replication: i16,
+    /// Where a refusal shows (`last_error`, the broker state).
+    stats: Arc<ForwardStats>,
 }
 
 impl TopicCreator {
-    pub fn new(kafka: &KafkaConfig, runtime: tokio::runtime::Handle) -> TopicCreator {
+    pub fn new(
+        kafka: &KafkaConfig,
+        runtime: tokio::runtime::Handle,
+        stats: Arc<ForwardStats>,
+    ) -> TopicCreator {
         TopicCreator {
-            admin: TopicAdmin::new(runtime),
+            admin: TopicAdmin::new(runtime, stats.clone()),
+            stats,
             enabled: kafka.create_topics,
             known: BTreeSet::new(),
             partitions: kafka.topic_partitions,
@@ -331,8 +347,14 @@ impl TopicCreator {
                 self.known.insert(topic.to_string());
                 return Ok(true);
             };
+            *lock(&self.stats.last_error) = Some(r.error.clone());
+            if r.security {
+                self.stats.broker_state.store(BrokerState::AuthFailed);
+            }
             if outage.failed() {
-                if r.not_authorized {
+                if r.security {
+                    tracing::error!(topic, error = %r.error, "Kafka refuses logcatch's TLS handshake or SASL login (check kafka.tls and kafka.sasl); retrying with back-off (lines wait in the spool)");
+                } else if r.not_authorized {
                     tracing::error!(topic, error = %r.error, "Kafka refuses logcatch for want of an ACL; retrying with back-off (lines wait in the spool)");
                 } else {
                     tracing::warn!(topic, error = %r.error, "cannot check or create the topic yet; retrying (lines wait in the spool)");
@@ -370,15 +392,17 @@ impl TopicCreator {
                     Err(e @ ProducerError::NotAuthorized { .. }) => Ok(Err(Refusal {
                         error: e.to_string(),
                         not_authorized: true,
+                        security: false,
                     })),
                     Err(e @ ProducerError::Topic { .. }) => Ok(Err(Refusal {
                         error: e.to_string(),
                         not_authorized: false,
+                        security: false,
                     })),
                     Err(e) => Err(e),
                 }
             }
-            Client::Librdkafka(_) => {
+            Client::Librdkafka(p) => {
                 let admin = &mut self.admin;
                 let outcome = match admin.lookup_topic(config, topic) {
                     Ok(TopicLookup::Present) => Ok(()),
@@ -390,9 +414,19 @@ impl TopicCreator {
                     }
                     Err(e) => Err(e),
                 };
+                // Why the brokers could not be reached (a refused TLS
+                // handshake or SASL login) only goes to the producer's
+                // error callback, which sets the broker state: polled
+                // here, since nothing else polls it while this waits.
+                p.poll(Duration::ZERO);
+                let refused_login = self.stats.broker_state.load() == BrokerState::AuthFailed;
                 Ok(outcome.map_err(|e| Refusal {
                     not_authorized: matches!(e, TopicError::NotAuthorized { .. }),
-                    error: e.to_string(),
+                    security: refused_login,
+                    error: match lock(&self.stats.last_error).clone() {
+                        Some(why) if refused_login => format!("{e} ({why})"),
+                        _ => e.to_string(),
+                    },
                 }))
             }
         }
@@ -447,7 +481,7 @@ mod tests {
             sasl: None,
             properties: Default::default(),
         };
-        TopicCreator::new(&kafka, runtime.handle().clone())
+        TopicCreator::new(&kafka, runtime.handle().clone(), Default::default())
     }
 
     /// A topic the metadata lists is not created again: the mock broker
@@ -483,7 +517,7 @@ mod tests {
             TopicLookup::Missing { brokers: 1 }
         );
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let mut admin = TopicAdmin::new(runtime.handle().clone());
+        let mut admin = TopicAdmin::new(runtime.handle().clone(), Default::default());
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", cluster.bootstrap_servers());
         assert_eq!(

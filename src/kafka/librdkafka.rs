@@ -39,7 +39,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -50,7 +49,7 @@ use rdkafka::{ClientContext, Message};
 use crate::config::KafkaConfig;
 use crate::kafka::acks::{AckTracker, Delivery, RefusedLine};
 use crate::kafka::client::{missing_acl, CLOCK_HINT};
-use crate::kafka::forwarder::BrokerState;
+use crate::kafka::forwarder::{BrokerState, ForwardStats};
 use crate::kafka::line_id::{self, LineId};
 use crate::kafka::native::{self, TopicLookup};
 use crate::runtime::lock;
@@ -110,6 +109,27 @@ pub fn producer(
         batching,
         stop: Mutex::new(None),
     })
+}
+
+/// A librdkafka log line, to `tracing` at its level.
+fn trace_log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+    }
 }
 
 /// librdkafka's `batch.size` and `message.max.bytes` when not set.
@@ -263,23 +283,8 @@ impl ClientContext for DeliveryContext {
             tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
             return;
         }
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
-            }
-            RDKafkaLogLevel::Debug => {
-                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}")
-            }
-        }
+        security::note_log(&self.delivery.stats(), level, fac, message);
+        trace_log(level, fac, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -292,11 +297,7 @@ impl ClientContext for DeliveryContext {
             {
                 stats.broker_state.store(BrokerState::Down);
             }
-            Some(
-                RDKafkaErrorCode::Authentication
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-                | RDKafkaErrorCode::SSL,
-            ) => {
+            Some(code) if is_security_refusal(code, reason) => {
                 stats.broker_state.store(BrokerState::AuthFailed);
             }
             Some(RDKafkaErrorCode::GaplessGuarantee) => {
@@ -593,31 +594,34 @@ impl TopicError {
 /// Checks and creates topics with librdkafka's admin client, made when
 /// first needed.
 pub struct TopicAdmin {
-    admin: Option<AdminClient<DefaultClientContext>>,
+    admin: Option<AdminClient<AdminContext>>,
+    /// Where a refused TLS handshake or SASL login shows.
+    stats: Arc<ForwardStats>,
     /// Tokio handle, for the admin client's futures.
     runtime: tokio::runtime::Handle,
 }
 
 impl TopicAdmin {
-    pub fn new(runtime: tokio::runtime::Handle) -> TopicAdmin {
+    pub fn new(runtime: tokio::runtime::Handle, stats: Arc<ForwardStats>) -> TopicAdmin {
         TopicAdmin {
             admin: None,
+            stats,
             runtime,
         }
     }
 
     /// The admin client, made from `config` when first needed. Its metadata
     /// requests never create a topic: that is [`TopicAdmin::create_topic`]'s.
-    fn admin(
-        &mut self,
-        config: &ClientConfig,
-    ) -> Result<&AdminClient<DefaultClientContext>, KafkaError> {
+    fn admin(&mut self, config: &ClientConfig) -> Result<&AdminClient<AdminContext>, KafkaError> {
         match &mut self.admin {
             Some(a) => Ok(a),
             empty => {
                 let mut config = config.clone();
                 config.set("allow.auto.create.topics", "false");
-                Ok(empty.insert(config.create()?))
+                let context = AdminContext {
+                    stats: self.stats.clone(),
+                };
+                Ok(empty.insert(config.create_with_context(context)?))
             }
         }
     }
@@ -682,7 +686,7 @@ impl TopicAdmin {
 }
 
 mod security;
-pub use security::{check_settings, SettingError};
+pub use security::{check_settings, is_security_refusal, AdminContext, SettingError};
 
 #[cfg(test)]
 mod tests;

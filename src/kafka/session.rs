@@ -180,7 +180,7 @@ impl<'a> Session<'a> {
             kafka,
             kafka_rx,
             finish,
-            topics: TopicCreator::new(kafka, fwd.runtime.clone()),
+            topics: TopicCreator::new(kafka, fwd.runtime.clone(), fwd.stats.clone()),
             config,
             delivery,
             redelivery,

@@ -21,5 +21,6 @@ mod power_loss;
 mod readback;
 mod reload;
 mod secure_broker;
+mod security;
 mod store_migration;
 mod topic_limits;

@@ -16,10 +16,97 @@
 //! Must never: accept at load a setting that librdkafka would refuse at
 //! every session start (the daemon would then loop on it).
 
-use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
+use std::sync::Arc;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::ClientContext;
 
 use crate::config::{security_protocol, KafkaConfig};
+use crate::kafka::forwarder::{BrokerState, ForwardStats};
+use crate::runtime::lock;
+
+/// Whether librdkafka's error `code` with `reason` is a broker refusing
+/// logcatch's TLS handshake or SASL login, or logcatch refusing the
+/// broker's certificate. Under TLS 1.3 a broker refuses a client
+/// certificate after the handshake, which librdkafka reports as a
+/// transport failure whose reason names the TLS alert; a reason that only
+/// names an `ssl://` broker is not one.
+pub fn is_security_refusal(code: RDKafkaErrorCode, reason: &str) -> bool {
+    match code {
+        RDKafkaErrorCode::Authentication
+        | RDKafkaErrorCode::SaslAuthenticationFailed
+        | RDKafkaErrorCode::UnsupportedSASLMechanism
+        | RDKafkaErrorCode::IllegalSASLState
+        | RDKafkaErrorCode::SSL => true,
+        RDKafkaErrorCode::BrokerTransportFailure => {
+            let r = reason.to_ascii_lowercase();
+            ["alert", "certificate", "handshake"]
+                .iter()
+                .any(|w| r.contains(w))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a librdkafka log line says a broker refused logcatch's TLS
+/// handshake or SASL login, or that logcatch refused the broker's
+/// certificate: librdkafka does not always raise an error event for a
+/// failed handshake, but it always logs one (`FAIL`).
+fn is_security_log(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "ssl handshake failed",
+        "certificate verify failed",
+        "sasl authentication error",
+        "authentication failed",
+        " alert ",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
+/// Marks the broker state `auth_failed` with the cause in `last_error`
+/// when librdkafka logs a refused handshake or login at warning level or
+/// worse.
+pub(super) fn note_log(stats: &ForwardStats, level: RDKafkaLogLevel, fac: &str, message: &str) {
+    let serious = matches!(
+        level,
+        RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning
+    );
+    if serious && is_security_log(message) {
+        stats.broker_state.store(BrokerState::AuthFailed);
+        *lock(&stats.last_error) = Some(format!("{fac}: {message}"));
+    }
+}
+
+/// The context of librdkafka's admin client (the topic checks, which run
+/// before anything is sent): a refused handshake or login it meets shows
+/// in the forwarder's stats as the producer's does.
+pub struct AdminContext {
+    pub(super) stats: Arc<ForwardStats>,
+}
+
+impl ClientContext for AdminContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        note_log(&self.stats, level, fac, message);
+        super::trace_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(code) if is_security_refusal(code, reason) => {
+                self.stats.broker_state.store(BrokerState::AuthFailed);
+                *lock(&self.stats.last_error) = Some(format!("{error}: {reason}"));
+            }
+            _ => tracing::debug!(error = %error, reason, "librdkafka admin client error"),
+        }
+    }
+}
 
 /// Puts the typed `kafka.tls` and `kafka.sasl` into `c`. (With either set,
 /// [`crate::config`] has refused the same settings in `kafka.properties`.)
@@ -198,6 +285,56 @@ mod tests {
         let e = check_settings(&k).expect_err("no Cyrus SASL here");
         assert_eq!(e.property(), Some("sasl.mechanisms"));
         assert!(e.to_string().contains("GSSAPI"), "{e}");
+    }
+
+    #[test]
+    fn tls_alerts_and_sasl_failures_are_security_refusals_but_a_plain_disconnect_is_not() {
+        use RDKafkaErrorCode as C;
+        assert!(is_security_refusal(
+            C::Authentication,
+            "SASL authentication error"
+        ));
+        assert!(is_security_refusal(C::SSL, "certificate verify failed"));
+        assert!(is_security_refusal(
+            C::BrokerTransportFailure,
+            "ssl://127.0.0.1:9093/1: Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate"
+        ));
+        assert!(!is_security_refusal(
+            C::BrokerTransportFailure,
+            "ssl://127.0.0.1:9093/1: Disconnected (after 600000ms in state UP)"
+        ));
+        assert!(!is_security_refusal(
+            C::AllBrokersDown,
+            "1/1 brokers are down"
+        ));
+    }
+
+    #[test]
+    fn a_logged_handshake_or_login_failure_marks_the_broker_auth_failed() {
+        let stats = ForwardStats::default();
+        note_log(&stats, RDKafkaLogLevel::Error, "FAIL", "ssl://h:9093/bootstrap: SSL handshake failed: error:0A000086:SSL routines::certificate verify failed");
+        assert_eq!(stats.broker_state.load(), BrokerState::AuthFailed);
+        assert!(lock(&stats.last_error)
+            .as_deref()
+            .is_some_and(|e| e.contains("certificate verify failed")));
+        let stats = ForwardStats::default();
+        note_log(
+            &stats,
+            RDKafkaLogLevel::Info,
+            "FAIL",
+            "SSL handshake failed",
+        );
+        note_log(
+            &stats,
+            RDKafkaLogLevel::Error,
+            "FAIL",
+            "ssl://h:9093/1: Connect to ipv4#127.0.0.1:9093 failed: Connection refused",
+        );
+        assert_eq!(
+            stats.broker_state.load(),
+            BrokerState::Unknown,
+            "neither is a refusal"
+        );
     }
 
     #[test]

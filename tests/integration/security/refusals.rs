@@ -1,0 +1,174 @@
+//! What an operator sees when Kafka refuses logcatch's credentials or
+//! logcatch refuses the broker's certificate, and that fixing the config
+//! while it runs delivers every waiting line exactly once.
+//!
+//! For each client:
+//! - a wrong SCRAM-SHA-512 password: broker state `auth_failed`, the cause
+//!   in `last_kafka_error`, `logcatch_kafka_auth_failed 1`, nothing
+//!   delivered and every line still in the spool; the password file is
+//!   fixed and SIGHUP reloads it: every line arrives once, the state is
+//!   `up` and the gauge 0;
+//! - a CA that did not sign the broker's certificate: the same, fixed by
+//!   an edit of the config file (the watcher's reload).
+//!
+//! And a reload that asks for GSSAPI (not built in) is refused naming the
+//! line, while the daemon goes on delivering on the last good config.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{password_file, secured_config, Access};
+use crate::common::secure::SecureBroker;
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+const LINES: u64 = 3_000;
+
+#[test]
+fn a_wrong_password_is_auth_failed_then_a_sighup_with_the_right_one_delivers_native() {
+    wrong_password("native");
+}
+
+#[test]
+fn a_wrong_password_is_auth_failed_then_a_sighup_with_the_right_one_delivers_librdkafka() {
+    wrong_password("librdkafka");
+}
+
+#[test]
+fn an_untrusted_ca_is_auth_failed_then_the_fixed_config_delivers_native() {
+    untrusted_ca("native");
+}
+
+#[test]
+fn an_untrusted_ca_is_auth_failed_then_the_fixed_config_delivers_librdkafka() {
+    untrusted_ca("librdkafka");
+}
+
+/// The `logcatch_kafka_auth_failed` gauge, from the admin socket.
+fn auth_failed_gauge(data: &Path) -> f64 {
+    let (code, body) = http_get_unix(&data.join("admin.sock"), "/metrics");
+    assert_eq!(code, 200, "GET /metrics: {body}");
+    parse_metrics(&body)
+        .get("logcatch_kafka_auth_failed")
+        .copied()
+        .unwrap_or_else(|| panic!("no logcatch_kafka_auth_failed in /metrics:\n{body}"))
+}
+
+/// Waits for `auth_failed`, then checks that it says why (`cause`, any
+/// case), delivered nothing and holds every line in its spool.
+fn assert_refused_and_holding(d: &mut Daemon, data: &Path, cause: &[&str]) {
+    let st = wait_status(d.config_path(), "broker auth_failed", WAIT, |s| {
+        s["broker"] == "auth_failed"
+    });
+    let err = st["last_kafka_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        cause.iter().any(|c| err.contains(c)),
+        "last_kafka_error does not say {cause:?}: {st:#}"
+    );
+    assert_eq!(auth_failed_gauge(data), 1.0, "the gauge shows the refusal");
+    // Every line is spooled and none is delivered.
+    wait_offsets_row(d.config_path(), "app", "every line spooled", WAIT, |r| {
+        r["lines"].as_u64() == Some(LINES)
+    });
+    let q = ctl_json(d.config_path(), &["queue", "--json"]);
+    assert_eq!(q["delivered"].as_u64(), Some(0), "queue: {q:#}");
+    assert!(q["waiting_bytes"].as_u64() > Some(0), "queue: {q:#}");
+    d.assert_running();
+}
+
+/// After the fix: every line once, state `up`, gauge 0.
+fn assert_delivered_after_fix(d: &mut Daemon, b: &SecureBroker, topic: &str, data: &Path) {
+    let msgs = d
+        .consume(&b.addr(), topic)
+        .until_count(LINES as usize)
+        .timeout(WAIT)
+        .run();
+    assert_exactly_once(&msgs, 0..LINES);
+    wait_status(d.config_path(), "broker up", WAIT, |s| s["broker"] == "up");
+    assert_eq!(auth_failed_gauge(data), 0.0, "the gauge is back to 0");
+}
+
+fn wrong_password(client: &str) {
+    let b = SecureBroker::start();
+    let dir = tempfile::Builder::new()
+        .prefix("logcatch-secure-")
+        .tempdir()
+        .expect("tempdir");
+    let topic = format!("sec-wrong-password-{client}");
+    let log = dir.path().join("app.log");
+    write_numbered(&log, 0, LINES);
+    let password = password_file(dir.path(), "not-the-password");
+    let access = Access::Sasl("SCRAM-SHA-512");
+    let cfg = secured_config(
+        &b,
+        dir.path(),
+        &topic,
+        client,
+        access,
+        &b.pki().ca,
+        &password,
+    )
+    .source("app", &log);
+    let mut d = Daemon::with(dir.path(), &cfg);
+    let data = dir.path().join("data");
+    assert_refused_and_holding(&mut d, &data, &["authentication", "sasl"]);
+    assert!(
+        !d.log().contains("not-the-password"),
+        "the log must never show the password"
+    );
+
+    password_file(dir.path(), b.password());
+    d.sighup();
+    assert_delivered_after_fix(&mut d, &b, &topic, &data);
+    d.stop();
+}
+
+fn untrusted_ca(client: &str) {
+    let b = SecureBroker::start();
+    let dir = tempfile::Builder::new()
+        .prefix("logcatch-secure-")
+        .tempdir()
+        .expect("tempdir");
+    let topic = format!("sec-untrusted-ca-{client}");
+    let log = dir.path().join("app.log");
+    write_numbered(&log, 0, LINES);
+    let password = password_file(dir.path(), b.password());
+    let pki = b.pki();
+    let cfg = |ca: &Path| {
+        secured_config(&b, dir.path(), &topic, client, Access::Tls, ca, &password)
+            .source("app", &log)
+    };
+    let mut d = Daemon::with(dir.path(), &cfg(&pki.untrusted_ca));
+    let data = dir.path().join("data");
+    assert_refused_and_holding(&mut d, &data, &["certificate", "ssl", "tls"]);
+
+    // The watcher picks the edit up (no signal).
+    d.rewrite_config(&cfg(&pki.ca).render());
+    assert_delivered_after_fix(&mut d, &b, &topic, &data);
+
+    // An edit asking for what no client here serves is refused, naming the
+    // line; the daemon goes on with the last good config.
+    let gssapi = cfg(&pki.ca).kafka("sasl", "{mechanism: GSSAPI, username: alice}");
+    d.rewrite_config(&gssapi.render());
+    let st = wait_status(d.config_path(), "the GSSAPI edit refused", WAIT, |s| {
+        s["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("kafka.sasl.mechanism"))
+    });
+    let err = st["last_reload_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("GSSAPI") && err.contains("logcatch.yaml:"),
+        "{st:#}"
+    );
+    write_numbered(&log, LINES, LINES + 500);
+    let msgs = d
+        .consume(&b.addr(), &topic)
+        .until_count((LINES + 500) as usize)
+        .timeout(WAIT)
+        .run();
+    assert_exactly_once(&msgs, 0..LINES + 500);
+    d.stop();
+}
