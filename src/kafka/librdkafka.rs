@@ -283,7 +283,7 @@ impl ClientContext for DeliveryContext {
             tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
             return;
         }
-        security::note_log(&self.delivery.stats(), level, fac, message);
+        security::note_log(self.delivery.stats(), level, fac, message);
         trace_log(level, fac, message);
     }
 
