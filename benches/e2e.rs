@@ -5,7 +5,12 @@
 //!
 //! `cargo bench --bench e2e -- [--lines N[,N...]] [--runs R] [--line-bytes B]
 //!  [--many-files] [--compression none|lz4] [--client native|librdkafka]
-//!  [--broker kafka|tansu] [--json PATH] [--perf PATH]`
+//!  [--broker kafka|tansu] [--tls] [--json PATH] [--perf PATH]`
+//!
+//! `--tls`: W1 through a TLS listener (logcatch's `kafka.tls` with the
+//! test CA; a broker from `tests/common/secure.rs`); the plain producer's
+//! ceiling and the counting consumer stay on the plaintext listener, so
+//! the figures that change are logcatch's own (CPU per line, RSS).
 //!
 //! `scripts/bench-e2e.sh` runs the whole set: W1 at 0.5 M, 2 M and 8 M lines,
 //! three runs each, then the many-files workload.
@@ -66,6 +71,46 @@ struct Args {
     perf: Option<PathBuf>,
     /// Which broker: Apache Kafka, or tansu.
     broker: BrokerKind,
+    /// logcatch reaches the broker over TLS (Apache Kafka only).
+    tls: bool,
+}
+
+/// Where W1's logcatch sends: the broker, and how logcatch reaches it.
+struct Target {
+    /// The plaintext address: the ceiling's producer and the consumer.
+    addr: String,
+    /// `kafka.brokers` for logcatch.
+    brokers: String,
+    /// Extra `kafka:` lines of logcatch's config.
+    kafka_extra: String,
+    /// The broker's kind, as the figures name it.
+    kind: String,
+    /// Keeps the broker up while W1 runs.
+    _broker: Box<dyn std::any::Any>,
+}
+
+impl Target {
+    fn start(a: &Args) -> Target {
+        if a.tls {
+            assert!(a.broker == BrokerKind::Kafka, "--tls needs Apache Kafka");
+            let b = common::secure::SecureBroker::start();
+            return Target {
+                addr: b.addr(),
+                brokers: b.tls_addr(),
+                kafka_extra: format!("  tls: {{ca_file: \"{}\"}}\n", b.pki().ca.display()),
+                kind: "kafka+tls".into(),
+                _broker: Box::new(b),
+            };
+        }
+        let b = a.broker.start();
+        Target {
+            addr: b.addr(),
+            brokers: b.addr(),
+            kafka_extra: String::new(),
+            kind: b.kind().into(),
+            _broker: Box::new(b),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -94,6 +139,7 @@ fn args() -> Args {
         client: "native".into(),
         perf: None,
         broker: BrokerKind::Kafka,
+        tls: false,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -119,6 +165,7 @@ fn args() -> Args {
                 a.line_bytes = v[i].parse().expect("--line-bytes B");
             }
             "--many-files" => a.many_files = true,
+            "--tls" => a.tls = true,
             "--client" => {
                 i += 1;
                 a.client = v[i].clone();
@@ -365,13 +412,13 @@ fn acked_at(config: &Path, n: u64, timeout: Duration) -> Option<Instant> {
 
 /// One W1 run of `lines` lines; `perf`: record the daemon into this file.
 fn w1(
-    broker: &common::Broker,
+    target: &Target,
     a: &Args,
     lines: u64,
     perf: Option<&Path>,
     tck: f64,
 ) -> serde_json::Value {
-    let addr = broker.addr();
+    let addr = target.addr.clone();
     let dir = tempfile::Builder::new()
         .prefix("bench-w1-")
         .tempdir()
@@ -398,10 +445,12 @@ fn w1(
     );
 
     let config = format!(
-        "data_dir: {}\nkafka:\n  brokers: {addr}\n  topic: w1\n  compression: {}\n  client: {}\nconfigpath:\n  w1: {}\n",
+        "data_dir: {}\nkafka:\n  brokers: {}\n  topic: w1\n  compression: {}\n  client: {}\n{}configpath:\n  w1: {}\n",
         dir.path().join("data").display(),
+        target.brokers,
         a.compression,
         a.client,
+        target.kafka_extra,
         file.display()
     );
     let start = Instant::now();
@@ -427,7 +476,7 @@ fn w1(
     let accepted = acked.map_or(0.0, |t| lines as f64 / (t - start).as_secs_f64());
     let r = serde_json::json!({
         "workload": "W1",
-        "broker": broker.kind(),
+        "broker": target.kind,
         "lines": lines,
         "line_bytes": a.line_bytes,
         "compression": a.compression,
@@ -446,7 +495,7 @@ fn w1(
     });
     println!(
         "W1 {} lines ({}, {}, {}): {:.0} lines/s, {:.1} MB/s, {:.3} CPU-s per million lines, peak RSS {:.1} MiB, {:.2}x the plain producer ({:.0} lines/s)",
-        lines, a.compression, a.client, broker.kind(), lps, mb / secs, cpu / (lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
+        lines, a.compression, a.client, target.kind, lps, mb / secs, cpu / (lines as f64 / 1e6), hwm_kib as f64 / 1024.0, lps / ceiling, ceiling
     );
     println!(
         "W1 {} lines ({}): accepted by the broker (all acknowledged) at {:.0} lines/s, {:.2}x the plain producer's {:.0} lines/s",
@@ -641,7 +690,7 @@ fn main() {
     for &lines in &a.sizes {
         for run in 1..=a.runs {
             // A broker per run (see the module's doc).
-            let broker = a.broker.start();
+            let target = Target::start(&a);
             let perf = a.perf.as_ref().map(|p| {
                 if several {
                     PathBuf::from(format!("{}-{lines}-{run}", p.display()))
@@ -649,7 +698,7 @@ fn main() {
                     p.clone()
                 }
             });
-            results.push(w1(&broker, &a, lines, perf.as_deref(), tck));
+            results.push(w1(&target, &a, lines, perf.as_deref(), tck));
         }
     }
     print_scaling(&results);
