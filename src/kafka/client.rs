@@ -85,11 +85,18 @@ impl Client {
                         delivery: kafka.delivery_timeout,
                     },
                     bootstrap_turn: BOOTSTRAP_TURN.fetch_add(1, Ordering::Relaxed),
+                    tls: kafka.tls.clone(),
+                    sasl: kafka.sasl.clone(),
                 };
                 match NativeProducer::connect(settings, host) {
                     Ok(p) => Ok(Client::Native(Box::new(p))),
                     Err(e) => {
-                        stats.broker_state.store(BrokerState::Down);
+                        stats.broker_state.store(match e {
+                            ProducerError::Tls { .. } | ProducerError::Authentication { .. } => {
+                                BrokerState::AuthFailed
+                            }
+                            _ => BrokerState::Down,
+                        });
                         Err(e.into())
                     }
                 }
@@ -423,6 +430,8 @@ mod tests {
             allow_auto_create: false,
             timeouts: Timeouts::DEFAULT,
             bootstrap_turn: 0,
+            tls: None,
+            sasl: None,
         };
         Client::Native(Box::new(
             NativeProducer::connect(settings, "h1").expect("connect"),

@@ -70,6 +70,9 @@
 mod connection;
 mod producer;
 mod record;
+mod sasl;
+mod tls;
+mod transport;
 mod wire;
 
 pub use connection::MAX_IN_FLIGHT;
