@@ -87,7 +87,11 @@ pub(super) fn log_in(
     };
     let auth_v = match supported(ApiKey::SaslAuthenticate) {
         Some((lo, hi)) if lo <= 2 && hi >= 0 => hi.min(2),
-        _ => return Err(fail("the broker does not take SaslAuthenticate v0..v2".into())),
+        _ => {
+            return Err(fail(
+                "the broker does not take SaslAuthenticate v0..v2".into(),
+            ))
+        }
     };
     let r = x.request_handshake(
         handshake_v,
@@ -229,8 +233,8 @@ impl ScramClient {
         server_first: &[u8],
         password: &str,
     ) -> Result<(String, Vec<u8>), ScramError> {
-        let text = std::str::from_utf8(server_first)
-            .map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let text =
+            std::str::from_utf8(server_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         if let Some(e) = text.strip_prefix("e=") {
             return Err(ScramError::Server(e.to_string()));
         }
@@ -240,7 +244,9 @@ impl ScramClient {
                 Some(("r=", v)) => nonce = Some(v),
                 Some(("s=", v)) => salt = Some(v),
                 Some(("i=", v)) => iterations = Some(v),
-                Some(("m=", _)) => return Err(ScramError::Malformed("an unknown mandatory extension")),
+                Some(("m=", _)) => {
+                    return Err(ScramError::Malformed("an unknown mandatory extension"))
+                }
                 _ => {}
             }
         }
@@ -318,7 +324,10 @@ mod tests {
             .final_message(SERVER_FIRST.as_bytes(), "pencil")
             .expect("final");
         assert_eq!(client_final, CLIENT_FINAL);
-        assert_eq!(verify_server_final(SERVER_FINAL.as_bytes(), &expected), Ok(()));
+        assert_eq!(
+            verify_server_final(SERVER_FINAL.as_bytes(), &expected),
+            Ok(())
+        );
     }
 
     #[test]

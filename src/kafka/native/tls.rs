@@ -29,7 +29,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
+};
 
 use crate::config::TlsConfig;
 
@@ -51,7 +53,10 @@ pub(super) fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String
             let certs = read_certs(path)?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(format!("ca_file {}: no usable CA certificate", path.display()));
+                return Err(format!(
+                    "ca_file {}: no usable CA certificate",
+                    path.display()
+                ));
             }
         }
         None => {
@@ -86,7 +91,10 @@ pub(super) fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String
         Some(c) => {
             let certs = read_certs(&c.cert_file)?;
             let key = PrivateKeyDer::from_pem_file(&c.key_file).map_err(|e| {
-                format!("key_file {}: no usable private key ({e})", c.key_file.display())
+                format!(
+                    "key_file {}: no usable private key ({e})",
+                    c.key_file.display()
+                )
             })?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {
                 format!(
@@ -218,7 +226,10 @@ pub(super) fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
 }
 
 /// The two halves of a TLS connection over `socket` (after [`handshake`]).
-pub(super) fn split(conn: ClientConnection, socket: TcpStream) -> io::Result<(TlsReader, TlsWriter)> {
+pub(super) fn split(
+    conn: ClientConnection,
+    socket: TcpStream,
+) -> io::Result<(TlsReader, TlsWriter)> {
     let state = Arc::new(Mutex::new(conn));
     let reader = TlsReader {
         socket: socket.try_clone()?,

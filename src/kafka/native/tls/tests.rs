@@ -27,8 +27,8 @@ impl Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key"))
-            .expect("ca");
+        let ca =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca");
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca");
         let names: Vec<String> = broker_names.iter().map(|s| s.to_string()).collect();
         let key = KeyPair::generate().expect("key");
@@ -143,7 +143,10 @@ fn halves_carry_megabytes_both_ways_at_once() {
     writer.write_all(&up).expect("write 6 MB");
     let got = read.join().expect("reader").expect("read 6 MB");
     assert!(got == down, "what the server sent arrives intact");
-    writer.socket().shutdown(std::net::Shutdown::Write).expect("shutdown");
+    writer
+        .socket()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
     let received = server.join().expect("server");
     assert_eq!(received.len(), up.len());
     assert!(received == up, "what the client sent arrives intact");
@@ -154,8 +157,7 @@ fn a_certificate_for_another_name_is_refused_unless_names_are_not_verified() {
     let pki = Pki::new(&["broker.example"]);
     let (port, _server) = pki.serve(b"hello".to_vec(), false);
     let e = connect(&pki.config(true, false), "127.0.0.1:9093", port)
-        .err()
-        .expect("a name mismatch is refused");
+        .expect_err("a name mismatch is refused");
     assert!(
         matches!(
             rustls_error(&e),
@@ -172,7 +174,10 @@ fn a_certificate_for_another_name_is_refused_unless_names_are_not_verified() {
     let mut got = [0u8; 5];
     reader.read_exact(&mut got).expect("read");
     assert_eq!(&got, b"hello");
-    writer.socket().shutdown(std::net::Shutdown::Both).expect("shutdown");
+    writer
+        .socket()
+        .shutdown(std::net::Shutdown::Both)
+        .expect("shutdown");
     let _ = server.join();
 }
 
@@ -182,8 +187,7 @@ fn a_certificate_from_an_untrusted_ca_is_refused_even_without_name_checks() {
     let other = Pki::new(&["localhost"]);
     let (port, _server) = pki.serve(b"hello".to_vec(), false);
     let e = connect(&other.config(false, false), "localhost:9093", port)
-        .err()
-        .expect("an unknown issuer is refused");
+        .expect_err("an unknown issuer is refused");
     assert!(
         matches!(
             rustls_error(&e),
@@ -208,18 +212,23 @@ fn a_server_that_wants_a_client_certificate_takes_ours_and_refuses_none() {
     let mut got = [0u8; 5];
     reader.read_exact(&mut got).expect("read");
     assert_eq!(&got, b"hello");
-    writer.socket().shutdown(std::net::Shutdown::Both).expect("shutdown");
+    writer
+        .socket()
+        .shutdown(std::net::Shutdown::Both)
+        .expect("shutdown");
     let _ = server.join();
 
     let (port, _server) = pki.serve(b"hello".to_vec(), true);
-    let refused = connect(&pki.config(true, false), "localhost:9093", port).and_then(
-        |(sock, conn)| {
+    let refused =
+        connect(&pki.config(true, false), "localhost:9093", port).and_then(|(sock, conn)| {
             let (mut reader, _writer) = split(conn, sock)?;
             reader.read_exact(&mut got)
-        },
-    );
+        });
     let e = refused.expect_err("no client certificate is refused");
-    assert!(rustls_error(&e).is_some(), "a TLS alert, not a bare I/O error: {e}");
+    assert!(
+        rustls_error(&e).is_some(),
+        "a TLS alert, not a bare I/O error: {e}"
+    );
 }
 
 #[test]
@@ -227,12 +236,12 @@ fn unreadable_tls_files_are_named_in_the_error() {
     let pki = Pki::new(&["localhost"]);
     let mut c = pki.config(true, true);
     c.ca_file = Some(pki.dir.path().join("missing.pem"));
-    let e = client_config(&c).err().expect("missing CA file");
+    let e = client_config(&c).expect_err("missing CA file");
     assert!(e.contains("missing.pem"), "{e}");
     let mut c = pki.config(true, true);
     if let Some(cc) = &mut c.client {
         cc.key_file = pki.dir.path().join("ca.pem");
     }
-    let e = client_config(&c).err().expect("a certificate is no key");
+    let e = client_config(&c).expect_err("a certificate is no key");
     assert!(e.contains("ca.pem") && e.contains("key_file"), "{e}");
 }
