@@ -264,6 +264,8 @@ fn produce_mock(c: &mut Criterion) {
         allow_auto_create: true,
         timeouts: Timeouts::DEFAULT,
         bootstrap_turn: 0,
+        tls: None,
+        sasl: None,
     };
     let Ok(mut native) = NativeProducer::connect(settings, "bench-host") else {
         g.finish();

@@ -167,8 +167,9 @@ pub struct KafkaConfig {
 }
 
 /// The forwarder's Kafka client. `Native` (the default) encodes record
-/// batches itself and costs far less per line; `Librdkafka` is needed for
-/// TLS, SASL, gzip/snappy/zstd and `kafka.properties`, and is chosen by
+/// batches itself and costs far less per line, and does `kafka.tls` and
+/// `kafka.sasl` PLAIN and SCRAM; `Librdkafka` is needed for SASL
+/// OAUTHBEARER, gzip/snappy/zstd and `kafka.properties`, and is chosen by
 /// itself when those are configured and `client` is not set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

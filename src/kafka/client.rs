@@ -86,6 +86,8 @@ impl Client {
                         delivery: kafka.delivery_timeout,
                     },
                     bootstrap_turn: BOOTSTRAP_TURN.fetch_add(1, Ordering::Relaxed),
+                    tls: kafka.tls.clone(),
+                    sasl: kafka.sasl.clone(),
                 };
                 match NativeProducer::connect(settings, host) {
                     Ok(p) => Ok(Client::Native(Box::new(p))),
@@ -457,6 +459,8 @@ mod tests {
             allow_auto_create: false,
             timeouts: Timeouts::DEFAULT,
             bootstrap_turn: 0,
+            tls: None,
+            sasl: None,
         };
         Client::Native(Box::new(
             NativeProducer::connect(settings, "h1").expect("connect"),

@@ -1,5 +1,6 @@
-//! connection: one TCP connection to a Kafka broker. It owns the socket,
-//! the reader thread that turns its response frames into messages on the
+//! connection: one connection to a Kafka broker (plain TCP or TLS, see
+//! [`super::transport`]). It owns the connection's write half, the reader
+//! thread that turns its response frames into messages on the
 //! producer's answer channel, and the connection's two queues: sealed
 //! batches waiting for room, and Produce requests sent and not yet
 //! answered.
@@ -12,6 +13,8 @@
 //!   (the only writer of Produce requests) stops there, and writes none
 //!   while the broker's `throttle_time_ms` lasts.
 //! - Dropping a connection shuts its socket down, which ends its reader.
+//! - The reader thread starts only once the connection is established
+//!   (TLS handshake and SASL login done, see [`super::transport`]).
 //!
 //! Must never: decide what an answer means (that is
 //! [`super::producer`]), or reorder a waiting batch.
@@ -30,6 +33,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Encodable;
 
 use super::producer::BatchLines;
+use super::transport::{establish, Security, WriteHalf};
 use super::wire::{
     encode_request, produce_request, read_response, Correlations, RequestHead, Timeouts,
 };
@@ -61,7 +65,7 @@ pub(super) struct InFlight {
 
 pub(super) struct Connection {
     pub(super) addr: String,
-    stream: TcpStream,
+    writer: WriteHalf,
     reader: Option<JoinHandle<()>>,
     pub(super) in_flight: VecDeque<InFlight>,
     pub(super) waiting: VecDeque<Sealed>,
@@ -104,14 +108,15 @@ pub(super) fn broker_addr(host: &str, port: i32) -> String {
 }
 
 impl Connection {
-    /// Connects to `addr` (the first of its addresses that answers) and
-    /// starts its reader, which sends what it reads to `tx` as connection
-    /// `index`.
+    /// Connects to `addr` (the first of its addresses that answers),
+    /// establishes it as `security` says (TLS, SASL), and starts its
+    /// reader, which sends what it reads to `tx` as connection `index`.
     pub(super) fn open(
         addr: &str,
         index: usize,
         tx: &Answers,
         timeouts: Timeouts,
+        security: &Security,
     ) -> Result<Connection, ProducerError> {
         let stream = connect(addr, timeouts.connect)?;
         let io = |source| ProducerError::Io {
@@ -122,7 +127,7 @@ impl Connection {
         stream
             .set_write_timeout(Some(timeouts.answer()))
             .map_err(io)?;
-        let mut read_half = stream.try_clone().map_err(io)?;
+        let (mut read_half, writer) = establish(addr, stream, timeouts.request, security)?;
         let tx = tx.clone();
         let reader = std::thread::Builder::new()
             .name("kafka-reader".into())
@@ -136,7 +141,7 @@ impl Connection {
             .map_err(io)?;
         Ok(Connection {
             addr: addr.to_string(),
-            stream,
+            writer,
             reader: Some(reader),
             in_flight: VecDeque::new(),
             waiting: VecDeque::new(),
@@ -152,7 +157,7 @@ impl Connection {
     /// Shuts the socket down, which ends the reader once it is not blocked
     /// on a full answer channel.
     pub(super) fn shut_down(&self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.writer.socket().shutdown(Shutdown::Both);
     }
 
     /// The reader thread, for the one who drops the connection and must
@@ -177,9 +182,9 @@ impl Connection {
             addr: self.addr.clone(),
             source,
         };
-        self.stream.write_all(&self.out).map_err(io)?;
+        self.writer.write_all(&self.out).map_err(io)?;
         if let Some(tail) = tail {
-            self.stream.write_all(tail).map_err(io)?;
+            self.writer.write_all(tail).map_err(io)?;
         }
         if self.out.capacity() > 4 << 20 {
             // One huge line must not pin its buffer for good.

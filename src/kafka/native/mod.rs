@@ -10,13 +10,24 @@
 //! writing). Here a line costs a few varints and two copies. librdkafka stays
 //! available (`kafka.client: librdkafka`, see
 //! [`KafkaClient`](crate::config::KafkaClient)) for what this producer does
-//! not do: TLS, SASL, gzip/snappy/zstd and raw `kafka.properties`.
+//! not do: SASL OAUTHBEARER, gzip/snappy/zstd and raw `kafka.properties`.
+//! TLS (`kafka.tls`, through rustls) and SASL PLAIN and SCRAM-SHA-256/512
+//! (`kafka.sasl`) it does itself.
 //!
 //! Layout, from the bytes up:
 //! - `record`: record batch v2 encoding (the header's fields by name,
 //!   varints, headers, lz4 framing, crc32c) and [`partition_for`].
 //! - `wire`: request framing, response frames, API versions, correlation
 //!   ids, the protocol's timeouts.
+//! - `tls`: the session's rustls configuration (CA file or system roots,
+//!   client certificate, host-name check), the handshake, and a TLS
+//!   connection's read and write halves, which never block on the socket
+//!   while holding the shared TLS state.
+//! - `sasl`: the SASL login (SaslHandshake v1, SaslAuthenticate): PLAIN's
+//!   and SCRAM's messages, the server's SCRAM signature checked.
+//! - `transport`: a connection's halves (plain or TLS) and its
+//!   establishment: TLS handshake, ApiVersions, SASL login, all before its
+//!   reader thread starts.
 //! - `connection`: one broker connection, its reader thread, its queues of
 //!   waiting and unanswered batches ([`MAX_IN_FLIGHT`]).
 //! - `producer`: [`NativeProducer`], its partitions, sequence numbers,
@@ -53,6 +64,11 @@
 //!   has, so a resend never duplicates. An `Err` from a setup request
 //!   ([`NativeProducer::create_topic`], [`NativeProducer::target`]) ends
 //!   the session too: the connection may be out of step.
+//! - A broker refusing the TLS handshake or the SASL login (or TLS files
+//!   that cannot be read) is [`ProducerError::Tls`] or
+//!   [`ProducerError::Authentication`]: the session ends (the status shows
+//!   `auth_failed`), and the forwarder backs off before the next one. They
+//!   are never retried inside the session as a lost connection would be.
 //! - INVALID_TIMESTAMP (the host's clock is ahead of the broker's) is
 //!   [`ProducerError::ClockAhead`]: the session ends and the lines stay in
 //!   the spool, never dropped nor dead-lettered.
@@ -70,6 +86,9 @@
 mod connection;
 mod producer;
 mod record;
+mod sasl;
+mod tls;
+mod transport;
 mod wire;
 
 pub use connection::MAX_IN_FLIGHT;

@@ -21,8 +21,10 @@ use super::record::{
     finish_batch, partition_for, put_header, put_record, varint_len, BatchFields, LineRecord,
     RecordTemplate, BATCH_HEADER, RECORD_SLACK,
 };
+use super::transport::Security;
 use super::wire::{answer_body, error_name, Correlations, Timeouts, Versions};
 use super::ProducerError;
+use crate::config::{SaslConfig, TlsConfig};
 
 /// Sealed batches that may wait behind a full connection before `append`
 /// blocks for an answer (the spool, not memory, is the buffer).
@@ -55,6 +57,11 @@ pub struct ProducerSettings {
     /// Sessions started before this one: the bootstrap broker asked first
     /// is the next one each time (see [`NativeProducer::connect`]).
     pub bootstrap_turn: usize,
+    /// `kafka.tls`: TLS to every broker; its files are read at
+    /// [`NativeProducer::connect`].
+    pub tls: Option<TlsConfig>,
+    /// `kafka.sasl`: the login on every connection (PLAIN, SCRAM).
+    pub sasl: Option<SaslConfig>,
 }
 
 /// What happened to sent lines; drained with [`NativeProducer::take_events`].
@@ -126,6 +133,8 @@ pub struct NativeProducer {
     /// The connection setup requests go to (a bootstrap broker at first;
     /// another broker once it fails, see [`retry`]).
     setup: usize,
+    /// TLS and SASL for every connection, prepared once per session.
+    security: Security,
 }
 
 struct PartitionState {
@@ -241,7 +250,14 @@ impl NativeProducer {
     /// the one after `settings.bootstrap_turn` others; one that cannot be
     /// reached or does not answer within the request timeout (hung, e.g.
     /// SIGSTOPped) makes it try the next. The error is the last broker's.
+    /// With `settings.tls`, its files are read first (an unreadable one is
+    /// [`ProducerError::Tls`]).
     pub fn connect(settings: ProducerSettings, host: &str) -> Result<Self, ProducerError> {
+        let security = Security::prepare(
+            settings.tls.as_ref(),
+            settings.sasl.as_ref(),
+            &settings.brokers,
+        )?;
         let (responses_tx, responses) = sync_channel(64);
         let mut host_header = Vec::new();
         put_header(&mut host_header, "host", host.as_bytes());
@@ -264,6 +280,7 @@ impl NativeProducer {
             events: Vec::new(),
             correlations: Correlations::new(),
             setup: 0,
+            security,
         };
         let mut last = None;
         for addr in bootstrap_order(&brokers, turn) {
@@ -288,20 +305,23 @@ impl NativeProducer {
         // drops, so what it read is in the channel; that goes too.
         self.conns.clear();
         while self.responses.try_recv().is_ok() {}
-        let timeouts = self.settings.timeouts;
-        self.conns
-            .push(Connection::open(addr, 0, &self.responses_tx, timeouts)?);
+        self.conns.push(self.open(addr, 0)?);
         self.setup = 0;
         self.negotiate_versions()?;
         self.init_producer_id()
+    }
+
+    /// Opens connection `index` to `addr`, with the session's TLS and SASL.
+    fn open(&self, addr: &str, index: usize) -> Result<Connection, ProducerError> {
+        let timeouts = self.settings.timeouts;
+        Connection::open(addr, index, &self.responses_tx, timeouts, &self.security)
     }
 
     /// Replaces connection `c` if the broker closed it while idle.
     fn reopen_if_closed(&mut self, c: usize) -> Result<(), ProducerError> {
         if self.conns[c].closed {
             let addr = self.conns[c].addr.clone();
-            let timeouts = self.settings.timeouts;
-            self.conns[c] = Connection::open(&addr, c, &self.responses_tx, timeouts)?;
+            self.conns[c] = self.open(&addr, c)?;
         }
         Ok(())
     }
@@ -320,7 +340,7 @@ impl NativeProducer {
                 detail: format!("leader {node} is not among the brokers listed"),
             })?;
         let i = self.conns.len();
-        let c = Connection::open(&addr, i, &self.responses_tx, self.settings.timeouts)?;
+        let c = self.open(&addr, i)?;
         self.conns.push(c);
         self.by_node.insert(node, i);
         Ok(i)

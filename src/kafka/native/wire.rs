@@ -16,7 +16,6 @@
 //! what it is given.
 
 use std::io::Read;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -253,7 +252,7 @@ pub(super) fn answer_body(
 }
 
 /// One response frame, without its size prefix.
-pub(super) fn read_response(s: &mut TcpStream) -> std::io::Result<Bytes> {
+pub(super) fn read_response(s: &mut impl Read) -> std::io::Result<Bytes> {
     let mut size = [0u8; 4];
     s.read_exact(&mut size)?;
     let n = u32::from_be_bytes(size) as usize;

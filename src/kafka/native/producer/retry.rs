@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::ResponseError;
 
-use super::super::connection::{bootstrap_order, Connection, Sealed};
+use super::super::connection::{bootstrap_order, Sealed};
 use super::setup::listed_topic;
 use super::{BatchLines, NativeProducer, ProducerError};
 use crate::runtime::Backoff;
@@ -383,7 +383,7 @@ impl NativeProducer {
         let mut last = None;
         for addr in &candidates {
             let index = self.conns.len();
-            match Connection::open(addr, index, &self.responses_tx, self.settings.timeouts) {
+            match self.open(addr, index) {
                 Ok(c) => {
                     self.conns.push(c);
                     self.setup = index;

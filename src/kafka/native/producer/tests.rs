@@ -17,6 +17,8 @@ fn mock_settings(
         allow_auto_create: false,
         timeouts: Timeouts::DEFAULT,
         bootstrap_turn: 0,
+        tls: None,
+        sasl: None,
     }
 }
 
