@@ -411,13 +411,7 @@ fn acked_at(config: &Path, n: u64, timeout: Duration) -> Option<Instant> {
 }
 
 /// One W1 run of `lines` lines; `perf`: record the daemon into this file.
-fn w1(
-    target: &Target,
-    a: &Args,
-    lines: u64,
-    perf: Option<&Path>,
-    tck: f64,
-) -> serde_json::Value {
+fn w1(target: &Target, a: &Args, lines: u64, perf: Option<&Path>, tck: f64) -> serde_json::Value {
     let addr = target.addr.clone();
     let dir = tempfile::Builder::new()
         .prefix("bench-w1-")
