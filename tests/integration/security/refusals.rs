@@ -11,6 +11,9 @@
 //! - a CA that did not sign the broker's certificate: the same, fixed by
 //!   an edit of the config file (the watcher's reload).
 //!
+//! - a client certificate that expired (mutual TLS), for both clients on
+//!   one broker: the same, fixed by an edit naming the valid certificate.
+//!
 //! And a reload that asks for GSSAPI (not built in) is refused naming the
 //! line, while the daemon goes on delivering on the last good config.
 
@@ -42,6 +45,49 @@ fn an_untrusted_ca_is_auth_failed_then_the_fixed_config_delivers_native() {
 #[test]
 fn an_untrusted_ca_is_auth_failed_then_the_fixed_config_delivers_librdkafka() {
     untrusted_ca("librdkafka");
+}
+
+#[test]
+fn an_expired_client_certificate_is_auth_failed_then_a_valid_one_delivers_both_clients() {
+    let b = SecureBroker::start();
+    let root = tempfile::Builder::new()
+        .prefix("logcatch-secure-")
+        .tempdir()
+        .expect("tempdir");
+    for client in ["native", "librdkafka"] {
+        let dir = root.path().join(client);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let topic = format!("sec-expired-{client}");
+        let log = dir.join("app.log");
+        write_numbered(&log, 0, LINES);
+        let password = password_file(&dir, b.password());
+        let pki = b.pki();
+        let valid = secured_config(
+            &b,
+            &dir,
+            &topic,
+            client,
+            Access::MutualTls,
+            &pki.ca,
+            &password,
+        )
+        .source("app", &log);
+        let expired = valid.clone().kafka(
+            "tls",
+            &format!(
+                "{{ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\"}}",
+                pki.ca.display(),
+                pki.expired_client_cert.display(),
+                pki.expired_client_key.display()
+            ),
+        );
+        let mut d = Daemon::with(&dir, &expired);
+        let data = dir.join("data");
+        assert_refused_and_holding(&mut d, &data, &["certificate", "alert", "tls", "ssl"]);
+        d.rewrite_config(&valid.render());
+        assert_delivered_after_fix(&mut d, &b, &topic, &data);
+        d.stop();
+    }
 }
 
 /// The `logcatch_kafka_auth_failed` gauge, from the admin socket.
