@@ -218,3 +218,52 @@ fn untrusted_ca(client: &str) {
     assert_exactly_once(&msgs, 0..LINES + 500);
     d.stop();
 }
+
+/// `--check`, and the daemon at startup, refuse what no client of this
+/// build serves, naming the file, line and key, instead of looping on it.
+#[test]
+fn check_and_startup_refuse_what_no_built_client_serves() {
+    let dir = tempfile::Builder::new()
+        .prefix("logcatch-secure-")
+        .tempdir()
+        .expect("tempdir");
+    let base = || ConfigBuilder::new(dir.path().join("data"), "127.0.0.1:9", "t");
+    let cases = [
+        (
+            base()
+                .kafka("client", "native")
+                .kafka("sasl", "{mechanism: OAUTHBEARER}"),
+            "kafka.client",
+        ),
+        (
+            base().kafka("sasl", "{mechanism: GSSAPI, username: a}"),
+            "kafka.sasl.mechanism",
+        ),
+        (
+            base().kafka(
+                "properties",
+                "{security.protocol: sasl_plaintext, sasl.mechanism: GSSAPI}",
+            ),
+            "kafka.properties.sasl.mechanism",
+        ),
+    ];
+    let config = dir.path().join("logcatch.yaml");
+    for (cfg, key) in cases {
+        std::fs::write(&config, cfg.render()).expect("write config");
+        let out = std::process::Command::new(Daemon::bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("--check")
+            .output()
+            .expect("run logcatch --check");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--check accepted:\n{}", cfg.render());
+        assert!(
+            stderr.contains(&format!("logcatch.yaml:")) && stderr.contains(&format!("`{key}`")),
+            "--check does not name the line and `{key}`:\n{stderr}"
+        );
+        let (code, text) = run_to_exit(&config, Duration::from_secs(30));
+        assert_ne!(code, Some(0), "the daemon started with:\n{}", cfg.render());
+        assert!(text.contains(&format!("`{key}`")), "{text}");
+    }
+}
