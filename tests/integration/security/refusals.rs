@@ -259,7 +259,7 @@ fn check_and_startup_refuse_what_no_built_client_serves() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "--check accepted:\n{}", cfg.render());
         assert!(
-            stderr.contains(&format!("logcatch.yaml:")) && stderr.contains(&format!("`{key}`")),
+            stderr.contains("logcatch.yaml:") && stderr.contains(&format!("`{key}`")),
             "--check does not name the line and `{key}`:\n{stderr}"
         );
         let (code, text) = run_to_exit(&config, Duration::from_secs(30));
