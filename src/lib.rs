@@ -31,7 +31,9 @@
 //!    identities Kafka already has past the cursor ([`kafka::ledger`]), then sends
 //!    frames through a [`kafka::client::Client`]: the
 //!    [`kafka::native::NativeProducer`] (record batches encoded straight
-//!    from the spooled lines) or librdkafka ([`kafka::librdkafka`]). The
+//!    from the spooled lines; TLS through rustls and SASL PLAIN/SCRAM
+//!    when [`config::KafkaConfig::tls`] and [`config::KafkaConfig::sasl`]
+//!    ask) or librdkafka ([`kafka::librdkafka`]). The
 //!    [`kafka::acks::AckTracker`] counts what Kafka acknowledged, and the
 //!    [`spool::SpoolCursor`] moves only over acknowledged lines, persisted
 //!    together with the [`kafka::ledger::DeliveryLedger`]. A segment the
