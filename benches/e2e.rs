@@ -411,6 +411,8 @@ fn acked_at(config: &Path, n: u64, timeout: Duration) -> Option<Instant> {
 }
 
 /// One W1 run of `lines` lines; `perf`: record the daemon into this file.
+/// Long because it is one measurement read top to bottom: the input, the
+/// ceiling, the daemon's run, the figures.
 fn w1(target: &Target, a: &Args, lines: u64, perf: Option<&Path>, tck: f64) -> serde_json::Value {
     let addr = target.addr.clone();
     let dir = tempfile::Builder::new()

@@ -255,7 +255,27 @@ pub(super) fn sasl(
             ))
         }
     };
-    let password = match (raw.password_file, raw.password_env) {
+    let password = password(raw.password_file, raw.password_env, raw.mechanism, resolve)?;
+    if password.is_empty() {
+        return Err(problem("kafka.sasl.password_file", "the password is empty"));
+    }
+    Ok(SaslConfig {
+        mechanism: raw.mechanism,
+        credentials: Some(SaslCredentials {
+            username,
+            password: Secret(password),
+        }),
+    })
+}
+
+/// The password, from the file or the environment variable named.
+fn password(
+    file: Option<String>,
+    env: Option<String>,
+    mechanism: SaslMechanism,
+    resolve: impl Fn(&str) -> PathBuf,
+) -> Result<String, KeyProblem> {
+    Ok(match (file, env) {
         (Some(_), Some(_)) => {
             return Err(problem(
                 "kafka.sasl.password_env",
@@ -268,7 +288,7 @@ pub(super) fn sasl(
                 format!(
                     "{} needs a password: set password_file (a file holding it) or \
                      password_env (an environment variable holding it)",
-                    raw.mechanism
+                    mechanism
                 ),
             ))
         }
@@ -292,16 +312,6 @@ pub(super) fn sasl(
                 format!("environment variable `{var}` is not set (or not UTF-8)"),
             )
         })?,
-    };
-    if password.is_empty() {
-        return Err(problem("kafka.sasl.password_file", "the password is empty"));
-    }
-    Ok(SaslConfig {
-        mechanism: raw.mechanism,
-        credentials: Some(SaslCredentials {
-            username,
-            password: Secret(password),
-        }),
     })
 }
 

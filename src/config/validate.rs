@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{defaults, RawAdmin, RawConfig, RawKafka, RawSource, RawSpool, RawTailer};
-use super::security;
+use super::security::{self, RawSasl, RawTls};
 use super::{
-    normalize, AdminConfig, AdminListen, Config, ConfigError, KafkaClient, KafkaConfig,
-    SourceConfig, SpoolConfig,
+    normalize, AdminConfig, AdminListen, Config, ConfigError, KafkaClient, KafkaConfig, SaslConfig,
+    SourceConfig, SpoolConfig, TlsConfig,
 };
 
 /// The `tailer:` section: global settings and the defaults of every source.
@@ -128,21 +128,7 @@ impl Validator<'_> {
             ));
         }
         let properties = self.properties(kafka.properties)?;
-        let tls = match kafka.tls {
-            None => None,
-            Some(raw) => Some(
-                security::tls(raw, |p| self.resolve(p))
-                    .map_err(|p| self.invalid(p.key, p.message))?,
-            ),
-        };
-        let sasl = match kafka.sasl {
-            None => None,
-            Some(raw) => Some(
-                security::sasl(raw, |p| self.resolve(p))
-                    .map_err(|p| self.invalid(p.key, p.message))?,
-            ),
-        };
-        self.typed_or_properties(tls.is_some(), sasl.is_some(), &properties)?;
+        let (tls, sasl) = self.security(kafka.tls, kafka.sasl, &properties)?;
         let oauth = sasl
             .as_ref()
             .is_some_and(|s| !s.mechanism.native_supports());
@@ -192,11 +178,42 @@ impl Validator<'_> {
             sasl,
             properties,
         };
+        self.librdkafka_takes(&config)?;
+        Ok(config)
+    }
+
+    /// `kafka.tls` and `kafka.sasl` typed, once it is clear they do not
+    /// clash with `properties`.
+    fn security(
+        &self,
+        tls: Option<RawTls>,
+        sasl: Option<RawSasl>,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<(Option<TlsConfig>, Option<SaslConfig>), ConfigError> {
+        let tls = match tls {
+            None => None,
+            Some(raw) => Some(
+                security::tls(raw, |p| self.resolve(p))
+                    .map_err(|p| self.invalid(p.key, p.message))?,
+            ),
+        };
+        let sasl = match sasl {
+            None => None,
+            Some(raw) => Some(
+                security::sasl(raw, |p| self.resolve(p))
+                    .map_err(|p| self.invalid(p.key, p.message))?,
+            ),
+        };
+        self.typed_or_properties(tls.is_some(), sasl.is_some(), properties)?;
+        Ok((tls, sasl))
+    }
+
+    /// What this build of librdkafka takes, asked of librdkafka itself (a
+    /// value it refuses, a SASL mechanism it lacks), so that it is refused
+    /// here and not looped on by every session.
+    fn librdkafka_takes(&self, config: &KafkaConfig) -> Result<(), ConfigError> {
         if config.client == KafkaClient::Librdkafka {
-            // What this build of librdkafka takes, asked of librdkafka
-            // itself (a value it refuses, a SASL mechanism it lacks), so
-            // that it is refused here and not looped on by every session.
-            crate::kafka::librdkafka::check_settings(&config).map_err(|e| {
+            crate::kafka::librdkafka::check_settings(config).map_err(|e| {
                 let key = match e.property() {
                     Some(p) if config.properties.contains_key(p) => format!("kafka.properties.{p}"),
                     Some(p) if p.starts_with("sasl") => "kafka.sasl".to_string(),
@@ -206,7 +223,7 @@ impl Validator<'_> {
                 self.invalid(&key, e.to_string())
             })?;
         }
-        Ok(config)
+        Ok(())
     }
 
     /// `kafka.tls` / `kafka.sasl` and the librdkafka properties they map to

@@ -303,6 +303,7 @@ impl AdminState {
 }
 
 /// The metric families with one sample each: (name, type, help, value).
+/// Long because it is a table, one entry per metric.
 fn scalar_metrics(
     q: &QueueReport,
     st: &StatusReport,
