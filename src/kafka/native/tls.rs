@@ -16,6 +16,8 @@
 //! - Only the writer half writes to the socket (TLS records must not
 //!   interleave); what rustls wants to send after reading (a key update)
 //!   goes out with the next write.
+//! - A record rustls refuses (an alert, a corrupt record) is an error for
+//!   the reader only after the plaintext of the records before it.
 //!
 //! Must never: accept a certificate whose chain does not end at a trusted
 //! root, or put a private key's bytes in an error.
@@ -238,6 +240,7 @@ pub(super) fn split(
         plain: Vec::new(),
         pos: 0,
         eof: false,
+        failed: None,
     };
     let writer = TlsWriter {
         socket,
@@ -263,19 +266,29 @@ pub(super) struct TlsReader {
     pos: usize,
     /// The broker closed the connection (cleanly or not).
     eof: bool,
+    /// rustls refused what the broker sent (an alert, a corrupt record):
+    /// returned by every read once `plain` is read, and the socket is no
+    /// longer read.
+    failed: Option<rustls::Error>,
 }
 
 impl TlsReader {
     /// Decrypts `n` raw bytes just read (0: the socket's end) into
-    /// `plain`.
+    /// `plain`. A record rustls refuses sets `failed`, after what the
+    /// records before it carried is in `plain`.
     fn take_in(&mut self, n: usize) -> io::Result<()> {
         let mut conn = lock(&self.state)?;
         let mut raw = &self.raw[..n];
         loop {
             let fed = conn.read_tls(&mut raw)?;
-            let io_state = conn
-                .process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let io_state = match conn.process_new_packets() {
+                Ok(s) => s,
+                Err(e) => {
+                    drain_plaintext(&mut conn, &mut self.plain);
+                    self.failed = Some(e);
+                    return Ok(());
+                }
+            };
             let k = io_state.plaintext_bytes_to_read();
             if k > 0 {
                 let start = self.plain.len();
@@ -295,6 +308,21 @@ impl TlsReader {
     }
 }
 
+/// Moves the plaintext rustls holds into `plain` (after a refused record:
+/// what the good records before it carried).
+fn drain_plaintext(conn: &mut ClientConnection, plain: &mut Vec<u8>) {
+    loop {
+        let start = plain.len();
+        plain.resize(start + READ_CHUNK, 0);
+        // WouldBlock (nothing left) or an unclean end: either way, done.
+        let k = conn.reader().read(&mut plain[start..]).unwrap_or(0);
+        plain.truncate(start + k);
+        if k == 0 {
+            return;
+        }
+    }
+}
+
 impl Read for TlsReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
@@ -306,6 +334,9 @@ impl Read for TlsReader {
             }
             self.plain.clear();
             self.pos = 0;
+            if let Some(e) = &self.failed {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone()));
+            }
             if self.eof || out.is_empty() {
                 return Ok(0);
             }
