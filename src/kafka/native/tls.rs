@@ -209,7 +209,7 @@ pub(super) fn handshake(
         if read == 0 && written == 0 && conn.is_handshaking() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the broker closed the connection during the TLS handshake",
+                "the broker closed the connection",
             ));
         }
     }

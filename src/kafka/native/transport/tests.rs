@@ -1,0 +1,71 @@
+//! Connection set-up against in-process fake brokers: what each way of
+//! failing is reported as.
+
+use std::net::TcpListener;
+use std::thread::JoinHandle;
+
+use rcgen::{CertificateParams, KeyPair};
+
+use super::*;
+
+/// A [`Security`] with TLS trusting a throwaway self-signed CA (no
+/// handshake against these fakes gets as far as checking it); the
+/// directory holds the CA file.
+fn tls_security() -> (tempfile::TempDir, Security) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&KeyPair::generate().expect("key"))
+        .expect("self-signed");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.pem()).expect("write ca");
+    let tls = TlsConfig {
+        ca_file: Some(ca),
+        client: None,
+        verify_hostname: true,
+    };
+    let security = Security::prepare(Some(&tls), None, "test").expect("prepare");
+    (dir, security)
+}
+
+/// A one-connection fake broker running `serve` on what it accepts;
+/// returns its address.
+fn fake_broker(serve: impl FnOnce(TcpStream) + Send + 'static) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let h = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().expect("accept");
+        serve(sock);
+    });
+    (format!("localhost:{port}"), h)
+}
+
+fn establish_to(
+    addr: &str,
+    timeout: Duration,
+    security: &Security,
+) -> Result<(ReadHalf, WriteHalf), ProducerError> {
+    let stream = TcpStream::connect(addr).expect("connect");
+    establish(addr, stream, timeout, security)
+}
+
+/// A plaintext listener given to a TLS client reads the ClientHello and
+/// closes: a lost connection (retried, `down`), with the hint, not a TLS
+/// refusal (`auth_failed`).
+#[test]
+fn a_connection_closed_during_the_handshake_is_io_with_a_hint() {
+    let (_dir, security) = tls_security();
+    let (addr, server) = fake_broker(|mut sock| {
+        let mut hello = [0u8; 4096];
+        let _ = sock.read(&mut hello);
+    });
+    let e = establish_to(&addr, Duration::from_secs(5), &security)
+        .err()
+        .expect("no TLS from a plaintext listener");
+    assert!(matches!(e, ProducerError::Io { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("is the broker's listener TLS?"),
+        "{e}"
+    );
+    server.join().expect("server");
+}
