@@ -26,6 +26,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -195,17 +196,24 @@ impl ServerCertVerifier for NameMismatchAllowed {
     }
 }
 
-/// Runs the TLS handshake with the broker at `name` over `socket` (whose
-/// read and write timeouts bound it). `Err` is rustls' error (in an
-/// `InvalidData` I/O error) or the socket's.
+/// Runs the TLS handshake with the broker at `name` over `socket`, by
+/// `deadline`: each read and write on the socket may take only the time
+/// left (so a broker trickling bytes cannot stretch it), and past the
+/// deadline it fails with `TimedOut`. `Err` is rustls' error (in an
+/// `InvalidData` I/O error) or the socket's. The socket's write timeout is
+/// as it was when this returns `Ok`; its read timeout is the time that
+/// was left.
 pub(super) fn handshake(
     config: &Arc<ClientConfig>,
     name: ServerName<'static>,
     socket: &mut TcpStream,
+    deadline: Instant,
 ) -> io::Result<ClientConnection> {
     let mut conn = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+    let write_timeout = socket.write_timeout()?;
+    let mut bounded = Bounded { socket, deadline };
     while conn.is_handshaking() {
-        let (read, written) = conn.complete_io(socket)?;
+        let (read, written) = conn.complete_io(&mut bounded)?;
         if read == 0 && written == 0 && conn.is_handshaking() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -216,9 +224,50 @@ pub(super) fn handshake(
     // Whatever is left to send (none in TLS 1.2/1.3 after the client's
     // Finished, but cheap to be sure of).
     while conn.wants_write() {
-        conn.write_tls(socket)?;
+        conn.write_tls(&mut bounded)?;
     }
+    socket.set_write_timeout(write_timeout)?;
     Ok(conn)
+}
+
+/// A socket whose every read and write is bounded by the time left until
+/// `deadline` (rustls' `complete_io` reads on as long as bytes come).
+struct Bounded<'a> {
+    socket: &'a mut TcpStream,
+    deadline: Instant,
+}
+
+impl Bounded<'_> {
+    /// The time left, or `TimedOut` (a zero timeout is no timeout to the
+    /// socket).
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the TLS handshake did not finish in time",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.set_read_timeout(Some(self.left()?))?;
+        self.socket.read(buf)
+    }
+}
+
+impl Write for Bounded<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.socket.set_write_timeout(Some(self.left()?))?;
+        self.socket.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
 }
 
 /// The rustls error inside an I/O error from this module, if that is what

@@ -150,7 +150,7 @@ pub(super) fn establish(
                 addr: addr.to_string(),
                 detail,
             })?;
-            let conn = tls::handshake(config, name, &mut stream)
+            let conn = tls::handshake(config, name, &mut stream, deadline)
                 .map_err(|e| handshake_error(addr, e, request_timeout))?;
             let (r, w) = tls::split(conn, stream).map_err(io)?;
             (ReadHalf::Tls(r), WriteHalf::Tls(w))

@@ -134,9 +134,9 @@ impl Pki {
 /// runs the handshake.
 fn connect(config: &TlsConfig, addr: &str, port: u16) -> io::Result<(TcpStream, ClientConnection)> {
     let mut sock = TcpStream::connect(("127.0.0.1", port))?;
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let cc = client_config(config).expect("client config");
-    let conn = handshake(&cc, server_name(addr).expect("name"), &mut sock)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = handshake(&cc, server_name(addr).expect("name"), &mut sock, deadline)?;
     sock.set_read_timeout(None)?;
     Ok((sock, conn))
 }

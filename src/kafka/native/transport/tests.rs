@@ -69,3 +69,31 @@ fn a_connection_closed_during_the_handshake_is_io_with_a_hint() {
     );
     server.join().expect("server");
 }
+
+/// A broker trickling a byte at a time, each well within the read
+/// timeout, cannot stretch the handshake past the request timeout.
+#[test]
+fn a_trickling_handshake_times_out_at_the_deadline() {
+    let (_dir, security) = tls_security();
+    let (addr, server) = fake_broker(|mut sock| {
+        // A handshake record of 16 KiB, sent a byte per 50 ms (for 3 s
+        // at most).
+        if sock.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]).is_err() {
+            return;
+        }
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(50));
+            if sock.write_all(&[0]).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let e = establish_to(&addr, Duration::from_millis(500), &security)
+        .err()
+        .expect("no handshake completes");
+    let took = started.elapsed();
+    assert!(matches!(e, ProducerError::Timeout { .. }), "{e:?}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    server.join().expect("server");
+}
