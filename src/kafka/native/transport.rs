@@ -32,11 +32,12 @@ use kafka_protocol::messages::{
     SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
 use rustls::ClientConfig;
 
 use super::sasl::{self, Exchange};
 use super::tls::{self, TlsReader, TlsWriter};
-use super::wire::{answer_body, encode_request, read_response, RequestHead};
+use super::wire::{answer_body, encode_request, error_name, read_response, RequestHead};
 use super::ProducerError;
 use crate::config::{SaslConfig, TlsConfig};
 
@@ -170,6 +171,12 @@ pub(super) fn establish(
     // handshake, with an alert read here).
     let versions: ApiVersionsResponse =
         early.call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())?;
+    if let Some(e) = ResponseError::try_from_code(versions.error_code) {
+        return Err(ProducerError::Protocol {
+            addr: addr.to_string(),
+            detail: format!("ApiVersions refused: {}", error_name(e)),
+        });
+    }
     if let Some(s) = &security.sasl {
         sasl::log_in(&mut early, &versions, s, addr)?;
     }

@@ -97,3 +97,40 @@ fn a_trickling_handshake_times_out_at_the_deadline() {
     assert!(took < Duration::from_millis(1500), "took {took:?}");
     server.join().expect("server");
 }
+
+/// An ApiVersions answer with an error code is the broker's error, named,
+/// not a SASL refusal read into its empty version list.
+#[test]
+fn an_api_versions_error_is_a_protocol_error_naming_it() {
+    use kafka_protocol::ResponseError;
+    let sasl = SaslConfig {
+        mechanism: crate::config::SaslMechanism::Plain,
+        credentials: Some(crate::config::SaslCredentials {
+            username: "alice".into(),
+            password: crate::config::Secret::new("s3cret"),
+        }),
+    };
+    let security = Security::prepare(None, Some(&sasl), "test").expect("prepare");
+    let (addr, server) = fake_broker(|mut sock| {
+        if read_response(&mut sock).is_err() {
+            return;
+        }
+        // (The client build of kafka_protocol decodes answers only.)
+        // Header v0: the correlation id; ApiVersions v0: the error code and
+        // an empty api_keys array.
+        let mut body = 1i32.to_be_bytes().to_vec();
+        body.extend_from_slice(&ResponseError::UnsupportedVersion.code().to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        if sock.write_all(&frame).is_ok() {
+            let _ = sock.read(&mut [0u8; 512]);
+        }
+    });
+    let e = establish_to(&addr, Duration::from_secs(5), &security)
+        .err()
+        .expect("the broker's error");
+    assert!(matches!(e, ProducerError::Protocol { .. }), "{e:?}");
+    assert!(e.to_string().contains("UnsupportedVersion"), "{e}");
+    server.join().expect("server");
+}
