@@ -188,4 +188,62 @@ impl ProducerError {
             error: error.into(),
         }
     }
+
+    /// A broker refusing us: [`ProducerError::Tls`] or
+    /// [`ProducerError::Authentication`].
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ProducerError::Tls { .. } | ProducerError::Authentication { .. }
+        )
+    }
+}
+
+/// Keeps in `kept`, of the errors of brokers tried one after another, the
+/// one to report: the first refusal (one broker refusing the login ends
+/// the session, whatever the others said), else the latest error.
+fn keep_the_refusal(kept: &mut Option<ProducerError>, e: ProducerError) {
+    if !kept.as_ref().is_some_and(ProducerError::is_refusal) {
+        *kept = Some(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn of_brokers_tried_in_turn_a_refusal_is_reported_over_lost_connections() {
+        let connect = |addr: &str| ProducerError::Connect {
+            addr: addr.into(),
+            detail: "refused".into(),
+        };
+        let mut kept = None;
+        keep_the_refusal(&mut kept, connect("a:1"));
+        keep_the_refusal(&mut kept, connect("b:1"));
+        assert!(
+            matches!(&kept, Some(ProducerError::Connect { addr, .. }) if addr == "b:1"),
+            "the latest of errors alike: {kept:?}"
+        );
+        keep_the_refusal(
+            &mut kept,
+            ProducerError::Authentication {
+                addr: "c:1".into(),
+                mechanism: "PLAIN",
+                detail: "wrong password".into(),
+            },
+        );
+        keep_the_refusal(&mut kept, connect("d:1"));
+        keep_the_refusal(
+            &mut kept,
+            ProducerError::Tls {
+                addr: "e:1".into(),
+                detail: "unknown CA".into(),
+            },
+        );
+        assert!(
+            matches!(&kept, Some(ProducerError::Authentication { addr, .. }) if addr == "c:1"),
+            "the first refusal: {kept:?}"
+        );
+    }
 }

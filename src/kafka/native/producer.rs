@@ -23,7 +23,7 @@ use super::record::{
 };
 use super::transport::Security;
 use super::wire::{answer_body, error_name, Correlations, Timeouts, Versions};
-use super::ProducerError;
+use super::{keep_the_refusal, ProducerError};
 use crate::config::{SaslConfig, TlsConfig};
 
 /// Sealed batches that may wait behind a full connection before `append`
@@ -249,7 +249,8 @@ impl NativeProducer {
     /// idempotent producer id. The brokers are tried in turn, starting at
     /// the one after `settings.bootstrap_turn` others; one that cannot be
     /// reached or does not answer within the request timeout (hung, e.g.
-    /// SIGSTOPped) makes it try the next. The error is the last broker's.
+    /// SIGSTOPped) makes it try the next. The error is the first refusal
+    /// of TLS or the login if any broker refused, else the last broker's.
     /// With `settings.tls`, its files are read first (an unreadable one is
     /// [`ProducerError::Tls`]).
     pub fn connect(settings: ProducerSettings, host: &str) -> Result<Self, ProducerError> {
@@ -288,7 +289,7 @@ impl NativeProducer {
                 Ok(()) => return Ok(p),
                 Err(e) => {
                     tracing::debug!(broker = addr, error = %e, "bootstrap broker failed; trying the next");
-                    last = Some(e);
+                    keep_the_refusal(&mut last, e);
                 }
             }
         }

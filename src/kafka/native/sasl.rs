@@ -6,8 +6,9 @@
 //!
 //! Invariants:
 //! - SCRAM's server is checked too: the server's nonce must extend ours,
-//!   its iteration count must be at least Kafka's minimum (4096), and its
-//!   final signature must match, else the login fails.
+//!   its iteration count must be within Kafka's own bounds (4096..=16384,
+//!   so a man in the middle cannot make each login burn seconds of
+//!   PBKDF2), and its final signature must match, else the login fails.
 //! - A refusal (SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM,
 //!   ILLEGAL_SASL_STATE, ...) is [`ProducerError::Authentication`] with the
 //!   broker's message and the error's name.
@@ -33,8 +34,10 @@ use crate::config::{SaslConfig, SaslMechanism};
 
 /// Kafka's lowest SCRAM iteration count (its `ScramMechanism.minIterations`).
 const MIN_ITERATIONS: u32 = 4096;
-/// An iteration count past this is refused rather than computed for minutes.
-const MAX_ITERATIONS: u32 = 1 << 20;
+/// Kafka's highest SCRAM iteration count (its `ScramMechanism.maxIterations`):
+/// a count past it can only come from a forged server message, and is
+/// refused rather than computed.
+const MAX_ITERATIONS: u32 = 16384;
 
 /// Sends one request before the connection's reader starts and returns its
 /// answer; implemented by the connection being opened.
@@ -151,7 +154,7 @@ pub(super) enum ScramError {
     Malformed(&'static str),
     #[error("the server's SCRAM nonce does not extend the client's")]
     NonceMismatch,
-    #[error("the server asks for {0} SCRAM iterations, outside 4096..=1048576")]
+    #[error("the server asks for {0} SCRAM iterations, outside 4096..=16384 (Kafka's bounds)")]
     Iterations(u32),
     #[error("the broker says: {0}")]
     Server(String),
@@ -348,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn scram_refuses_a_foreign_nonce_and_few_iterations() {
+    fn scram_refuses_a_foreign_nonce_and_iterations_outside_kafkas_bounds() {
         let c = ScramClient::new(ScramHash::Sha512, "user", NONCE);
         let foreign = "r=XXprNGfwEbeRWgbNEkqO%hvY,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
         assert_eq!(
@@ -359,6 +362,14 @@ mod tests {
         assert_eq!(
             c.final_message(weak.as_bytes(), "pencil").err(),
             Some(ScramError::Iterations(100))
+        );
+        // Kafka's maximum is taken; one more is a forged server message.
+        let most = "r=rOprNGfwEbeRWgbNEkqO%hvY,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=16384";
+        assert!(c.final_message(most.as_bytes(), "pencil").is_ok());
+        let costly = "r=rOprNGfwEbeRWgbNEkqO%hvY,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=16385";
+        assert_eq!(
+            c.final_message(costly.as_bytes(), "pencil").err(),
+            Some(ScramError::Iterations(16385))
         );
         assert_eq!(
             c.final_message(b"e=unknown-user", "pencil").err(),

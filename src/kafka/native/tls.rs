@@ -16,6 +16,8 @@
 //! - Only the writer half writes to the socket (TLS records must not
 //!   interleave); what rustls wants to send after reading (a key update)
 //!   goes out with the next write.
+//! - A record rustls refuses (an alert, a corrupt record) is an error for
+//!   the reader only after the plaintext of the records before it.
 //!
 //! Must never: accept a certificate whose chain does not end at a trusted
 //! root, or put a private key's bytes in an error.
@@ -24,6 +26,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -193,30 +196,78 @@ impl ServerCertVerifier for NameMismatchAllowed {
     }
 }
 
-/// Runs the TLS handshake with the broker at `name` over `socket` (whose
-/// read and write timeouts bound it). `Err` is rustls' error (in an
-/// `InvalidData` I/O error) or the socket's.
+/// Runs the TLS handshake with the broker at `name` over `socket`, by
+/// `deadline`: each read and write on the socket may take only the time
+/// left (so a broker trickling bytes cannot stretch it), and past the
+/// deadline it fails with `TimedOut`. `Err` is rustls' error (in an
+/// `InvalidData` I/O error) or the socket's. The socket's write timeout is
+/// as it was when this returns `Ok`; its read timeout is the time that
+/// was left.
 pub(super) fn handshake(
     config: &Arc<ClientConfig>,
     name: ServerName<'static>,
     socket: &mut TcpStream,
+    deadline: Instant,
 ) -> io::Result<ClientConnection> {
     let mut conn = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+    let write_timeout = socket.write_timeout()?;
+    let mut bounded = Bounded { socket, deadline };
     while conn.is_handshaking() {
-        let (read, written) = conn.complete_io(socket)?;
+        let (read, written) = conn.complete_io(&mut bounded)?;
         if read == 0 && written == 0 && conn.is_handshaking() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "the broker closed the connection during the TLS handshake",
+                "the broker closed the connection",
             ));
         }
     }
     // Whatever is left to send (none in TLS 1.2/1.3 after the client's
     // Finished, but cheap to be sure of).
     while conn.wants_write() {
-        conn.write_tls(socket)?;
+        conn.write_tls(&mut bounded)?;
     }
+    socket.set_write_timeout(write_timeout)?;
     Ok(conn)
+}
+
+/// A socket whose every read and write is bounded by the time left until
+/// `deadline` (rustls' `complete_io` reads on as long as bytes come).
+struct Bounded<'a> {
+    socket: &'a mut TcpStream,
+    deadline: Instant,
+}
+
+impl Bounded<'_> {
+    /// The time left, or `TimedOut` (a zero timeout is no timeout to the
+    /// socket).
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the TLS handshake did not finish in time",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Bounded<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.set_read_timeout(Some(self.left()?))?;
+        self.socket.read(buf)
+    }
+}
+
+impl Write for Bounded<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.socket.set_write_timeout(Some(self.left()?))?;
+        self.socket.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
 }
 
 /// The rustls error inside an I/O error from this module, if that is what
@@ -238,6 +289,7 @@ pub(super) fn split(
         plain: Vec::new(),
         pos: 0,
         eof: false,
+        failed: None,
     };
     let writer = TlsWriter {
         socket,
@@ -263,19 +315,29 @@ pub(super) struct TlsReader {
     pos: usize,
     /// The broker closed the connection (cleanly or not).
     eof: bool,
+    /// rustls refused what the broker sent (an alert, a corrupt record):
+    /// returned by every read once `plain` is read, and the socket is no
+    /// longer read.
+    failed: Option<rustls::Error>,
 }
 
 impl TlsReader {
     /// Decrypts `n` raw bytes just read (0: the socket's end) into
-    /// `plain`.
+    /// `plain`. A record rustls refuses sets `failed`, after what the
+    /// records before it carried is in `plain`.
     fn take_in(&mut self, n: usize) -> io::Result<()> {
         let mut conn = lock(&self.state)?;
         let mut raw = &self.raw[..n];
         loop {
             let fed = conn.read_tls(&mut raw)?;
-            let io_state = conn
-                .process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let io_state = match conn.process_new_packets() {
+                Ok(s) => s,
+                Err(e) => {
+                    drain_plaintext(&mut conn, &mut self.plain);
+                    self.failed = Some(e);
+                    return Ok(());
+                }
+            };
             let k = io_state.plaintext_bytes_to_read();
             if k > 0 {
                 let start = self.plain.len();
@@ -295,6 +357,21 @@ impl TlsReader {
     }
 }
 
+/// Moves the plaintext rustls holds into `plain` (after a refused record:
+/// what the good records before it carried).
+fn drain_plaintext(conn: &mut ClientConnection, plain: &mut Vec<u8>) {
+    loop {
+        let start = plain.len();
+        plain.resize(start + READ_CHUNK, 0);
+        // WouldBlock (nothing left) or an unclean end: either way, done.
+        let k = conn.reader().read(&mut plain[start..]).unwrap_or(0);
+        plain.truncate(start + k);
+        if k == 0 {
+            return;
+        }
+    }
+}
+
 impl Read for TlsReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
@@ -306,6 +383,9 @@ impl Read for TlsReader {
             }
             self.plain.clear();
             self.pos = 0;
+            if let Some(e) = &self.failed {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone()));
+            }
             if self.eof || out.is_empty() {
                 return Ok(0);
             }

@@ -12,7 +12,10 @@
 //!   a broker refusing either is [`ProducerError::Tls`] or
 //!   [`ProducerError::Authentication`], which end the session (they are not
 //!   among the failures a retry clears), never a lost connection that is
-//!   opened again and again.
+//!   opened again and again. Conversely a connection lost while being
+//!   established (a broker restarting) is [`ProducerError::Io`], retried,
+//!   never a refusal; closed during the TLS handshake, its error asks
+//!   whether the listener speaks TLS at all.
 //! - The socket has no read timeout once established (the reader thread
 //!   blocks until an answer or a shutdown).
 //!
@@ -29,11 +32,12 @@ use kafka_protocol::messages::{
     SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::ResponseError;
 use rustls::ClientConfig;
 
 use super::sasl::{self, Exchange};
 use super::tls::{self, TlsReader, TlsWriter};
-use super::wire::{answer_body, encode_request, read_response, RequestHead};
+use super::wire::{answer_body, encode_request, error_name, read_response, RequestHead};
 use super::ProducerError;
 use crate::config::{SaslConfig, TlsConfig};
 
@@ -147,7 +151,7 @@ pub(super) fn establish(
                 addr: addr.to_string(),
                 detail,
             })?;
-            let conn = tls::handshake(config, name, &mut stream)
+            let conn = tls::handshake(config, name, &mut stream, deadline)
                 .map_err(|e| handshake_error(addr, e, request_timeout))?;
             let (r, w) = tls::split(conn, stream).map_err(io)?;
             (ReadHalf::Tls(r), WriteHalf::Tls(w))
@@ -167,6 +171,12 @@ pub(super) fn establish(
     // handshake, with an alert read here).
     let versions: ApiVersionsResponse =
         early.call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())?;
+    if let Some(e) = ResponseError::try_from_code(versions.error_code) {
+        return Err(ProducerError::Protocol {
+            addr: addr.to_string(),
+            detail: format!("ApiVersions refused: {}", error_name(e)),
+        });
+    }
     if let Some(s) = &security.sasl {
         sasl::log_in(&mut early, &versions, s, addr)?;
     }
@@ -174,8 +184,12 @@ pub(super) fn establish(
     Ok((early.read, early.write))
 }
 
-/// A failed TLS handshake: the broker's refusal, or it closing the
-/// connection (a listener that does not speak TLS); a timeout stays one.
+/// A failed TLS handshake: rustls' error (a certificate it refuses, the
+/// broker's alert) is [`ProducerError::Tls`]; the deadline passing stays a
+/// timeout; any other I/O failure is a lost connection,
+/// [`ProducerError::Io`], retried like one (a broker restarting). A
+/// broker closing the connection is also what a listener that does not
+/// speak TLS does, so that error says so.
 fn handshake_error(addr: &str, e: io::Error, timeout: Duration) -> ProducerError {
     if is_timeout(&e) {
         return ProducerError::Timeout {
@@ -183,22 +197,25 @@ fn handshake_error(addr: &str, e: io::Error, timeout: Duration) -> ProducerError
             secs: timeout.as_secs(),
         };
     }
-    let detail = match tls::rustls_error(&e) {
-        Some(r) => r.to_string(),
-        None if matches!(
-            e.kind(),
-            io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-        ) =>
-        {
-            format!("{e} (is the broker's listener TLS?)")
-        }
-        None => e.to_string(),
+    if let Some(r) = tls::rustls_error(&e) {
+        return ProducerError::Tls {
+            addr: addr.to_string(),
+            detail: r.to_string(),
+        };
+    }
+    let hint = if matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    ) {
+        " (is the broker's listener TLS?)"
+    } else {
+        ""
     };
-    ProducerError::Tls {
+    ProducerError::Io {
         addr: addr.to_string(),
-        detail,
+        source: io::Error::new(e.kind(), format!("during the TLS handshake: {e}{hint}")),
     }
 }
 
@@ -295,3 +312,7 @@ impl Exchange for Early<'_> {
         self.call(ApiKey::SaslAuthenticate, version, body)
     }
 }
+
+#[cfg(test)]
+#[path = "transport/tests.rs"]
+mod tests;

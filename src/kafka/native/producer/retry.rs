@@ -64,6 +64,7 @@ use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::ResponseError;
 
 use super::super::connection::{bootstrap_order, Sealed};
+use super::super::keep_the_refusal;
 use super::setup::listed_topic;
 use super::{BatchLines, NativeProducer, ProducerError};
 use crate::runtime::Backoff;
@@ -364,7 +365,8 @@ impl NativeProducer {
 
     /// Opens the setup connection to another broker (the next one listed
     /// after the current one; the same one last), then gives the current
-    /// one up.
+    /// one up. If none opens, the error is the first refusal of TLS or the
+    /// login among them (which ends the session), else the last one's.
     pub(super) fn move_setup(&mut self) -> Result<(), ProducerError> {
         let old = self.setup;
         let old_addr = self.conns[old].addr.clone();
@@ -391,7 +393,7 @@ impl NativeProducer {
                     tracing::info!(from = %old_addr, to = %addr, "metadata requests now go to another Kafka broker");
                     return Ok(());
                 }
-                Err(e) => last = Some(e),
+                Err(e) => keep_the_refusal(&mut last, e),
             }
         }
         Err(last.unwrap_or_else(|| ProducerError::Connect {

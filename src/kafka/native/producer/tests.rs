@@ -532,3 +532,56 @@ fn a_throttled_connection_waits_then_sends() {
 }
 
 mod retry;
+
+/// Bootstrap brokers "B refuses the login, A is down" (in that order)
+/// report B's refusal, which ends the session as `auth_failed`, not A's
+/// lost connection, which would be retried as if the cluster were down.
+#[test]
+fn bootstrap_reports_a_login_refusal_over_a_broker_that_is_down() {
+    use std::io::{Read, Write};
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refusing_port = refusing.local_addr().expect("addr").port();
+    let down_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    // A broker whose ApiVersions lists no SASL API: the login is refused.
+    let server = std::thread::spawn(move || {
+        let (mut sock, _) = refusing.accept().expect("accept");
+        let _ = crate::kafka::native::wire::read_response(&mut sock);
+        // Header v0 (correlation 1), error code 0, no api_keys.
+        let mut frame = 10u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&1i32.to_be_bytes());
+        frame.extend_from_slice(&0i16.to_be_bytes());
+        frame.extend_from_slice(&0i32.to_be_bytes());
+        if sock.write_all(&frame).is_ok() {
+            let _ = sock.read(&mut [0u8; 512]);
+        }
+    });
+    let settings = ProducerSettings {
+        brokers: format!("127.0.0.1:{refusing_port},127.0.0.1:{down_port}"),
+        client_id: "test".into(),
+        lz4: false,
+        linger: Duration::from_millis(5),
+        batch_bytes: 64 << 10,
+        allow_auto_create: false,
+        timeouts: Timeouts::DEFAULT,
+        bootstrap_turn: 0,
+        tls: None,
+        sasl: Some(SaslConfig {
+            mechanism: crate::config::SaslMechanism::Plain,
+            credentials: Some(crate::config::SaslCredentials {
+                username: "alice".into(),
+                password: crate::config::Secret::new("s3cret"),
+            }),
+        }),
+    };
+    let e = NativeProducer::connect(settings, "h1")
+        .err()
+        .expect("no broker takes us");
+    assert!(
+        matches!(&e, ProducerError::Authentication { addr, .. } if addr.ends_with(&format!(":{refusing_port}"))),
+        "{e:?}"
+    );
+    server.join().expect("server");
+}

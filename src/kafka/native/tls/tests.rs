@@ -64,23 +64,7 @@ impl Pki {
     /// A one-connection server: it sends `send` bytes, then reads as many
     /// bytes as it is sent until the end, and returns them.
     fn serve(&self, send: Vec<u8>, want_client_cert: bool) -> (u16, JoinHandle<Vec<u8>>) {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("versions");
-        let builder = if want_client_cert {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(self.ca.der().clone()).expect("root");
-            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .expect("client verifier");
-            builder.with_client_cert_verifier(v)
-        } else {
-            builder.with_no_client_auth()
-        };
-        let config = builder
-            .with_single_cert(vec![self.broker.0.clone()], self.broker.1.clone_key())
-            .expect("server config");
+        let config = self.server_config(want_client_cert);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let h = std::thread::spawn(move || {
@@ -96,15 +80,63 @@ impl Pki {
         });
         (port, h)
     }
+
+    /// A one-connection server that completes the handshake, then writes
+    /// the records of `plaintext` followed by `raw` bytes in one socket
+    /// write, and waits for the client to close.
+    fn serve_then_raw(&self, plaintext: &'static [u8], raw: &'static [u8]) -> u16 {
+        let config = self.server_config(false);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().expect("accept");
+            let mut conn = ServerConnection::new(Arc::new(config)).expect("server conn");
+            while conn.is_handshaking() {
+                if conn.complete_io(&mut sock).is_err() {
+                    return;
+                }
+            }
+            let mut out = Vec::new();
+            conn.writer().write_all(plaintext).expect("plaintext");
+            while conn.wants_write() {
+                conn.write_tls(&mut out).expect("records");
+            }
+            out.extend_from_slice(raw);
+            if sock.write_all(&out).is_ok() {
+                let _ = sock.read_to_end(&mut Vec::new());
+            }
+        });
+        port
+    }
+
+    fn server_config(&self, want_client_cert: bool) -> ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = if want_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(self.ca.der().clone()).expect("root");
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("client verifier");
+            builder.with_client_cert_verifier(v)
+        } else {
+            builder.with_no_client_auth()
+        };
+        builder
+            .with_single_cert(vec![self.broker.0.clone()], self.broker.1.clone_key())
+            .expect("server config")
+    }
 }
 
 /// Connects to 127.0.0.1:`port` as `addr` says (the name checked) and
 /// runs the handshake.
 fn connect(config: &TlsConfig, addr: &str, port: u16) -> io::Result<(TcpStream, ClientConnection)> {
     let mut sock = TcpStream::connect(("127.0.0.1", port))?;
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let cc = client_config(config).expect("client config");
-    let conn = handshake(&cc, server_name(addr).expect("name"), &mut sock)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = handshake(&cc, server_name(addr).expect("name"), &mut sock, deadline)?;
     sock.set_read_timeout(None)?;
     Ok((sock, conn))
 }
@@ -229,6 +261,31 @@ fn a_server_that_wants_a_client_certificate_takes_ours_and_refuses_none() {
         rustls_error(&e).is_some(),
         "a TLS alert, not a bare I/O error: {e}"
     );
+}
+
+/// Good records and a corrupt one in the same socket read: what the good
+/// ones carried is read first, then the error (and again after).
+#[test]
+fn data_before_a_corrupt_record_is_read_before_the_error() {
+    let pki = Pki::new(&["localhost"]);
+    // An application-data record whose 32 bytes cannot authenticate.
+    const CORRUPT: &[u8] = &[
+        0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
+        18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+    ];
+    let port = pki.serve_then_raw(b"hello", CORRUPT);
+    let (sock, conn) = connect(&pki.config(true, false), "localhost:9093", port).expect("tls");
+    let (mut reader, writer) = split(conn, sock).expect("split");
+    let mut got = [0u8; 5];
+    reader
+        .read_exact(&mut got)
+        .expect("what came before the corrupt record");
+    assert_eq!(&got, b"hello");
+    let e = reader.read(&mut got).expect_err("then the corrupt record");
+    assert!(rustls_error(&e).is_some(), "a TLS error: {e}");
+    let again = reader.read(&mut got).expect_err("the error stays");
+    assert!(rustls_error(&again).is_some(), "a TLS error: {again}");
+    let _ = writer.socket().shutdown(std::net::Shutdown::Both);
 }
 
 #[test]
