@@ -360,7 +360,7 @@ mod tests {
         stats.broker_state.store(BrokerState::AuthFailed);
         assert_eq!(stats.snapshot().broker, "auth_failed");
         let json = serde_json::to_value(stats.snapshot()).unwrap();
-        assert_eq!(json["broker"], "down");
+        assert_eq!(json["broker"], "auth_failed");
     }
 
     #[test]
