@@ -200,6 +200,12 @@ impl SecureBroker {
     /// Makes a [`TestPki`] and starts the broker: one format JVM (for the
     /// SCRAM users) and the node's.
     pub fn start() -> SecureBroker {
+        SecureBroker::start_with_props(&[])
+    }
+
+    /// [`SecureBroker::start`] with extra broker settings (`KEY=VALUE`,
+    /// after the harness's own), e.g. `connections.max.reauth.ms`.
+    pub fn start_with_props(extra: &[&str]) -> SecureBroker {
         let pki = TestPki::generate();
         let mut ports = SecurePorts::default();
         let broker = Broker::start_with_args(|port, ctrl_port| {
@@ -213,7 +219,11 @@ impl SecureBroker {
                 sasl: taken[4],
                 sasl_ssl: taken[5],
             };
-            secure_args(&pki, port, ctrl_port, ports)
+            let mut args = secure_args(&pki, port, ctrl_port, ports);
+            for prop in extra {
+                args.extend(["--prop".to_string(), prop.to_string()]);
+            }
+            args
         });
         SecureBroker { broker, ports, pki }
     }

@@ -19,6 +19,7 @@ use crate::common::secure::SecureBroker;
 use crate::common::*;
 
 mod listeners;
+mod reauth;
 mod refusals;
 
 /// How a daemon connects: which listener, with which typed keys.
