@@ -33,8 +33,9 @@
 //! Known limits (what the in-process tests' model leaves out, see
 //! `tailer/tests.rs`): lines written to a rotated file after the tailer
 //! moved to the new one are not read; lines a copytruncate left only in a
-//! copy that is gone (deleted or compressed) or in a second copy made while
-//! logcatch was stopped are not read; a file truncated and rewritten past
+//! copy that is gone (deleted or compressed), or in the copy of a second
+//! copytruncate that came before the tailer finished the first copy (for
+//! example two while logcatch was stopped), are not read; a file truncated and rewritten past
 //! the read position between two looks is caught only by the head check,
 //! at most once a second (`HEAD_RECHECK`); a partial last line of a file that was
 //! deleted or rewritten while logcatch was stopped is lost.
