@@ -35,6 +35,11 @@ pub struct OffsetRow {
     pub updated_ms: Option<u64>,
     /// Unix ms of the last read that returned bytes (live only).
     pub last_read_ms: Option<u64>,
+    /// Truncations of the file since the daemon started for which no
+    /// logrotate copy was found: possible gaps (live only; see
+    /// [`TailStatus::truncation_gaps`]).
+    #[serde(default)]
+    pub truncation_gaps: Option<u64>,
     /// tailing | waiting_for_file | paused_by_backpressure |
     /// draining_rotated | error | stopped | not_running (no daemon) |
     /// not_configured | removed_draining (removed from the config, its
@@ -61,6 +66,7 @@ impl OffsetRow {
             bytes: None,
             updated_ms: None,
             last_read_ms: None,
+            truncation_gaps: None,
             state: "removed_draining".into(),
             last_error: None,
             configured: false,
@@ -123,6 +129,7 @@ pub fn rows(
             state,
             last_error: status.and_then(|s| s.last_error.clone()),
             last_read_ms: status.map(|s| s.last_read_ms).filter(|v| *v > 0),
+            truncation_gaps: status.map(|s| s.truncation_gaps),
             name,
             path,
             device: rec.as_ref().map(|r| r.identity.dev),

@@ -26,12 +26,16 @@
 //! - After a rename rotation the old file is read to its end before the new
 //!   one is opened, also when the rotation happened while logcatch was down
 //!   ([`identity::find_rotated`]).
+//! - After a copytruncate the rest of the file is read from logrotate's
+//!   copy ([`copies::find_copy`]) before the truncated file is read again
+//!   from 0; when no copy is found the possible gap is logged and counted.
 //! - A committed offset is always at a line start ([`lines`]' invariant):
 //!   a partial line is held, not committed, and read again after a restart.
 //!
 //! Must never: hold more than `max_line_bytes` of one line, block an async
 //! worker thread on file I/O, open anything but a regular file (a FIFO
 //! would block the open), or lose a wake-up of an idle tailer.
+pub mod copies;
 pub mod filewatch;
 pub mod identity;
 pub mod lines;

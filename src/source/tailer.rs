@@ -19,6 +19,12 @@
 //!   one is opened, also when the rotation happened while we were down (the
 //!   old file is looked for beside the path by device and inode:
 //!   [`find_rotated`]).
+//! - After a copytruncate (the file shrank below the read position, or its
+//!   first bytes changed) logrotate's copy is finished from the read
+//!   position before the truncated file is read again from 0, also when
+//!   the truncation happened while we were down ([`find_copy`]). Without a
+//!   copy the possible gap is logged and counted
+//!   ([`TailStatus::truncation_gaps`]), never passed over silently.
 //!
 //! Must never: hold more than `max_line_bytes` of one line, block an async
 //! worker thread on file I/O, or open anything but a regular file (a FIFO
@@ -26,7 +32,10 @@
 //!
 //! Known limits (what the in-process tests' model leaves out, see
 //! `tailer/tests.rs`): lines written to a rotated file after the tailer
-//! moved to the new one are not read; a file truncated and rewritten past
+//! moved to the new one are not read; lines a copytruncate left only in a
+//! copy that is gone (deleted or compressed), or in the copy of a second
+//! copytruncate that came before the tailer finished the first copy (for
+//! example two while logcatch was stopped), are not read; a file truncated and rewritten past
 //! the read position between two looks is caught only by the head check,
 //! at most once a second (`HEAD_RECHECK`); a partial last line of a file that was
 //! deleted or rewritten while logcatch was stopped is lost.
@@ -43,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceConfig, StartAt};
 use crate::runtime::{lock, Outage};
+use crate::source::copies::{find_copy, CopyWanted, FoundCopy};
 use crate::source::filewatch::{FileWatch, Seen};
 use crate::source::identity::{
     crc_at, find_rotated, identity_of, not_a_regular_file, tail_check, verify, FileIdentity,
@@ -116,6 +126,10 @@ pub struct TailStatus {
     pub bytes_read: u64,
     /// Unix milliseconds of the last read that returned bytes.
     pub last_read_ms: u64,
+    /// Truncations (or rewrites) of the file for which no copy was found:
+    /// lines written between the read position and the truncation may be
+    /// lost. Counted since this tailer started.
+    pub truncation_gaps: u64,
 }
 
 struct OpenFile {
@@ -125,6 +139,9 @@ struct OpenFile {
     opened_as: PathBuf,
     identity: FileIdentity,
     read_pos: u64,
+    /// The offset after the last line emitted (where `tail` ends): a
+    /// held partial line lies between it and `read_pos`.
+    committed: u64,
     splitter: LineSplitter,
     /// Size seen at the last end-of-file check.
     last_size: u64,
@@ -351,6 +368,7 @@ impl FileTail {
         cur.read_pos += n as u64;
         if let Some(end) = out.end_offset {
             cur.tail = tail_check(&self.buf[..(end - at) as usize]);
+            cur.committed = end;
         }
         if cur.identity.head_len < HEAD_BYTES {
             let size = cur.read_pos;
@@ -451,6 +469,7 @@ impl FileTail {
             opened_as,
             identity,
             read_pos: start,
+            committed: start,
             splitter: LineSplitter::new(self.source.max_line_bytes, self.source.long_lines, start),
             last_size: meta.len(),
             head_checked: std::time::Instant::now(),
@@ -490,11 +509,7 @@ impl FileTail {
             Some(rec) if rec.identity.is_inode_of(&meta) => {
                 match verify(&file, meta.len(), &rec).map_err(self.io(path))? {
                     Verdict::Same => from(file, rec.offset, (rec.tail_len, rec.tail_crc)),
-                    Verdict::Changed(why) => {
-                        tracing::warn!(source = %self.source.name, path = %path.display(), offset = rec.offset,
-                            "{why} since the last run; reading it from the start");
-                        from(file, 0, (0, 0))
-                    }
+                    Verdict::Changed(why) => self.changed_while_down(file, path, &rec, why)?,
                 }
             }
             Some(rec) => match find_rotated(path, &rec).map_err(self.io(path))? {
@@ -520,6 +535,58 @@ impl FileTail {
         Ok(start)
     }
 
+    /// The file at `path` is the one `rec` describes, but it changed while
+    /// logcatch was stopped (`why`): truncated by a copytruncate, or
+    /// rewritten. The rest after the stored offset is read from logrotate's
+    /// copy when there is one, then the file from 0.
+    ///
+    /// Why no line is skipped or read twice: the copy's bytes up to
+    /// `rec.offset` are the bytes already committed ([`find_copy`] checks
+    /// its head and the tail check before the offset), so the copy resumes
+    /// exactly where the record stopped. Its batches carry the copy's
+    /// identity: a crash while draining it leaves a record naming the copy,
+    /// which the next start finds beside the path by device and inode
+    /// ([`find_rotated`]) and resumes, and the truncated file is read from 0
+    /// only after the copy is finished. The truncated file's bytes were all
+    /// written after the truncation, so none of them is in the copy.
+    fn changed_while_down(
+        &self,
+        file: File,
+        path: &Path,
+        rec: &SourceRecord,
+        why: &str,
+    ) -> Result<StartPoint, TailError> {
+        let name = &self.source.name;
+        match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
+            Some(copy) => {
+                tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(), offset = rec.offset,
+                    "{why} since the last run; reading the rest from logrotate's copy first, then the file from the start");
+                Ok(StartPoint {
+                    file: copy.file,
+                    opened_as: copy.path,
+                    offset: rec.offset,
+                    tail: (rec.tail_len, rec.tail_crc),
+                })
+            }
+            None => {
+                self.count_gap();
+                tracing::warn!(source = %name, path = %path.display(), offset = rec.offset,
+                    "{why} since the last run, and no copy of it was found beside it: lines written after offset {} \
+                     before that may be lost (a gap); reading it from the start", rec.offset);
+                Ok(StartPoint {
+                    file,
+                    opened_as: path.to_path_buf(),
+                    offset: 0,
+                    tail: (0, 0),
+                })
+            }
+        }
+    }
+
+    fn count_gap(&self) {
+        lock(&self.status).truncation_gaps += 1;
+    }
+
     /// At end of file: detects truncation, in-place replacement, and
     /// rotation. Returns a batch to commit when the position changed.
     fn check_at_eof(&mut self) -> Result<Option<SpoolBatch>, TailError> {
@@ -533,8 +600,11 @@ impl FileTail {
     }
 
     /// Has the open file shrunk below the read position, or had its first
-    /// bytes rewritten, since the last look? Then it is read again from 0
-    /// and the checkpoint of that is returned.
+    /// bytes rewritten, since the last look? Then the rest is read from
+    /// logrotate's copy if there is one ([`FileTail::follow_copy`]), and the
+    /// file is read again from 0 (after the copy, or at once when there is
+    /// none: a possible gap, logged and counted). Returns the checkpoint of
+    /// the new position.
     fn check_rewritten(&mut self) -> Result<Option<SpoolBatch>, TailError> {
         let name = self.source.name.as_str();
         let Some(cur) = self.current.as_mut() else {
@@ -568,14 +638,66 @@ impl FileTail {
         let Some(why) = changed else {
             return Ok(None);
         };
+        let wanted = CopyWanted {
+            identity: cur.identity,
+            committed: cur.committed,
+            tail: cur.tail,
+            read_pos: cur.read_pos,
+        };
+        if let Some(copy) =
+            find_copy(&self.source.path, &wanted).map_err(io_err(name, &self.source.path))?
+        {
+            return self.follow_copy(copy, why);
+        }
         tracing::warn!(source = %name, path = %cur.opened_as.display(), offset = cur.read_pos, size,
-            "{why}; reading it again from the start");
+            "{why}, and no copy of it was found beside it: lines written between offset {} and the truncation \
+             may be lost (a gap); reading it again from the start", cur.read_pos);
+        lock(&self.status).truncation_gaps += 1;
         cur.read_pos = 0;
+        cur.committed = 0;
         cur.splitter.reset(0);
         cur.tail = (0, 0);
         cur.identity = identity_of(&cur.file, size, cur.identity.dev, cur.identity.ino)
             .map_err(io_err(name, &cur.opened_as))?;
         Ok(Some(self.checkpoint(0)))
+    }
+
+    /// Moves the open file to logrotate's `copy`, at the same read position
+    /// and keeping a held partial line, and returns the checkpoint that
+    /// commits the copy's identity at the committed offset. The copy is then
+    /// drained like a rotated file: [`FileTail::check_rotated`] finishes it
+    /// at its end (the path names another inode) and the truncated file is
+    /// opened from 0.
+    ///
+    /// Why no line is skipped or read twice: [`find_copy`] accepted the copy
+    /// only if it has the open file's head, the tail check before the
+    /// committed offset, and at least `read_pos` bytes, so its bytes up to
+    /// `read_pos` are the ones already read and the bytes after it are the
+    /// unread rest up to the copy (lines written between the copy and the
+    /// truncation are in neither file: logrotate itself loses them). The
+    /// truncated file is read from 0 only after the copy, and everything in
+    /// it was written after the truncation. A crash before the checkpoint
+    /// commits leaves the record on the truncated file, which the next
+    /// start finds changed and resolves to the copy again
+    /// ([`FileTail::changed_while_down`]); a crash after it leaves a record
+    /// naming the copy, found by device and inode ([`find_rotated`]).
+    fn follow_copy(&mut self, copy: FoundCopy, why: &str) -> Result<Option<SpoolBatch>, TailError> {
+        let name = self.source.name.as_str();
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let identity = identity_of(&copy.file, copy.size, copy.dev, copy.ino)
+            .map_err(io_err(name, &copy.path))?;
+        tracing::info!(source = %name, path = %cur.opened_as.display(), copy = %copy.path.display(), offset = cur.read_pos,
+            "{why}; reading the rest from logrotate's copy first, then the file from the start");
+        cur.file = copy.file;
+        cur.opened_as = copy.path;
+        cur.identity = identity;
+        cur.last_size = copy.size;
+        cur.head_checked = std::time::Instant::now();
+        let committed = cur.committed;
+        self.set_state(TailState::DrainingRotated, None);
+        Ok(Some(self.checkpoint(committed)))
     }
 
     /// Does the path now name another file (or, while draining a file

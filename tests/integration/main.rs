@@ -20,6 +20,7 @@ mod pipeline;
 mod power_loss;
 mod readback;
 mod reload;
+mod rotation;
 mod secure_broker;
 mod security;
 mod store_migration;
