@@ -86,7 +86,9 @@ pub struct FoundCopy {
 }
 
 /// Looks beside `path` for a copy of the truncated file `wanted`
-/// describes (module doc: what matches). Returns the newest match.
+/// describes (module doc: what matches). Returns the newest match. Only a
+/// folder that cannot be listed is an error (the caller counts it as a
+/// gap); a candidate that cannot be read is not the copy, and is passed.
 pub fn find_copy(path: &Path, wanted: &CopyWanted) -> std::io::Result<Option<FoundCopy>> {
     if wanted.identity.head_len == 0 {
         return Ok(None);
@@ -98,7 +100,7 @@ pub fn find_copy(path: &Path, wanted: &CopyWanted) -> std::io::Result<Option<Fou
     let rec = wanted.as_record();
     let mut best: Option<(SystemTime, FoundCopy)> = None;
     for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+        let Ok(entry) = entry else { continue };
         let candidate = entry.path();
         // lstat: a symlink is not followed, a FIFO is never opened.
         let Ok(meta) = entry.metadata() else { continue };
@@ -113,11 +115,11 @@ pub fn find_copy(path: &Path, wanted: &CopyWanted) -> std::io::Result<Option<Fou
         let Ok(file) = File::open(&candidate) else {
             continue;
         };
-        let meta = file.metadata()?;
+        let Ok(meta) = file.metadata() else { continue };
         if !meta.file_type().is_file() || meta.len() < wanted.read_pos {
             continue;
         }
-        if verify(&file, meta.len(), &rec)? != Verdict::Same {
+        if !matches!(verify(&file, meta.len(), &rec), Ok(Verdict::Same)) {
             continue;
         }
         let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);

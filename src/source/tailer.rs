@@ -35,9 +35,11 @@
 //! moved to the new one are not read; lines a copytruncate left only in a
 //! copy that is gone (deleted or compressed), or in the copy of a second
 //! copytruncate that came before the tailer finished the first copy (for
-//! example two while logcatch was stopped), are not read; a file truncated and rewritten past
-//! the read position between two looks is caught only by the head check,
-//! at most once a second (`HEAD_RECHECK`); a partial last line of a file that was
+//! example two while logcatch was stopped), are not read; a file of 1 KiB
+//! or more truncated and rewritten past the read position between two
+//! looks (a look is before every read and at end of file) is caught only by
+//! the head check, at most once a second (`HEAD_RECHECK`; a smaller file's
+//! head is compared at every look); a partial last line of a file that was
 //! deleted or rewritten while logcatch was stopped is lost.
 
 use std::fs::File;
@@ -312,6 +314,14 @@ impl FileTail {
         if self.current.is_none() {
             return Ok(idle(batches));
         }
+        // Truncated or rewritten since the last look? Checked before the
+        // read too, not only at end of file: a tailer that fell behind
+        // (backpressure, a busy file) would otherwise read a new
+        // generation's bytes at the old position as if they were the old
+        // file's, and lose what only the copy holds.
+        if let Some(b) = self.check_rewritten()? {
+            batches.push(b);
+        }
         let asked = self.buf.len();
         let n = self.read_chunk()?;
         if n > 0 {
@@ -528,6 +538,9 @@ impl FileTail {
                         old_device = rec.identity.dev, old_inode = rec.identity.ino, old_offset = rec.offset,
                         "the previously read file is gone (rotated away or deleted while logcatch was stopped); \
                          lines written to it after the stored offset cannot be read; starting the new file from 0");
+                    // Counted like a missing copy: a possible gap is never
+                    // passed over silently.
+                    self.count_gap();
                     from(file, 0, (0, 0))
                 }
             },
@@ -622,7 +635,11 @@ impl FileTail {
         // Rereading the head on every growth would cost a read per
         // wake-up of a busy file: once a second is enough to catch a
         // truncate-and-rewrite that outgrew our offset in between.
-        let head_due = cur.head_checked.elapsed() >= HEAD_RECHECK;
+        // A file shorter than its head (under 1 KiB) is checked at every
+        // look: its head is extended from the file after each read, so a
+        // rewrite must be caught before it.
+        let head_due =
+            cur.head_checked.elapsed() >= HEAD_RECHECK || cur.identity.head_len < HEAD_BYTES;
         let changed = if size < cur.read_pos {
             Some("the file was truncated (copytruncate?)")
         } else if head_due && cur.identity.head_len > 0 && {
@@ -644,10 +661,15 @@ impl FileTail {
             tail: cur.tail,
             read_pos: cur.read_pos,
         };
-        if let Some(copy) =
-            find_copy(&self.source.path, &wanted).map_err(io_err(name, &self.source.path))?
-        {
-            return self.follow_copy(copy, why);
+        match find_copy(&self.source.path, &wanted) {
+            Ok(Some(copy)) => return self.follow_copy(copy, why),
+            Ok(None) => {}
+            // Not a stall: the truncated file is read again from 0, and the
+            // gap is reported below like a missing copy.
+            Err(e) => {
+                tracing::warn!(source = %name, path = %self.source.path.display(), error = %e,
+                "cannot look for logrotate's copy beside the file")
+            }
         }
         tracing::warn!(source = %name, path = %cur.opened_as.display(), offset = cur.read_pos, size,
             "{why}, and no copy of it was found beside it: lines written between offset {} and the truncation \

@@ -515,6 +515,31 @@ fn copytruncate_while_running_finds_a_dateext_copy_among_older_ones() {
     assert_eq!(h.gaps(), 0);
 }
 
+/// A small file (its head under 1 KiB) whose new generation outgrew the
+/// read position before the tailer looked: the head is compared at every
+/// look, so the new bytes are not taken for the old file's.
+#[test]
+fn copytruncate_of_a_small_file_caught_even_when_the_new_content_is_longer() {
+    let mut h = Harness::new(64 << 10);
+    let copy = h.rotated.clone();
+    h.copytruncate_behind(
+        &copy,
+        b"today 1\n",
+        b"today 2\n",
+        b"a much longer first line of the next generation\n",
+    );
+    h.catch_up();
+    assert_eq!(
+        h.emitted,
+        [
+            "today 1",
+            "today 2",
+            "a much longer first line of the next generation"
+        ]
+    );
+    assert_eq!(h.gaps(), 0);
+}
+
 #[test]
 fn a_truncation_without_a_copy_is_counted_as_a_gap() {
     let mut h = Harness::new(64 << 10);
