@@ -92,11 +92,10 @@ impl Client {
                 match NativeProducer::connect(settings, host) {
                     Ok(p) => Ok(Client::Native(Box::new(p))),
                     Err(e) => {
-                        stats.broker_state.store(match e {
-                            ProducerError::Tls { .. } | ProducerError::Authentication { .. } => {
-                                BrokerState::AuthFailed
-                            }
-                            _ => BrokerState::Down,
+                        stats.broker_state.store(if e.is_refusal() {
+                            BrokerState::AuthFailed
+                        } else {
+                            BrokerState::Down
                         });
                         Err(e.into())
                     }
@@ -312,7 +311,7 @@ impl TopicCreator {
         stats: Arc<ForwardStats>,
     ) -> TopicCreator {
         TopicCreator {
-            admin: TopicAdmin::new(runtime, stats.clone()),
+            admin: TopicAdmin::new(runtime),
             stats,
             enabled: kafka.create_topics,
             known: BTreeSet::new(),
@@ -418,8 +417,9 @@ impl TopicCreator {
                 };
                 // Why the brokers could not be reached (a refused TLS
                 // handshake or SASL login) only goes to the producer's
-                // error callback, which sets the broker state: polled
-                // here, since nothing else polls it while this waits.
+                // error and log callbacks, which set the broker state:
+                // polled here, since nothing else polls it while this
+                // waits.
                 p.poll(Duration::ZERO);
                 let refused_login = self.stats.broker_state.load() == BrokerState::AuthFailed;
                 Ok(outcome.map_err(|e| Refusal {
@@ -521,7 +521,7 @@ mod tests {
             TopicLookup::Missing { brokers: 1 }
         );
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let mut admin = TopicAdmin::new(runtime.handle().clone(), Default::default());
+        let mut admin = TopicAdmin::new(runtime.handle().clone());
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", cluster.bootstrap_servers());
         assert_eq!(

@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -49,7 +50,7 @@ use rdkafka::{ClientContext, Message};
 use crate::config::KafkaConfig;
 use crate::kafka::acks::{AckTracker, Delivery, RefusedLine};
 use crate::kafka::client::{missing_acl, CLOCK_HINT};
-use crate::kafka::forwarder::{BrokerState, ForwardStats};
+use crate::kafka::forwarder::BrokerState;
 use crate::kafka::line_id::{self, LineId};
 use crate::kafka::native::{self, TopicLookup};
 use crate::runtime::lock;
@@ -594,34 +595,31 @@ impl TopicError {
 /// Checks and creates topics with librdkafka's admin client, made when
 /// first needed.
 pub struct TopicAdmin {
-    admin: Option<AdminClient<AdminContext>>,
-    /// Where a refused TLS handshake or SASL login shows.
-    stats: Arc<ForwardStats>,
+    admin: Option<AdminClient<DefaultClientContext>>,
     /// Tokio handle, for the admin client's futures.
     runtime: tokio::runtime::Handle,
 }
 
 impl TopicAdmin {
-    pub fn new(runtime: tokio::runtime::Handle, stats: Arc<ForwardStats>) -> TopicAdmin {
+    pub fn new(runtime: tokio::runtime::Handle) -> TopicAdmin {
         TopicAdmin {
             admin: None,
-            stats,
             runtime,
         }
     }
 
     /// The admin client, made from `config` when first needed. Its metadata
     /// requests never create a topic: that is [`TopicAdmin::create_topic`]'s.
-    fn admin(&mut self, config: &ClientConfig) -> Result<&AdminClient<AdminContext>, KafkaError> {
+    fn admin(
+        &mut self,
+        config: &ClientConfig,
+    ) -> Result<&AdminClient<DefaultClientContext>, KafkaError> {
         match &mut self.admin {
             Some(a) => Ok(a),
             empty => {
                 let mut config = config.clone();
                 config.set("allow.auto.create.topics", "false");
-                let context = AdminContext {
-                    stats: self.stats.clone(),
-                };
-                Ok(empty.insert(config.create_with_context(context)?))
+                Ok(empty.insert(config.create()?))
             }
         }
     }
@@ -686,7 +684,7 @@ impl TopicAdmin {
 }
 
 mod security;
-pub use security::{check_settings, is_security_refusal, AdminContext, SettingError};
+pub use security::{check_settings, is_security_refusal, SettingError};
 
 #[cfg(test)]
 mod tests;

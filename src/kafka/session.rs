@@ -519,14 +519,10 @@ impl<'a> Session<'a> {
     fn end_native(&mut self, e: ProducerError) -> Result<SessionEnd, ForwardError> {
         let stats = &self.fwd.stats;
         stats.producer_errors.fetch_add(1, Ordering::Relaxed);
-        match e {
-            ProducerError::Io { .. } | ProducerError::Connect { .. } => {
-                stats.broker_state.store(BrokerState::Down);
-            }
-            ProducerError::Tls { .. } | ProducerError::Authentication { .. } => {
-                stats.broker_state.store(BrokerState::AuthFailed);
-            }
-            _ => {}
+        if e.is_refusal() {
+            stats.broker_state.store(BrokerState::AuthFailed);
+        } else if matches!(e, ProducerError::Io { .. } | ProducerError::Connect { .. }) {
+            stats.broker_state.store(BrokerState::Down);
         }
         // Answers taken in before the failure still count.
         self.client.take_last_answers(&self.delivery);

@@ -16,11 +16,8 @@
 //! Must never: accept at load a setting that librdkafka would refuse at
 //! every session start (the daemon would then loop on it).
 
-use std::sync::Arc;
-
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::ClientContext;
 
 use crate::config::{security_protocol, KafkaConfig};
 use crate::kafka::forwarder::{BrokerState, ForwardStats};
@@ -81,30 +78,6 @@ pub(super) fn note_log(stats: &ForwardStats, level: RDKafkaLogLevel, fac: &str, 
     if serious && is_security_log(message) {
         stats.broker_state.store(BrokerState::AuthFailed);
         *lock(&stats.last_error) = Some(format!("{fac}: {message}"));
-    }
-}
-
-/// The context of librdkafka's admin client (the topic checks, which run
-/// before anything is sent): a refused handshake or login it meets shows
-/// in the forwarder's stats as the producer's does.
-pub struct AdminContext {
-    pub(super) stats: Arc<ForwardStats>,
-}
-
-impl ClientContext for AdminContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        note_log(&self.stats, level, fac, message);
-        super::trace_log(level, fac, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        match error.rdkafka_error_code() {
-            Some(code) if is_security_refusal(code, reason) => {
-                self.stats.broker_state.store(BrokerState::AuthFailed);
-                *lock(&self.stats.last_error) = Some(format!("{error}: {reason}"));
-            }
-            _ => tracing::debug!(error = %error, reason, "librdkafka admin client error"),
-        }
     }
 }
 

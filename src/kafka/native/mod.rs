@@ -190,8 +190,8 @@ impl ProducerError {
     }
 
     /// A broker refusing us: [`ProducerError::Tls`] or
-    /// [`ProducerError::Authentication`].
-    fn is_refusal(&self) -> bool {
+    /// [`ProducerError::Authentication`] (broker state `auth_failed`).
+    pub fn is_refusal(&self) -> bool {
         matches!(
             self,
             ProducerError::Tls { .. } | ProducerError::Authentication { .. }
