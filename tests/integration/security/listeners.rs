@@ -7,7 +7,9 @@
 use std::thread;
 use std::time::Duration;
 
-use super::{password_file, secured_config, Access};
+use std::path::Path;
+
+use super::{secure_root, Access, SecureCase};
 use crate::common::secure::SecureBroker;
 use crate::common::*;
 
@@ -40,31 +42,29 @@ fn every_secured_listener_delivers_exactly_once_across_kill9_librdkafka() {
 
 fn every_listener(client: &str, extra: &[Access]) {
     let b = SecureBroker::start();
-    let dir = tempfile::Builder::new()
-        .prefix("logcatch-secure-")
-        .tempdir()
-        .expect("tempdir");
+    let root = secure_root();
     for &access in KILLED {
-        killed_midway(&b, dir.path(), client, access);
+        killed_midway(&b, root.path(), client, access);
     }
     for &access in DELIVERED.iter().chain(extra) {
-        delivered_once(&b, dir.path(), client, access);
+        delivered_once(&b, root.path(), client, access);
     }
 }
 
-/// The exactly-once scenario through `access`.
-fn killed_midway(b: &SecureBroker, root: &std::path::Path, client: &str, access: Access) {
-    let dir = root.join(access.name());
-    std::fs::create_dir_all(&dir).expect("mkdir");
+/// The files of `client`'s daemon on `access`, in `root/<access>`.
+fn listener_case(b: &SecureBroker, root: &Path, client: &str, access: Access) -> SecureCase {
     let topic = format!("sec-{client}-{}", access.name());
-    let log = dir.join("app.log");
-    let password = password_file(&dir, b.password());
+    SecureCase::new(root, &access.name(), topic, b.password())
+}
+
+/// The exactly-once scenario through `access`.
+fn killed_midway(b: &SecureBroker, root: &Path, client: &str, access: Access) {
+    let case = listener_case(b, root, client, access);
+    let topic = &case.topic;
     const TOTAL: u64 = 12_000;
-    write_numbered(&log, 0, 3_000);
-    let cfg =
-        secured_config(b, &dir, &topic, client, access, &b.pki().ca, &password).source("app", &log);
-    let mut d = Daemon::with(&dir, &cfg);
-    let writer = write_numbered_slowly(&log, 3_000, TOTAL, 300, Duration::from_millis(20));
+    write_numbered(&case.log, 0, 3_000);
+    let mut d = Daemon::with(&case.dir, &case.config(b, client, access, &b.pki().ca));
+    let writer = write_numbered_slowly(&case.log, 3_000, TOTAL, 300, Duration::from_millis(20));
     // Killed once Kafka took some lines, so that the restart resends from
     // a cursor behind what Kafka has.
     wait_status(d.config_path(), "some lines delivered", WAIT, |s| {
@@ -76,7 +76,7 @@ fn killed_midway(b: &SecureBroker, root: &std::path::Path, client: &str, access:
     d.restart();
     writer.join().expect("writer");
     let msgs = d
-        .consume(&b.addr(), &topic)
+        .consume(&b.addr(), topic)
         .until(|m| Tally::of(m, 0..TOTAL).missing.is_empty())
         .timeout(WAIT)
         .run();
@@ -96,18 +96,13 @@ fn killed_midway(b: &SecureBroker, root: &std::path::Path, client: &str, access:
 }
 
 /// One file through `access`, delivered once.
-fn delivered_once(b: &SecureBroker, root: &std::path::Path, client: &str, access: Access) {
-    let dir = root.join(access.name());
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let topic = format!("sec-{client}-{}", access.name());
-    let log = dir.join("app.log");
-    let password = password_file(&dir, b.password());
-    write_numbered(&log, 0, 2_000);
-    let cfg =
-        secured_config(b, &dir, &topic, client, access, &b.pki().ca, &password).source("app", &log);
-    let mut d = Daemon::with(&dir, &cfg);
+fn delivered_once(b: &SecureBroker, root: &Path, client: &str, access: Access) {
+    let case = listener_case(b, root, client, access);
+    let topic = &case.topic;
+    write_numbered(&case.log, 0, 2_000);
+    let mut d = Daemon::with(&case.dir, &case.config(b, client, access, &b.pki().ca));
     let msgs = d
-        .consume(&b.addr(), &topic)
+        .consume(&b.addr(), topic)
         .until_count(2_000)
         .timeout(WAIT)
         .run();

@@ -57,10 +57,61 @@ impl Access {
     }
 }
 
+/// A test's folder for its daemons, removed on drop.
+pub fn secure_root() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("logcatch-secure-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// One daemon's files: its folder, its topic, the log file it tails as
+/// source `app`, and its password file.
+pub struct SecureCase {
+    pub dir: PathBuf,
+    pub topic: String,
+    pub log: PathBuf,
+    pub password: PathBuf,
+}
+
+impl SecureCase {
+    /// Folder `root/name` (made), with `password` in its password file.
+    pub fn new(root: &Path, name: &str, topic: String, password: &str) -> SecureCase {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        SecureCase {
+            log: dir.join("app.log"),
+            password: password_file(&dir, password),
+            topic,
+            dir,
+        }
+    }
+
+    /// The config of `client` reaching `b` through `access`, trusting the
+    /// CA `ca_file` (the broker's own unless a test wants another).
+    pub fn config(
+        &self,
+        b: &SecureBroker,
+        client: &str,
+        access: Access,
+        ca_file: &Path,
+    ) -> ConfigBuilder {
+        secured_config(
+            b,
+            &self.dir,
+            &self.topic,
+            client,
+            access,
+            ca_file,
+            &self.password,
+        )
+        .source("app", &self.log)
+    }
+}
+
 /// A config for `client` reaching `b` through `access`, with the password
-/// in `password_file` and the CA `ca_file` (the broker's own CA unless a
-/// test wants another).
-pub fn secured_config(
+/// in `password_file` and the CA `ca_file`.
+fn secured_config(
     b: &SecureBroker,
     dir: &Path,
     topic: &str,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::{password_file, secured_config, Access};
+use super::{secure_root, Access, SecureCase};
 use crate::common::secure::SecureBroker;
 use crate::common::*;
 
@@ -17,26 +17,22 @@ const WAIT: Duration = Duration::from_secs(90);
 #[test]
 fn expiring_sasl_sessions_keep_delivery_exactly_once_both_clients() {
     let b = SecureBroker::start_with_props(&["connections.max.reauth.ms=3000"]);
-    let root = tempfile::Builder::new()
-        .prefix("logcatch-secure-")
-        .tempdir()
-        .expect("tempdir");
+    let root = secure_root();
     for client in ["native", "librdkafka"] {
-        let dir = root.path().join(client);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let topic = format!("sec-reauth-{client}");
-        let log = dir.join("app.log");
-        let password = password_file(&dir, b.password());
+        let case = SecureCase::new(
+            root.path(),
+            client,
+            format!("sec-reauth-{client}"),
+            b.password(),
+        );
         let access = Access::Sasl("SCRAM-SHA-512");
-        let cfg = secured_config(&b, &dir, &topic, client, access, &b.pki().ca, &password)
-            .source("app", &log);
-        write_numbered(&log, 0, 500);
-        let mut d = Daemon::with(&dir, &cfg);
+        write_numbered(&case.log, 0, 500);
+        let mut d = Daemon::with(&case.dir, &case.config(&b, client, access, &b.pki().ca));
         // 10 s of lines: three sessions' lifetimes and more.
-        let writer = write_numbered_slowly(&log, 500, 10_500, 250, Duration::from_millis(250));
+        let writer = write_numbered_slowly(&case.log, 500, 10_500, 250, Duration::from_millis(250));
         writer.join().expect("writer");
         let msgs = d
-            .consume(&b.addr(), &topic)
+            .consume(&b.addr(), &case.topic)
             .until_count(10_500)
             .timeout(WAIT)
             .run();

@@ -20,7 +20,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{password_file, secured_config, Access};
+use super::{password_file, secure_root, Access, SecureCase};
 use crate::common::secure::SecureBroker;
 use crate::common::*;
 
@@ -50,28 +50,17 @@ fn an_untrusted_ca_is_auth_failed_then_the_fixed_config_delivers_librdkafka() {
 #[test]
 fn an_expired_client_certificate_is_auth_failed_then_a_valid_one_delivers_both_clients() {
     let b = SecureBroker::start();
-    let root = tempfile::Builder::new()
-        .prefix("logcatch-secure-")
-        .tempdir()
-        .expect("tempdir");
+    let root = secure_root();
     for client in ["native", "librdkafka"] {
-        let dir = root.path().join(client);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let topic = format!("sec-expired-{client}");
-        let log = dir.join("app.log");
-        write_numbered(&log, 0, LINES);
-        let password = password_file(&dir, b.password());
-        let pki = b.pki();
-        let valid = secured_config(
-            &b,
-            &dir,
-            &topic,
+        let case = SecureCase::new(
+            root.path(),
             client,
-            Access::MutualTls,
-            &pki.ca,
-            &password,
-        )
-        .source("app", &log);
+            format!("sec-expired-{client}"),
+            b.password(),
+        );
+        write_numbered(&case.log, 0, LINES);
+        let pki = b.pki();
+        let valid = case.config(&b, client, Access::MutualTls, &pki.ca);
         let expired = valid.clone().kafka(
             "tls",
             &format!(
@@ -81,11 +70,11 @@ fn an_expired_client_certificate_is_auth_failed_then_a_valid_one_delivers_both_c
                 pki.expired_client_key.display()
             ),
         );
-        let mut d = Daemon::with(&dir, &expired);
-        let data = dir.join("data");
+        let mut d = Daemon::with(&case.dir, &expired);
+        let data = case.dir.join("data");
         assert_refused_and_holding(&mut d, &data, &["certificate", "alert", "tls", "ssl"]);
         d.rewrite_config(&valid.render());
-        assert_delivered_after_fix(&mut d, &b, &topic, &data);
+        assert_delivered_after_fix(&mut d, &b, &case.topic, &data);
         d.stop();
     }
 }
@@ -139,61 +128,49 @@ fn assert_delivered_after_fix(d: &mut Daemon, b: &SecureBroker, topic: &str, dat
 
 fn wrong_password(client: &str) {
     let b = SecureBroker::start();
-    let dir = tempfile::Builder::new()
-        .prefix("logcatch-secure-")
-        .tempdir()
-        .expect("tempdir");
-    let topic = format!("sec-wrong-password-{client}");
-    let log = dir.path().join("app.log");
-    write_numbered(&log, 0, LINES);
-    let password = password_file(dir.path(), "not-the-password");
-    let access = Access::Sasl("SCRAM-SHA-512");
-    let cfg = secured_config(
-        &b,
-        dir.path(),
-        &topic,
+    let root = secure_root();
+    let case = SecureCase::new(
+        root.path(),
         client,
-        access,
-        &b.pki().ca,
-        &password,
-    )
-    .source("app", &log);
-    let mut d = Daemon::with(dir.path(), &cfg);
-    let data = dir.path().join("data");
+        format!("sec-wrong-password-{client}"),
+        "not-the-password",
+    );
+    write_numbered(&case.log, 0, LINES);
+    let cfg = case.config(&b, client, Access::Sasl("SCRAM-SHA-512"), &b.pki().ca);
+    let mut d = Daemon::with(&case.dir, &cfg);
+    let data = case.dir.join("data");
     assert_refused_and_holding(&mut d, &data, &["authentication", "sasl"]);
     assert!(
         !d.log().contains("not-the-password"),
         "the log must never show the password"
     );
 
-    password_file(dir.path(), b.password());
+    password_file(&case.dir, b.password());
     d.sighup();
-    assert_delivered_after_fix(&mut d, &b, &topic, &data);
+    assert_delivered_after_fix(&mut d, &b, &case.topic, &data);
     d.stop();
 }
 
 fn untrusted_ca(client: &str) {
     let b = SecureBroker::start();
-    let dir = tempfile::Builder::new()
-        .prefix("logcatch-secure-")
-        .tempdir()
-        .expect("tempdir");
-    let topic = format!("sec-untrusted-ca-{client}");
-    let log = dir.path().join("app.log");
-    write_numbered(&log, 0, LINES);
-    let password = password_file(dir.path(), b.password());
+    let root = secure_root();
+    let case = SecureCase::new(
+        root.path(),
+        client,
+        format!("sec-untrusted-ca-{client}"),
+        b.password(),
+    );
+    let (topic, log) = (&case.topic, &case.log);
+    write_numbered(log, 0, LINES);
     let pki = b.pki();
-    let cfg = |ca: &Path| {
-        secured_config(&b, dir.path(), &topic, client, Access::Tls, ca, &password)
-            .source("app", &log)
-    };
-    let mut d = Daemon::with(dir.path(), &cfg(&pki.untrusted_ca));
-    let data = dir.path().join("data");
+    let cfg = |ca: &Path| case.config(&b, client, Access::Tls, ca);
+    let mut d = Daemon::with(&case.dir, &cfg(&pki.untrusted_ca));
+    let data = case.dir.join("data");
     assert_refused_and_holding(&mut d, &data, &["certificate", "ssl", "tls"]);
 
     // The watcher picks the edit up (no signal).
     d.rewrite_config(&cfg(&pki.ca).render());
-    assert_delivered_after_fix(&mut d, &b, &topic, &data);
+    assert_delivered_after_fix(&mut d, &b, topic, &data);
 
     // An edit asking for what no client here serves is refused, naming the
     // line; the daemon goes on with the last good config.
@@ -209,9 +186,9 @@ fn untrusted_ca(client: &str) {
         err.contains("GSSAPI") && err.contains("logcatch.yaml:"),
         "{st:#}"
     );
-    write_numbered(&log, LINES, LINES + 500);
+    write_numbered(log, LINES, LINES + 500);
     let msgs = d
-        .consume(&b.addr(), &topic)
+        .consume(&b.addr(), topic)
         .until_count((LINES + 500) as usize)
         .timeout(WAIT)
         .run();
@@ -223,10 +200,7 @@ fn untrusted_ca(client: &str) {
 /// build serves, naming the file, line and key, instead of looping on it.
 #[test]
 fn check_and_startup_refuse_what_no_built_client_serves() {
-    let dir = tempfile::Builder::new()
-        .prefix("logcatch-secure-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = secure_root();
     let base = || ConfigBuilder::new(dir.path().join("data"), "127.0.0.1:9", "t");
     let cases = [
         (

@@ -3,13 +3,10 @@
 
 use super::*;
 
-/// Settings for a producer against a `MockCluster`, with small batches.
-fn mock_settings(
-    cluster: &rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
-    lz4: bool,
-) -> ProducerSettings {
+/// Settings for a producer to `brokers`, plaintext, with small batches.
+fn test_settings(brokers: String, lz4: bool) -> ProducerSettings {
     ProducerSettings {
-        brokers: cluster.bootstrap_servers(),
+        brokers,
         client_id: "test".into(),
         lz4,
         linger: Duration::from_millis(5),
@@ -20,6 +17,14 @@ fn mock_settings(
         tls: None,
         sasl: None,
     }
+}
+
+/// [`test_settings`] against a `MockCluster`.
+fn mock_settings(
+    cluster: &rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    lz4: bool,
+) -> ProducerSettings {
+    test_settings(cluster.bootstrap_servers(), lz4)
 }
 
 /// The native producer against librdkafka's mock broker (a real Kafka
@@ -559,15 +564,6 @@ fn bootstrap_reports_a_login_refusal_over_a_broker_that_is_down() {
         }
     });
     let settings = ProducerSettings {
-        brokers: format!("127.0.0.1:{refusing_port},127.0.0.1:{down_port}"),
-        client_id: "test".into(),
-        lz4: false,
-        linger: Duration::from_millis(5),
-        batch_bytes: 64 << 10,
-        allow_auto_create: false,
-        timeouts: Timeouts::DEFAULT,
-        bootstrap_turn: 0,
-        tls: None,
         sasl: Some(SaslConfig {
             mechanism: crate::config::SaslMechanism::Plain,
             credentials: Some(crate::config::SaslCredentials {
@@ -575,6 +571,10 @@ fn bootstrap_reports_a_login_refusal_over_a_broker_that_is_down() {
                 password: crate::config::Secret::new("s3cret"),
             }),
         }),
+        ..test_settings(
+            format!("127.0.0.1:{refusing_port},127.0.0.1:{down_port}"),
+            false,
+        )
     };
     let e = NativeProducer::connect(settings, "h1")
         .err()

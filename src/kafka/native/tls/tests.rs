@@ -141,6 +141,20 @@ fn connect(config: &TlsConfig, addr: &str, port: u16) -> io::Result<(TcpStream, 
     Ok((sock, conn))
 }
 
+/// Reads the server's "hello" through the halves of an established
+/// connection, then closes it and waits for the server.
+fn read_hello_then_close(sock: TcpStream, conn: ClientConnection, server: JoinHandle<Vec<u8>>) {
+    let (mut reader, writer) = split(conn, sock).expect("split");
+    let mut got = [0u8; 5];
+    reader.read_exact(&mut got).expect("read");
+    assert_eq!(&got, b"hello");
+    writer
+        .socket()
+        .shutdown(std::net::Shutdown::Both)
+        .expect("shutdown");
+    let _ = server.join();
+}
+
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8 ^ seed).collect()
 }
@@ -202,15 +216,7 @@ fn a_certificate_for_another_name_is_refused_unless_names_are_not_verified() {
     let (port, server) = pki.serve(b"hello".to_vec(), false);
     let (sock, conn) =
         connect(&pki.config(false, false), "127.0.0.1:9093", port).expect("name let off");
-    let (mut reader, writer) = split(conn, sock).expect("split");
-    let mut got = [0u8; 5];
-    reader.read_exact(&mut got).expect("read");
-    assert_eq!(&got, b"hello");
-    writer
-        .socket()
-        .shutdown(std::net::Shutdown::Both)
-        .expect("shutdown");
-    let _ = server.join();
+    read_hello_then_close(sock, conn, server);
 }
 
 #[test]
@@ -240,17 +246,10 @@ fn a_server_that_wants_a_client_certificate_takes_ours_and_refuses_none() {
     let pki = Pki::new(&["localhost"]);
     let (port, server) = pki.serve(b"hello".to_vec(), true);
     let (sock, conn) = connect(&pki.config(true, true), "localhost:9093", port).expect("mtls");
-    let (mut reader, writer) = split(conn, sock).expect("split");
-    let mut got = [0u8; 5];
-    reader.read_exact(&mut got).expect("read");
-    assert_eq!(&got, b"hello");
-    writer
-        .socket()
-        .shutdown(std::net::Shutdown::Both)
-        .expect("shutdown");
-    let _ = server.join();
+    read_hello_then_close(sock, conn, server);
 
     let (port, _server) = pki.serve(b"hello".to_vec(), true);
+    let mut got = [0u8; 5];
     let refused =
         connect(&pki.config(true, false), "localhost:9093", port).and_then(|(sock, conn)| {
             let (mut reader, _writer) = split(conn, sock)?;
