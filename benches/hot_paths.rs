@@ -193,6 +193,7 @@ fn offset_commits(c: &mut Criterion) {
         bytes: 0,
         updated_ms: 0,
         seq: 0,
+        draining: Vec::new(),
     };
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Elements(1));

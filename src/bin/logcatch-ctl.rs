@@ -386,6 +386,20 @@ fn print_offsets(rows: &[OffsetRow]) {
             age(r.last_read_ms.or(r.updated_ms)),
             r.state
         );
+        for d in &r.draining {
+            println!(
+                "{:<12} {:<36} {:>16} {:>12} {:>12} {:>10} {:>10} {:>12} {:<12} draining_rotated",
+                "",
+                format!("└ {}", d.path.as_deref().unwrap_or("(gone)")),
+                format!("{}:{}", d.device, d.inode),
+                d.offset,
+                opt(d.size),
+                opt(d.lag_bytes),
+                "",
+                "",
+                ""
+            );
+        }
         if let Some(e) = &r.last_error {
             println!("{:<12} error: {e}", "");
         }

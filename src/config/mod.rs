@@ -202,6 +202,10 @@ pub struct SourceConfig {
     pub start_at: StartAt,
     pub max_line_bytes: usize,
     pub long_lines: LongLines,
+    /// How long a rotated file is still read after its end (late writes
+    /// through a descriptor opened before the rotation) before the tailer
+    /// finishes it: [`crate::source::tailer`].
+    pub rotate_wait: Duration,
 }
 
 impl Config {

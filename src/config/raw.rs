@@ -41,6 +41,9 @@ pub(super) mod defaults {
     pub const LONG_LINES: LongLines = LongLines::Split;
     pub const START_AT: StartAt = StartAt::Beginning;
     pub const READ_BUFFER_BYTES: u64 = 256 << 10;
+    /// How long a rotated file is still read after its end before it is
+    /// finished (Fluent Bit's `Rotate_Wait` default).
+    pub const ROTATE_WAIT: Duration = Duration::from_secs(5);
 }
 
 // ---------------------------------------------------------------------------
@@ -107,6 +110,8 @@ pub(super) struct RawSource {
     #[serde(default, deserialize_with = "de_opt_size")]
     pub(super) max_line_bytes: Option<u64>,
     pub(super) long_lines: Option<LongLines>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) rotate_wait: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +135,8 @@ pub(super) struct RawTailer {
     pub(super) start_at: Option<StartAt>,
     #[serde(default, deserialize_with = "de_opt_size")]
     pub(super) read_buffer: Option<u64>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) rotate_wait: Option<Duration>,
 }
 
 /// A size: a plain number of bytes, or a string such as `64KiB`, `1GiB`, `10MB`.

@@ -20,6 +20,7 @@ struct TailerDefaults {
     line_cap: u64,
     long_lines: super::LongLines,
     start_at: super::StartAt,
+    rotate_wait: Duration,
 }
 
 pub(super) struct Validator<'a> {
@@ -364,7 +365,10 @@ impl Validator<'_> {
         if !(4 << 10..=64 << 20).contains(&read_buffer) {
             return Err(self.invalid("tailer.read_buffer", "must be between 4KiB and 64MiB"));
         }
+        let rotate_wait = tailer.rotate_wait.unwrap_or(defaults::ROTATE_WAIT);
+        check_rotate_wait(rotate_wait).map_err(|m| self.invalid("tailer.rotate_wait", m))?;
         Ok(TailerDefaults {
+            rotate_wait,
             poll_interval,
             read_buffer,
             line_cap: tailer.max_line_bytes.unwrap_or(defaults::MAX_LINE_BYTES),
@@ -394,6 +398,7 @@ impl Validator<'_> {
                     max_line_bytes: line_cap(tailer.line_cap)
                         .map_err(|m| self.invalid("tailer.max_line_bytes", m))?,
                     long_lines: tailer.long_lines,
+                    rotate_wait: tailer.rotate_wait,
                 },
             );
         }
@@ -417,6 +422,13 @@ impl Validator<'_> {
                     max_line_bytes: line_cap(s.max_line_bytes.unwrap_or(tailer.line_cap))
                         .map_err(|m| self.invalid("max_line_bytes", m))?,
                     long_lines: s.long_lines.unwrap_or(tailer.long_lines),
+                    rotate_wait: match s.rotate_wait {
+                        Some(w) => {
+                            check_rotate_wait(w).map_err(|m| self.invalid("rotate_wait", m))?;
+                            w
+                        }
+                        None => tailer.rotate_wait,
+                    },
                     name,
                 },
             );
@@ -503,4 +515,13 @@ fn check_topic(topic: &str) -> Result<(), String> {
             "`{topic}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
         ))
     }
+}
+
+/// `rotate_wait` bounds: at least 0 (finish a rotated file at its end at
+/// once), at most an hour (a rotated file's descriptor is held meanwhile).
+fn check_rotate_wait(wait: Duration) -> Result<(), &'static str> {
+    if wait > Duration::from_secs(3600) {
+        return Err("must be at most 1h (the rotated file stays open that long)");
+    }
+    Ok(())
 }

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::source::identity::current_name;
 use crate::source::tailer::{TailState, TailStatus};
 use crate::store::{SourceRecord, Store, StoreError};
 
@@ -48,6 +50,48 @@ pub struct OffsetRow {
     pub last_error: Option<String>,
     /// Whether the current config names this source.
     pub configured: bool,
+    /// Rotated files of this source still read for late writes, each with
+    /// its own committed position ([`SourceRecord::draining`]).
+    #[serde(default)]
+    pub draining: Vec<DrainingRow>,
+}
+
+/// A rotated file still drained: a sub-row of its source.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DrainingRow {
+    /// Its name now, found beside the source's path by device and inode
+    /// (`None`: gone, or not beside it).
+    pub path: Option<String>,
+    pub device: u64,
+    pub inode: u64,
+    pub offset: u64,
+    pub size: Option<u64>,
+    pub lag_bytes: Option<u64>,
+}
+
+/// The sub-rows of `rec`'s draining files, `path` being the source's path.
+fn draining_rows(path: &str, rec: Option<&SourceRecord>) -> Vec<DrainingRow> {
+    let Some(rec) = rec else {
+        return Vec::new();
+    };
+    rec.draining
+        .iter()
+        .map(|p| {
+            let name = current_name(Path::new(path), &p.identity);
+            let size = name
+                .as_ref()
+                .and_then(|n| std::fs::metadata(n).ok())
+                .map(|m| m.len());
+            DrainingRow {
+                path: name.map(|n| n.to_string_lossy().into_owned()),
+                device: p.identity.dev,
+                inode: p.identity.ino,
+                offset: p.offset,
+                size,
+                lag_bytes: size.map(|s| s.saturating_sub(p.offset)),
+            }
+        })
+        .collect()
 }
 
 impl OffsetRow {
@@ -70,6 +114,7 @@ impl OffsetRow {
             state: "removed_draining".into(),
             last_error: None,
             configured: false,
+            draining: Vec::new(),
         }
     }
 }
@@ -125,6 +170,7 @@ pub fn rows(
             }
         };
         out.push(OffsetRow {
+            draining: draining_rows(&path, rec.as_ref()),
             configured,
             state,
             last_error: status.and_then(|s| s.last_error.clone()),

@@ -77,5 +77,6 @@ pub fn reset_record(
         bytes: prev.map(|p| p.bytes).unwrap_or(0),
         updated_ms: crate::runtime::now_ms(),
         seq: 0,
+        draining: Vec::new(),
     })
 }

@@ -36,7 +36,7 @@ use crate::control::reload::{self, Trigger};
 use crate::control::reset::{self, ResetTo};
 use crate::control::ControlError;
 use crate::kafka::forwarder::{ForwardError, Forwarder};
-use crate::spool::{Recovery, Spool, SpoolError, WriterMsg};
+use crate::spool::{Recovery, Spool, SpoolBatch, SpoolError, WriterMsg};
 use crate::store::{Store, StoreError};
 use supervisor::Supervisor;
 
@@ -92,14 +92,25 @@ async fn blocking<T: Send + 'static>(
 fn recover(store: &Store, recovery: Recovery, config: &Config) -> Result<u64, StoreError> {
     let mut max_seq = recovery.max_seq;
     for (_, rec) in store.sources()? {
-        max_seq = max_seq.max(rec.seq);
+        max_seq = max_seq.max(rec.max_seq());
     }
-    for (name, batch) in recovery.last_batches {
+    // In commit order: the record a batch makes depends on the ones before
+    // it (`SpoolBatch::record`: a new file pushes the old one to draining).
+    let mut batches: Vec<SpoolBatch> = recovery.last_batches.into_values().collect();
+    batches.sort_by_key(|b| b.seq);
+    for batch in batches {
+        let name = batch.source.clone();
         if !config.sources.contains_key(&name) {
             continue;
         }
         let prev = store.source(&name)?;
-        if prev.as_ref().is_none_or(|p| p.seq < batch.seq) {
+        // Newer than the stored position of its file; a file the record
+        // does not hold is new only if the batch is newer than the whole
+        // record (else the record already moved past it: a drained file).
+        let stored_seq = prev
+            .as_ref()
+            .map(|p| p.seq_of(&batch.identity).unwrap_or_else(|| p.max_seq()));
+        if stored_seq.is_none_or(|seq| seq < batch.seq) {
             tracing::info!(source = %name, offset = batch.end_offset,
                 "recovered the source's offset from the spool (the process stopped before the store saw it)");
             store.put_source(&name, &batch.record(prev.as_ref()))?;
@@ -360,4 +371,100 @@ async fn stop(running: Running, shutdown: &Shutdown) -> Result<(), DaemonError> 
     forwarded?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileIdentity;
+
+    fn batch_of(ino: u64, end: u64, seq: u64) -> SpoolBatch {
+        SpoolBatch {
+            seq,
+            spooled_ms: 0,
+            source: "app".into(),
+            path: "/logs/app.log".into(),
+            topic: "logs".into(),
+            identity: FileIdentity {
+                dev: 1,
+                ino,
+                head_len: 4,
+                head_crc: 5,
+            },
+            end_offset: end,
+            tail_len: 0,
+            tail_crc: 0,
+            data: b"x".to_vec(),
+            lines: vec![crate::spool::LineRef {
+                offset: end.saturating_sub(2),
+                len: 1,
+            }],
+        }
+    }
+
+    fn recovery(batches: &[SpoolBatch]) -> Recovery {
+        let mut r = Recovery::default();
+        for b in batches {
+            r.max_seq = r.max_seq.max(b.seq);
+            let key = (b.source.clone(), b.identity.dev, b.identity.ino);
+            r.last_batches.insert(key, b.clone());
+        }
+        r
+    }
+
+    fn setup() -> (tempfile::TempDir, Store, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let config = Config::parse(
+            &dir.path().join("config.yaml"),
+            "sources:\n  app:\n    path: /logs/app.log\n",
+        )
+        .unwrap();
+        (dir, store, config)
+    }
+
+    /// The store saw only the old file; the newest segment holds the new
+    /// file's batch and then a late line of the old one: both positions
+    /// come back, the new file as the record's own.
+    #[test]
+    fn recovery_brings_back_the_new_file_and_the_draining_one() {
+        let (_dir, store, config) = setup();
+        store
+            .put_source("app", &batch_of(10, 100, 1).record(None))
+            .unwrap();
+        let next = recover(
+            &store,
+            recovery(&[batch_of(20, 50, 3), batch_of(10, 120, 5)]),
+            &config,
+        )
+        .unwrap();
+        assert_eq!(next, 6);
+        let rec = store.source("app").unwrap().unwrap();
+        assert_eq!((rec.identity.ino, rec.offset), (20, 50));
+        assert_eq!(rec.draining.len(), 1);
+        assert_eq!(
+            (rec.draining[0].identity.ino, rec.draining[0].offset),
+            (10, 120)
+        );
+    }
+
+    /// A batch of a file the record no longer holds, older than the
+    /// record (the file was drained and finished): it changes nothing, and
+    /// the next sequence number stays above every one in the record.
+    #[test]
+    fn recovery_leaves_a_finished_file_out() {
+        let (_dir, store, config) = setup();
+        let mut rec = batch_of(30, 10, 20).record(None);
+        rec.draining.push(crate::store::FilePosition {
+            identity: batch_of(40, 0, 0).identity,
+            offset: 7,
+            tail_len: 0,
+            tail_crc: 0,
+            seq: 25,
+        });
+        store.put_source("app", &rec).unwrap();
+        let next = recover(&store, recovery(&[batch_of(10, 100, 12)]), &config).unwrap();
+        assert_eq!(next, 26, "above the draining file's number too");
+        assert_eq!(store.source("app").unwrap().unwrap(), rec);
+    }
 }

@@ -71,6 +71,7 @@ impl CopyWanted {
             bytes: 0,
             updated_ms: 0,
             seq: 0,
+            draining: Vec::new(),
         }
     }
 }

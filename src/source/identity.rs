@@ -56,6 +56,12 @@ impl FileIdentity {
     pub fn is_inode_of(&self, meta: &Metadata) -> bool {
         meta.dev() == self.dev && meta.ino() == self.ino
     }
+
+    /// The same device and inode as `other` (the same file, or a new one
+    /// on a reused inode: the head checksum tells which).
+    pub fn same_file(&self, other: &FileIdentity) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
 }
 
 /// Why `meta` cannot be tailed (a directory, a FIFO, ...), or `None` for a
@@ -151,6 +157,23 @@ pub fn verify(file: &File, size: u64, rec: &SourceRecord) -> std::io::Result<Ver
     Ok(Verdict::Same)
 }
 
+/// The name beside `path` that the file `identity` (device and inode) has
+/// now, if any: where a rotation renamed it. Says nothing about content.
+pub fn current_name(path: &Path, identity: &FileIdentity) -> Option<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.file_type().is_file() && identity.is_inode_of(&m))
+        })
+        .map(|e| e.path())
+}
+
 /// Looks beside `path` for the file `rec` describes (renamed by rotation):
 /// a regular file with the record's device and inode that [`verify`]
 /// accepts. Returns its path and the open file.
@@ -196,6 +219,7 @@ mod tests {
             bytes: 0,
             updated_ms: 0,
             seq: 0,
+            draining: Vec::new(),
         }
     }
 

@@ -15,10 +15,14 @@
 //!   ([`SourceRecord::tail_crc`](crate::store::SourceRecord::tail_crc),
 //!   checked by [`verify`]). Anything else is a new file and is
 //!   read from 0.
-//! - After a rename rotation the old file is read to its end before the new
-//!   one is opened, also when the rotation happened while we were down (the
-//!   old file is looked for beside the path by device and inode:
-//!   [`find_rotated`]).
+//! - After a rename rotation the old file is kept open and drained beside
+//!   the new one (late writes through descriptors opened before the
+//!   rotation) until it is idle for the source's `rotate_wait` after its
+//!   end, or deleted and read to its end ([`drain`]). Its position stays in
+//!   the source's record ([`SourceRecord::draining`]), so a restart in the
+//!   middle finds it again beside the path by device and inode
+//!   ([`find_rotated`]) and drains the rest; the same happens when the
+//!   rotation happened while we were down ([`open`]).
 //! - After a copytruncate (the file shrank below the read position, or its
 //!   first bytes changed) logrotate's copy is finished from the read
 //!   position before the truncated file is read again from 0, also when
@@ -30,9 +34,13 @@
 //! worker thread on file I/O, or open anything but a regular file (a FIFO
 //! would block the open).
 //!
+//! Layout: this file holds the state and the step loop; [`open`] decides
+//! where a file starts; [`rewrite`] checks the open file for truncation,
+//! rewrites and rotation; [`drain`] reads rotated files for late writes.
+//!
 //! Known limits (what the in-process tests' model leaves out, see
-//! `tailer/tests.rs`): lines written to a rotated file after the tailer
-//! moved to the new one are not read; lines a copytruncate left only in a
+//! `tailer/tests.rs`): lines written to a rotated file after it was
+//! finished (idle for `rotate_wait`) are not read; lines a copytruncate left only in a
 //! copy that is gone (deleted or compressed), or in the copy of a second
 //! copytruncate that came before the tailer finished the first copy (for
 //! example two while logcatch was stopped), are not read; a file of 1 KiB
@@ -52,22 +60,31 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{SourceConfig, StartAt};
+use crate::config::SourceConfig;
 use crate::runtime::{lock, Outage};
-use crate::source::copies::{find_copy, CopyWanted, FoundCopy};
 use crate::source::filewatch::{FileWatch, Seen};
-use crate::source::identity::{
-    crc_at, find_rotated, identity_of, not_a_regular_file, tail_check, verify, FileIdentity,
-    Verdict, HEAD_BYTES,
-};
+#[cfg(doc)]
+use crate::source::identity::find_rotated;
+use crate::source::identity::{identity_of, tail_check, FileIdentity, HEAD_BYTES};
 use crate::source::lines::{LineBatch, LineSplitter};
 use crate::spool::{SpoolBatch, WriterMsg};
-use crate::store::{SourceRecord, Store, StoreError};
+#[cfg(doc)]
+use crate::store::SourceRecord;
+use crate::store::{Store, StoreError};
+
+mod drain;
+mod open;
+mod rewrite;
+
+use drain::DrainingFile;
 
 /// The read buffer of an idle source.
 const MIN_READ_BUFFER: usize = 16 << 10;
 /// How often a growing file's first bytes are compared with its identity.
 const HEAD_RECHECK: Duration = Duration::from_secs(1);
+/// How often an idle tailer looks at its draining files (their late writes
+/// wake nothing: the watch follows the path).
+const DRAIN_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
@@ -132,6 +149,16 @@ pub struct TailStatus {
     /// lines written between the read position and the truncation may be
     /// lost. Counted since this tailer started.
     pub truncation_gaps: u64,
+    /// Rotated files still read for late writes, with their committed
+    /// offsets as of the last change of the list.
+    pub draining: Vec<DrainingStatus>,
+}
+
+/// One draining file, for `logcatch-ctl`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DrainingStatus {
+    pub path: String,
+    pub offset: u64,
 }
 
 struct OpenFile {
@@ -154,6 +181,26 @@ struct OpenFile {
     tail: (u32, u32),
 }
 
+impl OpenFile {
+    /// Splits `bytes`, just read at the read position, into lines in
+    /// `out`, and moves the read position, the tail check and (while the
+    /// file is shorter than its head) the identity past them.
+    fn take(&mut self, bytes: &[u8], out: &mut LineBatch) -> std::io::Result<()> {
+        let at = self.read_pos;
+        self.splitter.feed(bytes, at, out);
+        self.read_pos += bytes.len() as u64;
+        if let Some(end) = out.end_offset {
+            self.tail = tail_check(&bytes[..(end - at) as usize]);
+            self.committed = end;
+        }
+        if self.identity.head_len < HEAD_BYTES {
+            let size = self.read_pos;
+            self.identity = identity_of(&self.file, size, self.identity.dev, self.identity.ino)?;
+        }
+        Ok(())
+    }
+}
+
 /// Where [`FileTail::open`] starts reading, and in which file.
 struct StartPoint {
     file: File,
@@ -167,6 +214,16 @@ pub struct FileTail {
     source: SourceConfig,
     store: Store,
     current: Option<OpenFile>,
+    /// Rotated files still read for late writes ([`drain`]).
+    draining: Vec<DrainingFile>,
+    /// The record's draining files were resumed (at the first open).
+    resumed: bool,
+    /// Draining files finished while no file at the path was open yet:
+    /// their [`WriterMsg::Drained`] waits until the new file's first
+    /// checkpoint is out, so that the record moves to the new file before
+    /// the finished one leaves it (else a record whose only file was the
+    /// finished one would keep it as draining once the new file came).
+    pending_drained: Vec<FileIdentity>,
     /// Set after a rotation: the next file at the path is new, read from 0.
     rotated: bool,
     /// Read buffer: grows (up to `max_buf`) while reads fill it, and goes
@@ -189,6 +246,25 @@ pub struct Step {
     /// When idle: what is at the path as far as this tailer knows (a
     /// change wakes it).
     pub seen: Option<Seen>,
+    /// Rotated files finished in this step, after their last batch in
+    /// `batches`: their positions leave the record
+    /// ([`WriterMsg::Drained`]).
+    pub finished: Vec<FileIdentity>,
+    /// Rotated files are being drained: an idle wait looks again within
+    /// [`DRAIN_POLL`].
+    pub draining: bool,
+}
+
+impl Step {
+    fn idle(batches: Vec<SpoolBatch>) -> Step {
+        Step {
+            batches,
+            more: false,
+            seen: None,
+            finished: Vec::new(),
+            draining: false,
+        }
+    }
 }
 
 impl FileTail {
@@ -197,6 +273,9 @@ impl FileTail {
             source,
             store,
             current: None,
+            draining: Vec::new(),
+            resumed: false,
+            pending_drained: Vec::new(),
             rotated: false,
             buf: vec![0u8; MIN_READ_BUFFER.min(read_buffer)],
             max_buf: read_buffer,
@@ -233,7 +312,25 @@ impl FileTail {
     /// One unit of work: open the file if needed, read one buffer, check
     /// for rotation at end of file.
     pub fn step(&mut self) -> Step {
-        let mut step = self.step_logged();
+        // The draining files first: their lines are older than the new
+        // file's. While one has a backlog (a full read) the file at the
+        // path waits, so a restart after a rotation sends the old file's
+        // rest before the new file's lines. They are read whatever became
+        // of the file at the path (missing, failing).
+        let mut drained = self.step_draining();
+        let mut step = if drained.more {
+            Step::idle(Vec::new())
+        } else {
+            self.step_logged()
+        };
+        step.batches
+            .splice(0..0, std::mem::take(&mut drained.batches));
+        self.pending_drained.extend(drained.finished);
+        step.more |= drained.more;
+        step.draining = !self.draining.is_empty();
+        if self.current.is_some() && !self.pending_drained.is_empty() {
+            step.finished = std::mem::take(&mut self.pending_drained);
+        }
         if !step.more {
             step.seen = self.idle_seen();
             if self.buf.len() > MIN_READ_BUFFER {
@@ -286,24 +383,23 @@ impl FileTail {
                 if matches!(e, TailError::Io { .. }) {
                     self.current = None;
                 }
-                Step {
-                    batches: Vec::new(),
-                    more: false,
-                    seen: None,
-                }
+                Step::idle(Vec::new())
             }
         }
     }
 
     fn step_inner(&mut self) -> Result<Step, TailError> {
         let mut batches = Vec::new();
-        let idle = |batches| Step {
-            batches,
-            more: false,
-            seen: None,
-        };
+        let idle = Step::idle;
         if self.current.is_none() {
             match self.open()? {
+                // Files resumed as draining are read first (see `step`).
+                Some(checkpoint) if !self.draining.is_empty() => {
+                    return Ok(Step {
+                        more: true,
+                        ..idle(vec![checkpoint])
+                    });
+                }
                 Some(checkpoint) => batches.push(checkpoint),
                 None => {
                     self.set_state(TailState::WaitingForFile, None);
@@ -342,9 +438,8 @@ impl FileTail {
             }
         };
         Ok(Step {
-            batches,
             more,
-            seen: None,
+            ..Step::idle(batches)
         })
     }
 
@@ -372,25 +467,10 @@ impl FileTail {
         let Some(cur) = self.current.as_mut() else {
             return Ok(());
         };
-        let at = cur.read_pos;
         let mut out = LineBatch::default();
-        cur.splitter.feed(&self.buf[..n], at, &mut out);
-        cur.read_pos += n as u64;
-        if let Some(end) = out.end_offset {
-            cur.tail = tail_check(&self.buf[..(end - at) as usize]);
-            cur.committed = end;
-        }
-        if cur.identity.head_len < HEAD_BYTES {
-            let size = cur.read_pos;
-            cur.identity = identity_of(&cur.file, size, cur.identity.dev, cur.identity.ino)
-                .map_err(io_err(&self.source.name, &cur.opened_as))?;
-        }
-        {
-            let mut s = lock(&self.status);
-            s.lines_read += out.lines.len() as u64;
-            s.bytes_read += out.data.len() as u64;
-            s.last_read_ms = crate::runtime::now_ms();
-        }
+        cur.take(&self.buf[..n], &mut out)
+            .map_err(io_err(&self.source.name, &cur.opened_as))?;
+        self.count_read(&out);
         if !out.is_empty() {
             batches.push(self.batch(out));
         }
@@ -409,8 +489,25 @@ impl FileTail {
             .is_some_and(|c| c.opened_as != self.source.path)
     }
 
+    /// Counts lines read, for `logcatch-ctl`.
+    fn count_read(&self, out: &LineBatch) {
+        let mut s = lock(&self.status);
+        s.lines_read += out.lines.len() as u64;
+        s.bytes_read += out.data.len() as u64;
+        s.last_read_ms = crate::runtime::now_ms();
+    }
+
+    /// A batch of the current file's lines `out`.
     fn batch(&self, out: LineBatch) -> SpoolBatch {
-        let cur = self.current.as_ref();
+        self.batch_for(self.current.as_ref(), out)
+    }
+
+    /// A batch of the lines `out` read from `file`.
+    fn batch_of(&self, file: &OpenFile, out: LineBatch) -> SpoolBatch {
+        self.batch_for(Some(file), out)
+    }
+
+    fn batch_for(&self, cur: Option<&OpenFile>, out: LineBatch) -> SpoolBatch {
         let identity = cur.map(|c| c.identity).unwrap_or_default();
         let tail = cur.map(|c| c.tail).unwrap_or((0, 0));
         SpoolBatch {
@@ -437,327 +534,6 @@ impl FileTail {
             end_offset: Some(offset),
             ..LineBatch::default()
         })
-    }
-
-    /// Opens the source's file and decides where to start. Returns the
-    /// checkpoint to commit, or `None` if there is no file yet.
-    fn open(&mut self) -> Result<Option<SpoolBatch>, TailError> {
-        let path = self.source.path.clone();
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io(&path)(e)),
-        };
-        if let Some(kind) = not_a_regular_file(&meta) {
-            return Err(TailError::NotAFile {
-                source_name: self.source.name.clone(),
-                path,
-                kind,
-            });
-        }
-        let record = self
-            .store
-            .source(&self.source.name)
-            .map_err(|e| self.store_err(e))?
-            .filter(|r| Path::new(&r.path) == path);
-
-        let file = File::open(&path).map_err(self.io(&path))?;
-        let StartPoint {
-            file,
-            opened_as,
-            offset: start,
-            tail,
-        } = self.start_point(file, &path, record)?;
-        self.rotated = false;
-        let meta = file.metadata().map_err(self.io(&opened_as))?;
-        let identity =
-            identity_of(&file, meta.len(), meta.dev(), meta.ino()).map_err(self.io(&opened_as))?;
-        tracing::info!(source = %self.source.name, path = %opened_as.display(), offset = start,
-            device = identity.dev, inode = identity.ino, "tailing");
-        self.current = Some(OpenFile {
-            file,
-            opened_as,
-            identity,
-            read_pos: start,
-            committed: start,
-            splitter: LineSplitter::new(self.source.max_line_bytes, self.source.long_lines, start),
-            last_size: meta.len(),
-            head_checked: std::time::Instant::now(),
-            tail,
-        });
-        self.set_state(TailState::Tailing, None);
-        Ok(Some(self.checkpoint(start)))
-    }
-
-    /// Where to start in `file` (just opened at `path`), given the stored
-    /// `record` of this path: its offset if it is the same file, unchanged;
-    /// the old file's offset if the file was rotated while we were down
-    /// (that file is read first); otherwise 0 (or the end, for a source
-    /// never read, with `start_at: end`).
-    fn start_point(
-        &self,
-        file: File,
-        path: &Path,
-        record: Option<SourceRecord>,
-    ) -> Result<StartPoint, TailError> {
-        let meta = file.metadata().map_err(self.io(path))?;
-        let from = |file, offset, tail| StartPoint {
-            file,
-            opened_as: path.to_path_buf(),
-            offset,
-            tail,
-        };
-        let start = match record {
-            _ if self.rotated => from(file, 0, (0, 0)),
-            None => {
-                let start = match self.source.start_at {
-                    StartAt::Beginning => 0,
-                    StartAt::End => meta.len(),
-                };
-                from(file, start, (0, 0))
-            }
-            Some(rec) if rec.identity.is_inode_of(&meta) => {
-                match verify(&file, meta.len(), &rec).map_err(self.io(path))? {
-                    Verdict::Same => from(file, rec.offset, (rec.tail_len, rec.tail_crc)),
-                    Verdict::Changed(why) => self.changed_while_down(file, path, &rec, why)?,
-                }
-            }
-            Some(rec) => match find_rotated(path, &rec).map_err(self.io(path))? {
-                Some((old_path, old_file)) => {
-                    tracing::info!(source = %self.source.name, rotated_to = %old_path.display(), offset = rec.offset,
-                        "the file was rotated while logcatch was stopped; finishing the old file first");
-                    StartPoint {
-                        file: old_file,
-                        opened_as: old_path,
-                        offset: rec.offset,
-                        tail: (rec.tail_len, rec.tail_crc),
-                    }
-                }
-                None => {
-                    tracing::warn!(source = %self.source.name, path = %path.display(),
-                        old_device = rec.identity.dev, old_inode = rec.identity.ino, old_offset = rec.offset,
-                        "the previously read file is gone (rotated away or deleted while logcatch was stopped); \
-                         lines written to it after the stored offset cannot be read; starting the new file from 0");
-                    // Counted like a missing copy: a possible gap is never
-                    // passed over silently.
-                    self.count_gap();
-                    from(file, 0, (0, 0))
-                }
-            },
-        };
-        Ok(start)
-    }
-
-    /// The file at `path` is the one `rec` describes, but it changed while
-    /// logcatch was stopped (`why`): truncated by a copytruncate, or
-    /// rewritten. The rest after the stored offset is read from logrotate's
-    /// copy when there is one, then the file from 0.
-    ///
-    /// Why no line is skipped or read twice: the copy's bytes up to
-    /// `rec.offset` are the bytes already committed ([`find_copy`] checks
-    /// its head and the tail check before the offset), so the copy resumes
-    /// exactly where the record stopped. Its batches carry the copy's
-    /// identity: a crash while draining it leaves a record naming the copy,
-    /// which the next start finds beside the path by device and inode
-    /// ([`find_rotated`]) and resumes, and the truncated file is read from 0
-    /// only after the copy is finished. The truncated file's bytes were all
-    /// written after the truncation, so none of them is in the copy.
-    fn changed_while_down(
-        &self,
-        file: File,
-        path: &Path,
-        rec: &SourceRecord,
-        why: &str,
-    ) -> Result<StartPoint, TailError> {
-        let name = &self.source.name;
-        match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
-            Some(copy) => {
-                tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(), offset = rec.offset,
-                    "{why} since the last run; reading the rest from logrotate's copy first, then the file from the start");
-                Ok(StartPoint {
-                    file: copy.file,
-                    opened_as: copy.path,
-                    offset: rec.offset,
-                    tail: (rec.tail_len, rec.tail_crc),
-                })
-            }
-            None => {
-                self.count_gap();
-                tracing::warn!(source = %name, path = %path.display(), offset = rec.offset,
-                    "{why} since the last run, and no copy of it was found beside it: lines written after offset {} \
-                     before that may be lost (a gap); reading it from the start", rec.offset);
-                Ok(StartPoint {
-                    file,
-                    opened_as: path.to_path_buf(),
-                    offset: 0,
-                    tail: (0, 0),
-                })
-            }
-        }
-    }
-
-    fn count_gap(&self) {
-        lock(&self.status).truncation_gaps += 1;
-    }
-
-    /// At end of file: detects truncation, in-place replacement, and
-    /// rotation. Returns a batch to commit when the position changed.
-    fn check_at_eof(&mut self) -> Result<Option<SpoolBatch>, TailError> {
-        if self.current.is_none() {
-            return Ok(None);
-        }
-        if let Some(restart) = self.check_rewritten()? {
-            return Ok(Some(restart));
-        }
-        self.check_rotated()
-    }
-
-    /// Has the open file shrunk below the read position, or had its first
-    /// bytes rewritten, since the last look? Then the rest is read from
-    /// logrotate's copy if there is one ([`FileTail::follow_copy`]), and the
-    /// file is read again from 0 (after the copy, or at once when there is
-    /// none: a possible gap, logged and counted). Returns the checkpoint of
-    /// the new position.
-    fn check_rewritten(&mut self) -> Result<Option<SpoolBatch>, TailError> {
-        let name = self.source.name.as_str();
-        let Some(cur) = self.current.as_mut() else {
-            return Ok(None);
-        };
-        let size = cur
-            .file
-            .metadata()
-            .map_err(io_err(name, &cur.opened_as))?
-            .len();
-        if size == cur.last_size {
-            return Ok(None);
-        }
-        cur.last_size = size;
-        // Rereading the head on every growth would cost a read per
-        // wake-up of a busy file: once a second is enough to catch a
-        // truncate-and-rewrite that outgrew our offset in between.
-        // A file shorter than its head (under 1 KiB) is checked at every
-        // look: its head is extended from the file after each read, so a
-        // rewrite must be caught before it.
-        let head_due =
-            cur.head_checked.elapsed() >= HEAD_RECHECK || cur.identity.head_len < HEAD_BYTES;
-        let changed = if size < cur.read_pos {
-            Some("the file was truncated (copytruncate?)")
-        } else if head_due && cur.identity.head_len > 0 && {
-            cur.head_checked = std::time::Instant::now();
-            crc_at(&cur.file, 0, cur.identity.head_len as u64)
-                .map_err(io_err(name, &cur.opened_as))?
-                != Some(cur.identity.head_crc)
-        } {
-            Some("the file's first bytes were rewritten")
-        } else {
-            None
-        };
-        let Some(why) = changed else {
-            return Ok(None);
-        };
-        let wanted = CopyWanted {
-            identity: cur.identity,
-            committed: cur.committed,
-            tail: cur.tail,
-            read_pos: cur.read_pos,
-        };
-        match find_copy(&self.source.path, &wanted) {
-            Ok(Some(copy)) => return self.follow_copy(copy, why),
-            Ok(None) => {}
-            // Not a stall: the truncated file is read again from 0, and the
-            // gap is reported below like a missing copy.
-            Err(e) => {
-                tracing::warn!(source = %name, path = %self.source.path.display(), error = %e,
-                "cannot look for logrotate's copy beside the file")
-            }
-        }
-        tracing::warn!(source = %name, path = %cur.opened_as.display(), offset = cur.read_pos, size,
-            "{why}, and no copy of it was found beside it: lines written between offset {} and the truncation \
-             may be lost (a gap); reading it again from the start", cur.read_pos);
-        lock(&self.status).truncation_gaps += 1;
-        cur.read_pos = 0;
-        cur.committed = 0;
-        cur.splitter.reset(0);
-        cur.tail = (0, 0);
-        cur.identity = identity_of(&cur.file, size, cur.identity.dev, cur.identity.ino)
-            .map_err(io_err(name, &cur.opened_as))?;
-        Ok(Some(self.checkpoint(0)))
-    }
-
-    /// Moves the open file to logrotate's `copy`, at the same read position
-    /// and keeping a held partial line, and returns the checkpoint that
-    /// commits the copy's identity at the committed offset. The copy is then
-    /// drained like a rotated file: [`FileTail::check_rotated`] finishes it
-    /// at its end (the path names another inode) and the truncated file is
-    /// opened from 0.
-    ///
-    /// Why no line is skipped or read twice: [`find_copy`] accepted the copy
-    /// only if it has the open file's head, the tail check before the
-    /// committed offset, and at least `read_pos` bytes, so its bytes up to
-    /// `read_pos` are the ones already read and the bytes after it are the
-    /// unread rest up to the copy (lines written between the copy and the
-    /// truncation are in neither file: logrotate itself loses them). The
-    /// truncated file is read from 0 only after the copy, and everything in
-    /// it was written after the truncation. A crash before the checkpoint
-    /// commits leaves the record on the truncated file, which the next
-    /// start finds changed and resolves to the copy again
-    /// ([`FileTail::changed_while_down`]); a crash after it leaves a record
-    /// naming the copy, found by device and inode ([`find_rotated`]).
-    fn follow_copy(&mut self, copy: FoundCopy, why: &str) -> Result<Option<SpoolBatch>, TailError> {
-        let name = self.source.name.as_str();
-        let Some(cur) = self.current.as_mut() else {
-            return Ok(None);
-        };
-        let identity = identity_of(&copy.file, copy.size, copy.dev, copy.ino)
-            .map_err(io_err(name, &copy.path))?;
-        tracing::info!(source = %name, path = %cur.opened_as.display(), copy = %copy.path.display(), offset = cur.read_pos,
-            "{why}; reading the rest from logrotate's copy first, then the file from the start");
-        cur.file = copy.file;
-        cur.opened_as = copy.path;
-        cur.identity = identity;
-        cur.last_size = copy.size;
-        cur.head_checked = std::time::Instant::now();
-        let committed = cur.committed;
-        self.set_state(TailState::DrainingRotated, None);
-        Ok(Some(self.checkpoint(committed)))
-    }
-
-    /// Does the path now name another file (or, while draining a file
-    /// found rotated at start, any file)? Then the open file, read to its
-    /// end, is finished: its last partial line is returned as a line and
-    /// the next step opens the new file from 0.
-    fn check_rotated(&mut self) -> Result<Option<SpoolBatch>, TailError> {
-        let at_path = match std::fs::metadata(&self.source.path) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(self.io(&self.source.path)(e)),
-        };
-        let Some(m) = at_path else {
-            return Ok(None); // deleted or mid-rotation: keep the old file open
-        };
-        let cur = match self.current.as_mut() {
-            Some(c) => c,
-            None => return Ok(None),
-        };
-        if cur.identity.is_inode_of(&m) {
-            return Ok(None);
-        }
-        // Rotated. Bytes may have reached the old file after the read that
-        // hit its end: read those first.
-        let old_size = cur.file.metadata().map(|m| m.len()).unwrap_or(0);
-        if old_size > cur.read_pos {
-            return Ok(None);
-        }
-        // The old file is finished: we just read to its end. Its last line
-        // will never get a newline, so it is complete as it is.
-        let mut out = LineBatch::default();
-        cur.splitter.flush_partial(cur.read_pos, &mut out);
-        let batch = (!out.is_empty()).then(|| self.batch(out));
-        tracing::info!(source = %self.source.name, old = %self.current.as_ref().map(|c| c.opened_as.display().to_string()).unwrap_or_default(),
-            "rotation detected; moving to the new file at {}", self.source.path.display());
-        self.current = None;
-        self.rotated = true;
-        Ok(batch)
     }
 }
 
@@ -812,29 +588,37 @@ pub async fn run(
                 break;
             }
         };
-        if !hand_over(step.batches, &tx, &stop, &name).await {
+        if !hand_over(step.batches, step.finished, &tx, &stop, &name).await {
             break;
         }
         if !step.more {
-            idle.wait(step.seen, &stop).await;
+            let within = step.draining.then_some(DRAIN_POLL);
+            idle.wait(step.seen, within, &stop).await;
         }
     }
     let mut s = lock(&status);
     s.state = TailState::Stopped;
 }
 
-/// Sends one step's batches to the spool writer, in order. False when the
+/// Sends one step's batches to the spool writer, in order, then the
+/// rotated files it finished (after their last batches). False when the
 /// tailer must stop: the writer is gone, or a hard stop gave up a batch
 /// still waiting for spool room.
 async fn hand_over(
     batches: Vec<SpoolBatch>,
+    finished: Vec<FileIdentity>,
     tx: &mpsc::Sender<WriterMsg>,
     stop: &TailStop,
     name: &str,
 ) -> bool {
-    for b in batches {
+    let msgs = batches.into_iter().map(WriterMsg::Batch).chain(
+        finished
+            .into_iter()
+            .map(|id| WriterMsg::Drained(name.to_string(), id)),
+    );
+    for m in msgs {
         tokio::select! {
-            sent = tx.send(WriterMsg::Batch(b)) => if sent.is_err() {
+            sent = tx.send(m) => if sent.is_err() {
                 tracing::error!(source = %name, "spool writer is gone; stopping this source");
                 return false;
             },
@@ -863,14 +647,14 @@ impl IdleWait {
     }
 
     /// Waits until `watch` reports a change from `seen`, a stop is asked,
-    /// or [`IDLE_RECHECK`] passed.
-    async fn wait(&mut self, seen: Option<Seen>, stop: &TailStop) {
+    /// or [`IDLE_RECHECK`] (or `within`, when shorter) passed.
+    async fn wait(&mut self, seen: Option<Seen>, within: Option<Duration>, stop: &TailStop) {
         self.watch.idle(&self.path, seen, self.wake.clone());
         let woken = tokio::select! {
             _ = stop.graceful.cancelled() => false,
             _ = stop.hard.cancelled() => false,
             _ = self.wake.notified() => true,
-            _ = tokio::time::sleep(IDLE_RECHECK) => false,
+            _ = tokio::time::sleep(within.unwrap_or(IDLE_RECHECK)) => false,
         };
         self.watch.busy(&self.path);
         if woken {

@@ -18,7 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use super::SpoolError;
 use crate::runtime::now_ms;
-use crate::store::{FileIdentity, SourceRecord};
+use crate::store::{FileIdentity, FilePosition, SourceRecord};
+
+/// The most draining files one source record keeps (see
+/// [`SpoolBatch::record`]).
+pub const MAX_DRAINING: usize = 8;
 
 /// No frame is larger than this; a larger length field is damage.
 pub const MAX_FRAME: u32 = 512 << 20;
@@ -67,18 +71,77 @@ impl SpoolBatch {
     }
 
     /// The store record this batch commits, given the previous one.
+    ///
+    /// A source's record holds its newest file and the files still drained
+    /// after a rotation ([`SourceRecord::draining`]), each told apart by
+    /// device and inode: the batch moves the position of its own file. A
+    /// file the record does not hold yet is the source's new file: it
+    /// becomes the record's own, and the previous one joins the draining
+    /// files (the tailer sends [`WriterMsg::Drained`](super::WriterMsg::Drained)
+    /// when it is finished). Lines and bytes add up over all files.
+    ///
+    /// Why this is crash-safe: the rule depends only on the order of the
+    /// batches, so replaying the newest segment's batches at recovery (in
+    /// seq order, each only if newer than its file's stored position) gives
+    /// the same record as committing them did.
     pub fn record(&self, prev: Option<&SourceRecord>) -> SourceRecord {
-        let (lines, bytes) = prev.map(|p| (p.lines, p.bytes)).unwrap_or((0, 0));
+        let Some(prev) = prev else {
+            let (lines, bytes) = (self.lines.len() as u64, self.data.len() as u64);
+            return self.fresh_record(lines, bytes, Vec::new());
+        };
+        let (lines, bytes) = (
+            prev.lines + self.lines.len() as u64,
+            prev.bytes + self.data.len() as u64,
+        );
+        if prev.identity.same_file(&self.identity) {
+            return self.fresh_record(lines, bytes, prev.draining.clone());
+        }
+        if let Some(i) = prev
+            .draining
+            .iter()
+            .position(|d| d.identity.same_file(&self.identity))
+        {
+            let mut rec = prev.clone();
+            rec.draining[i] = self.position();
+            rec.lines = lines;
+            rec.bytes = bytes;
+            rec.updated_ms = now_ms();
+            return rec;
+        }
+        let mut draining = prev.draining.clone();
+        draining.push(prev.position());
+        if draining.len() > MAX_DRAINING {
+            // A tailer drains at most a few files at once; more means
+            // positions of files long finished whose `Drained` was lost
+            // in a crash. The oldest go.
+            draining.drain(..draining.len() - MAX_DRAINING);
+        }
+        self.fresh_record(lines, bytes, draining)
+    }
+
+    /// This batch's position, as a draining file's.
+    fn position(&self) -> FilePosition {
+        FilePosition {
+            identity: self.identity,
+            offset: self.end_offset,
+            tail_len: self.tail_len,
+            tail_crc: self.tail_crc,
+            seq: self.seq,
+        }
+    }
+
+    fn fresh_record(&self, lines: u64, bytes: u64, draining: Vec<FilePosition>) -> SourceRecord {
         SourceRecord {
             path: self.path.clone(),
             identity: self.identity,
             offset: self.end_offset,
             tail_len: self.tail_len,
             tail_crc: self.tail_crc,
-            lines: lines + self.lines.len() as u64,
-            bytes: bytes + self.data.len() as u64,
+            lines,
+            bytes,
             updated_ms: now_ms(),
             seq: self.seq,
+            draining,
         }
     }
 }
@@ -298,5 +361,74 @@ pub(super) mod tests {
             FrameHeader::parse(&huge),
             Err(FrameFault::Damaged(w)) if w.contains("impossible frame length")
         ));
+    }
+
+    /// A batch of file `ino` ending at `end`, committed as number `seq`.
+    fn of_file(ino: u64, end: u64, seq: u64) -> SpoolBatch {
+        let mut b = batch("a", &[b"x"], end);
+        b.identity = FileIdentity {
+            dev: 1,
+            ino,
+            head_len: 2,
+            head_crc: 3,
+        };
+        b.seq = seq;
+        b
+    }
+
+    #[test]
+    fn a_new_file_takes_the_record_and_the_old_one_drains_beside_it() {
+        let r1 = of_file(10, 100, 1).record(None);
+        let r2 = of_file(20, 0, 2).record(Some(&r1));
+        assert_eq!((r2.identity.ino, r2.offset, r2.seq), (20, 0, 2));
+        assert_eq!(r2.draining.len(), 1);
+        assert_eq!(
+            (r2.draining[0].identity.ino, r2.draining[0].offset),
+            (10, 100)
+        );
+        // A late line of the old file moves only its own position.
+        let r3 = of_file(10, 150, 3).record(Some(&r2));
+        assert_eq!((r3.identity.ino, r3.offset, r3.seq), (20, 0, 2));
+        assert_eq!((r3.draining[0].offset, r3.draining[0].seq), (150, 3));
+        assert_eq!(r3.lines, 3, "lines add up over both files");
+        assert_eq!(
+            (r3.seq_of(&r3.draining[0].identity), r3.max_seq()),
+            (Some(3), 3)
+        );
+        // Finished: its position leaves the record.
+        let done = r3.drained(&r3.draining[0].identity).unwrap();
+        assert!(done.draining.is_empty());
+        assert_eq!(done.identity.ino, 20);
+        assert!(
+            done.drained(&done.identity).is_none(),
+            "a record's only file stays"
+        );
+    }
+
+    #[test]
+    fn a_finished_own_file_gives_the_record_to_the_newest_draining_file() {
+        // copytruncate: the copy (30) took the record while the truncated
+        // file (10) is read again from 0 as a draining position.
+        let r1 = of_file(10, 100, 1).record(None);
+        let r2 = of_file(30, 100, 2).record(Some(&r1));
+        let r3 = of_file(10, 5, 3).record(Some(&r2));
+        let done = r3.drained(&r3.identity).unwrap();
+        assert_eq!((done.identity.ino, done.offset, done.seq), (10, 5, 3));
+        assert!(done.draining.is_empty());
+    }
+
+    #[test]
+    fn a_record_keeps_at_most_max_draining_files() {
+        let mut rec = of_file(0, 1, 1).record(None);
+        for i in 1..20 {
+            rec = of_file(i, 1, i + 1).record(Some(&rec));
+        }
+        assert_eq!(rec.draining.len(), MAX_DRAINING);
+        assert_eq!(rec.identity.ino, 19);
+        assert_eq!(
+            rec.draining[MAX_DRAINING - 1].identity.ino,
+            18,
+            "the newest stay"
+        );
     }
 }

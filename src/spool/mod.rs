@@ -127,10 +127,12 @@ struct Shared {
 }
 
 /// What [`Spool::open`] found in the newest segment: the last batch of each
-/// source, to be merged into the store (invariant 2).
+/// file of each source (a source reads a rotated file and its new file at
+/// once), to be merged into the store (invariant 2).
 #[derive(Debug, Default)]
 pub struct Recovery {
-    pub last_batches: HashMap<String, SpoolBatch>,
+    /// By source, device and inode.
+    pub last_batches: HashMap<(String, u64, u64), SpoolBatch>,
     pub max_seq: u64,
     pub torn_bytes: u64,
 }
@@ -356,7 +358,8 @@ fn recover(path: &Path) -> Result<Recovery, SpoolError> {
         match decode_frame(&bytes[at..]) {
             Ok((batch, n)) => {
                 recovery.max_seq = recovery.max_seq.max(batch.seq);
-                recovery.last_batches.insert(batch.source.clone(), batch);
+                let key = (batch.source.clone(), batch.identity.dev, batch.identity.ino);
+                recovery.last_batches.insert(key, batch);
                 at += n as usize;
             }
             Err(FrameFault::Incomplete) => {
@@ -470,7 +473,7 @@ pub(super) mod tests {
 
         // Reopen: the newest segment's batches are recovered.
         let (_spool, rec) = Spool::open(&sdir, cfg(1 << 20, 4096)).unwrap();
-        assert_eq!(rec.last_batches["a"].end_offset, 2000);
+        assert_eq!(rec.last_batches[&("a".to_string(), 0, 0)].end_offset, 2000);
     }
 
     /// A spool of several sealed segments (20 frames of ~1 KB, 4 KiB
@@ -554,7 +557,7 @@ pub(super) mod tests {
         let (spool, rec) = Spool::open(&sdir, cfg(1 << 20, 1 << 20)).unwrap();
         assert_eq!(rec.torn_bytes, 6);
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
-        assert_eq!(rec.last_batches["a"].end_offset, 8);
+        assert_eq!(rec.last_batches[&("a".to_string(), 0, 0)].end_offset, 8);
         // The sizes the spool keeps are those after the cut.
         assert!(spool.segment_sizes().contains(&(1, good_len)));
     }
@@ -681,7 +684,9 @@ pub(super) mod tests {
         let got: HashMap<String, SpoolBatch> = rec
             .last_batches
             .iter()
-            .map(|(s, b)| (s.clone(), unstamped(b)))
+            // The model's batches all have the default identity: one file
+            // per source.
+            .map(|((s, _, _), b)| (s.clone(), unstamped(b)))
             .collect();
         let sent = &model.since_open;
         let matches = |k: usize| last_per_source(&sent[k..]) == got;

@@ -26,7 +26,7 @@ use super::SpoolError;
 use super::{encode_frame, io_err, segment_path, sync_dir, Frame, Position, Spool, SpoolBatch};
 use crate::config::FsyncPolicy;
 use crate::runtime::{now_ms, Backoff, Outage};
-use crate::store::{SourceRecord, Store};
+use crate::store::{FileIdentity, SourceRecord, Store};
 
 /// A first batch smaller than this waits `GROUP_WINDOW` for company
 /// before the group is written and synced.
@@ -59,6 +59,12 @@ pub enum WriterMsg {
         Option<SourceRecord>,
         tokio::sync::oneshot::Sender<Result<(), SpoolError>>,
     ),
+    /// The tailer of source `.0` finished the rotated file `.1` (read to
+    /// its end, and idle for `rotate_wait` or deleted): its position leaves
+    /// the source's record ([`SourceRecord::draining`]), after every batch
+    /// sent before it is committed. Not made durable on its own: a crash
+    /// that loses it leaves a position the next start finds finished again.
+    Drained(String, FileIdentity),
 }
 
 impl Spool {
@@ -143,16 +149,21 @@ impl SpoolWriter {
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
-            if let Some(WriterMsg::SetRecord(name, rec, tx)) = set {
-                let _ = tx.send(self.set_record(&name, rec));
+            match set {
+                Some(WriterMsg::SetRecord(name, rec, tx)) => {
+                    let _ = tx.send(self.set_record(&name, rec));
+                }
+                Some(WriterMsg::Drained(name, identity)) => self.drained(&name, &identity)?,
+                _ => {}
             }
         }
         Ok(())
     }
 
     /// Group commit: takes `first` and what is already queued, up to a
-    /// bound, into `group` and `waiters`. A `SetRecord` ends the group so
-    /// that it applies after the batches before it; it is returned.
+    /// bound, into `group` and `waiters`. A `SetRecord` or `Drained` ends
+    /// the group so that it applies after the batches before it; it is
+    /// returned.
     fn gather(
         &self,
         first: WriterMsg,
@@ -175,7 +186,7 @@ impl SpoolWriter {
                     group.push(b);
                 }
                 WriterMsg::Sync(tx) => waiters.push(tx),
-                set @ WriterMsg::SetRecord(..) => return Some(set),
+                set @ (WriterMsg::SetRecord(..) | WriterMsg::Drained(..)) => return Some(set),
             }
             if bytes < max_group && group.len() < 1024 {
                 next = rx.try_recv().ok();
@@ -332,6 +343,21 @@ impl SpoolWriter {
             }
         }
         self.roll()
+    }
+
+    /// Takes a finished rotated file's position out of the source's record
+    /// (see [`WriterMsg::Drained`] and [`SourceRecord::drained`]).
+    fn drained(&mut self, name: &str, identity: &FileIdentity) -> Result<(), SpoolError> {
+        let prev = match self.counts.get(name) {
+            Some(r) => Some(r.clone()),
+            None => self.store.source(name)?,
+        };
+        let Some(rec) = prev.and_then(|p| p.drained(identity)) else {
+            return Ok(());
+        };
+        self.store.put_source(name, &rec)?;
+        self.counts.insert(name.to_string(), rec);
+        Ok(())
     }
 
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {

@@ -82,6 +82,86 @@ pub struct SourceRecord {
     /// The spool writer's commit sequence number of this record; orders it
     /// against batches found in the spool at recovery.
     pub seq: u64,
+    /// Files of this source that were rotated away and are still read
+    /// (late writes, see [`crate::source::tailer`]), each with its own
+    /// position. Schema v3 ([`migrations::v2_to_v3`]).
+    pub draining: Vec<FilePosition>,
+}
+
+/// One file's committed position inside a [`SourceRecord`]: the fields of
+/// the record's own file, for a file being drained after a rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePosition {
+    pub identity: FileIdentity,
+    pub offset: u64,
+    pub tail_len: u32,
+    pub tail_crc: u32,
+    /// The commit sequence number of this position (see
+    /// [`SourceRecord::seq`]).
+    pub seq: u64,
+}
+
+impl SourceRecord {
+    /// The position of the record's own (newest) file.
+    pub fn position(&self) -> FilePosition {
+        FilePosition {
+            identity: self.identity,
+            offset: self.offset,
+            tail_len: self.tail_len,
+            tail_crc: self.tail_crc,
+            seq: self.seq,
+        }
+    }
+
+    /// This record as if `p` were its own file and nothing were draining:
+    /// what the identity checks of [`crate::source::identity`] take.
+    pub fn for_position(&self, p: &FilePosition) -> SourceRecord {
+        SourceRecord {
+            identity: p.identity,
+            offset: p.offset,
+            tail_len: p.tail_len,
+            tail_crc: p.tail_crc,
+            seq: p.seq,
+            draining: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The commit sequence number of the position of the file with
+    /// `identity`'s device and inode, if the record holds one.
+    pub fn seq_of(&self, identity: &FileIdentity) -> Option<u64> {
+        std::iter::once(self.position())
+            .chain(self.draining.iter().cloned())
+            .find(|p| p.identity.same_file(identity))
+            .map(|p| p.seq)
+    }
+
+    /// This record without the position of the finished file `identity`
+    /// (device and inode), or `None` when that changes nothing. When the
+    /// finished file is the record's own (a copytruncate's copy, drained
+    /// while the truncated file is read), the newest draining file takes
+    /// its place; a record whose only file it is stays as it is.
+    pub fn drained(&self, identity: &FileIdentity) -> Option<SourceRecord> {
+        let mut rec = self.clone();
+        rec.draining.retain(|d| !d.identity.same_file(identity));
+        if rec.draining.len() < self.draining.len() {
+            return Some(rec);
+        }
+        if !rec.identity.same_file(identity) {
+            return None;
+        }
+        let newest = rec.draining.pop()?;
+        Some(SourceRecord {
+            draining: std::mem::take(&mut rec.draining),
+            ..rec.for_position(&newest)
+        })
+    }
+
+    /// The highest commit sequence number in the record (its own file's or
+    /// a draining file's): the writer's next number must be above it.
+    pub fn max_seq(&self) -> u64 {
+        self.draining.iter().map(|d| d.seq).fold(self.seq, u64::max)
+    }
 }
 
 /// The sled store. Cheap to clone (sled handles are reference counted).
@@ -359,6 +439,7 @@ mod tests {
             bytes: 2,
             updated_ms: 5,
             seq: 6,
+            draining: Vec::new(),
         }
     }
 
@@ -432,7 +513,7 @@ mod tests {
         }
         let id = {
             let s = Store::open(dir.path()).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 2);
+            assert_eq!(s.schema_version().unwrap(), migrations::CURRENT);
             assert_eq!(s.cursor().unwrap(), Some(cursor));
             let l = s.ledger().unwrap();
             assert!(l.entries.is_empty() && !l.clean, "{l:?}");

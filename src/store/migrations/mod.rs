@@ -18,6 +18,7 @@
 
 pub mod v0_to_v1;
 pub mod v1_to_v2;
+pub mod v2_to_v3;
 
 /// One upgrade step.
 pub struct Step {
@@ -29,7 +30,7 @@ pub struct Step {
 }
 
 /// The schema version this build of logcatch reads and writes.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 /// Every step, in order. `STEPS.len() == CURRENT`.
 pub const STEPS: &[Step] = &[
@@ -42,5 +43,10 @@ pub const STEPS: &[Step] = &[
         from: 1,
         what: "make the store's instance id; drop the v1 delivery ledger (lines in flight at the last stop may be sent again)",
         apply: v1_to_v2::apply,
+    },
+    Step {
+        from: 2,
+        what: "give every source record an (empty) list of draining rotated files",
+        apply: v2_to_v3::apply,
     },
 ];

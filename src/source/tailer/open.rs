@@ -1,0 +1,266 @@
+//! open: where a tailer starts. Owns the first open of a source's file and
+//! every reopen after a rotation: which stored position applies to the file
+//! at the path ([`Known`]), resuming the record's rotated files as draining
+//! files, and reading the rest of a file truncated while logcatch was
+//! stopped from logrotate's copy.
+//!
+//! Invariants: a stored offset is resumed only in the file it was read
+//! from, verified ([`verify`], [`find_rotated`]); the file at the path is
+//! read from 0 whenever the record's positions belong to other files.
+//!
+//! Must never: resume a position in a file that failed its checks (that
+//! would skip lines), or pass over a possible gap without logging and
+//! counting it.
+
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::drain::DrainingFile;
+use super::{FileTail, OpenFile, StartPoint, TailError, TailState};
+use crate::config::StartAt;
+use crate::runtime::lock;
+use crate::source::copies::{find_copy, CopyWanted};
+use crate::source::identity::{find_rotated, identity_of, not_a_regular_file, verify, Verdict};
+use crate::source::lines::LineSplitter;
+use crate::spool::SpoolBatch;
+use crate::store::SourceRecord;
+
+/// What the source's record knows of the file now at its path.
+enum Known {
+    /// No record: a source never read.
+    Nothing,
+    /// The record's files are all elsewhere: the file at the path is new.
+    Elsewhere,
+    /// The record's position in this file (device and inode match), and
+    /// whether it is the record's own position (not a draining file's).
+    AtPath(SourceRecord, bool),
+}
+
+impl FileTail {
+    /// Opens the source's file and decides where to start. Returns the
+    /// checkpoint to commit, or `None` if there is no file yet.
+    ///
+    /// At the first open the record's other files (rotated away, drained
+    /// when the last run stopped, or rotated while it was stopped) are found
+    /// again beside the path by device and inode and drained from their
+    /// stored offsets ([`FileTail::resume_draining`]).
+    pub(super) fn open(&mut self) -> Result<Option<SpoolBatch>, TailError> {
+        let path = self.source.path.clone();
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(&path)(e)),
+        };
+        if let Some(kind) = not_a_regular_file(&meta) {
+            return Err(TailError::NotAFile {
+                source_name: self.source.name.clone(),
+                path,
+                kind,
+            });
+        }
+        let record = self
+            .store
+            .source(&self.source.name)
+            .map_err(|e| self.store_err(e))?
+            .filter(|r| Path::new(&r.path) == path);
+        let known = match &record {
+            None => Known::Nothing,
+            Some(rec) => std::iter::once(rec.position())
+                .chain(rec.draining.iter().cloned())
+                .find(|p| p.identity.is_inode_of(&meta))
+                .map_or(Known::Elsewhere, |p| {
+                    Known::AtPath(rec.for_position(&p), p == rec.position())
+                }),
+        };
+        if !self.resumed {
+            self.resumed = true;
+            if let Some(rec) = &record {
+                self.resume_draining(rec, &meta)?;
+            }
+        }
+
+        let file = File::open(&path).map_err(self.io(&path))?;
+        let StartPoint {
+            file,
+            opened_as,
+            offset: start,
+            tail,
+        } = self.start_point(file, &path, known)?;
+        self.rotated = false;
+        let open = self.open_file(file, opened_as, start, tail)?;
+        tracing::info!(source = %self.source.name, path = %open.opened_as.display(), offset = start,
+            device = open.identity.dev, inode = open.identity.ino, "tailing");
+        self.current = Some(open);
+        self.set_state(TailState::Tailing, None);
+        Ok(Some(self.checkpoint(start)))
+    }
+
+    /// An [`OpenFile`] of `file` (opened as `opened_as`) reading from
+    /// `start`, whose committed bytes end with the tail check `tail`.
+    pub(super) fn open_file(
+        &self,
+        file: File,
+        opened_as: PathBuf,
+        start: u64,
+        tail: (u32, u32),
+    ) -> Result<OpenFile, TailError> {
+        let meta = file.metadata().map_err(self.io(&opened_as))?;
+        let identity =
+            identity_of(&file, meta.len(), meta.dev(), meta.ino()).map_err(self.io(&opened_as))?;
+        Ok(OpenFile {
+            file,
+            opened_as,
+            identity,
+            read_pos: start,
+            committed: start,
+            splitter: LineSplitter::new(self.source.max_line_bytes, self.source.long_lines, start),
+            last_size: meta.len(),
+            head_checked: std::time::Instant::now(),
+            tail,
+        })
+    }
+
+    /// At the first open: every file of `rec` that is not the one at the
+    /// path (`at_path`) is looked for beside the path by device and inode,
+    /// unchanged up to its offset ([`find_rotated`]), and drained from
+    /// there. The record's own file gone is a possible gap (lines written
+    /// to it after its offset cannot be read), logged and counted; a
+    /// draining file gone was most likely finished (its `Drained` was lost
+    /// in a crash) or deleted by logrotate, and is logged.
+    ///
+    /// Why no line is read twice: a file is resumed at its stored offset
+    /// only if [`find_rotated`] verified its head and the bytes before the
+    /// offset, and the file at the path is never among them.
+    fn resume_draining(&mut self, rec: &SourceRecord, at_path: &Metadata) -> Result<(), TailError> {
+        let path = self.source.path.clone();
+        let own = rec.position();
+        for p in std::iter::once(own.clone()).chain(rec.draining.iter().cloned()) {
+            if p.identity.is_inode_of(at_path) {
+                continue;
+            }
+            let this = rec.for_position(&p);
+            match find_rotated(&path, &this).map_err(self.io(&path))? {
+                Some((old_path, old_file)) => {
+                    tracing::info!(source = %self.source.name, rotated_to = %old_path.display(), offset = p.offset,
+                        "the file was rotated away before this start; draining the rest of it beside the new one");
+                    let file =
+                        self.open_file(old_file, old_path, p.offset, (p.tail_len, p.tail_crc))?;
+                    self.draining.push(DrainingFile::new(file));
+                }
+                None if p == own => {
+                    tracing::warn!(source = %self.source.name, path = %path.display(),
+                        old_device = p.identity.dev, old_inode = p.identity.ino, old_offset = p.offset,
+                        "the previously read file is gone (rotated away or deleted while logcatch was stopped); \
+                         lines written to it after the stored offset cannot be read");
+                    // Counted like a missing copy: a possible gap is never
+                    // passed over silently.
+                    self.count_gap();
+                }
+                None => {
+                    tracing::info!(source = %self.source.name, old_device = p.identity.dev, old_inode = p.identity.ino,
+                        old_offset = p.offset, "a rotated file that was being drained is gone (finished, or deleted by logrotate)");
+                }
+            }
+        }
+        self.set_draining_status();
+        Ok(())
+    }
+
+    /// Where to start in `file` (just opened at `path`), given what the
+    /// record knows of it: its offset if it is the record's file,
+    /// unchanged (from logrotate's copy first if it was truncated while we
+    /// were down); 0 if the record's files are elsewhere (rotated away:
+    /// [`FileTail::resume_draining`] drains them) or after a rotation;
+    /// otherwise (a source never read) 0 or, with `start_at: end`, the end.
+    fn start_point(&self, file: File, path: &Path, known: Known) -> Result<StartPoint, TailError> {
+        let meta = file.metadata().map_err(self.io(path))?;
+        let from = |file, offset, tail| StartPoint {
+            file,
+            opened_as: path.to_path_buf(),
+            offset,
+            tail,
+        };
+        let start = match known {
+            _ if self.rotated => from(file, 0, (0, 0)),
+            Known::Nothing => {
+                let start = match self.source.start_at {
+                    StartAt::Beginning => 0,
+                    StartAt::End => meta.len(),
+                };
+                from(file, start, (0, 0))
+            }
+            Known::Elsewhere => from(file, 0, (0, 0)),
+            Known::AtPath(rec, own) => match verify(&file, meta.len(), &rec)
+                .map_err(self.io(path))?
+            {
+                Verdict::Same => from(file, rec.offset, (rec.tail_len, rec.tail_crc)),
+                Verdict::Changed(why) if own => self.changed_while_down(file, path, &rec, why)?,
+                // A draining file's position at the path: the file was
+                // truncated after the record's own file took over (a
+                // copytruncate whose copy is the record's own, drained by
+                // `resume_draining`), or it is a new file on a reused
+                // inode. Either way its bytes are all new: looking for a
+                // copy would read the copy a second time.
+                Verdict::Changed(why) => {
+                    tracing::info!(source = %self.source.name, path = %path.display(),
+                        "{why}; the record's newer file holds what came before: reading this one from the start");
+                    from(file, 0, (0, 0))
+                }
+            },
+        };
+        Ok(start)
+    }
+
+    /// The file at `path` is the one `rec` describes, but it changed while
+    /// logcatch was stopped (`why`): truncated by a copytruncate, or
+    /// rewritten. The rest after the stored offset is read from logrotate's
+    /// copy when there is one, then the file from 0.
+    ///
+    /// Why no line is skipped or read twice: the copy's bytes up to
+    /// `rec.offset` are the bytes already committed ([`find_copy`] checks
+    /// its head and the tail check before the offset), so the copy resumes
+    /// exactly where the record stopped. Its batches carry the copy's
+    /// identity: a crash while draining it leaves a record naming the copy,
+    /// which the next start finds beside the path by device and inode
+    /// ([`find_rotated`]) and resumes, and the truncated file is read from 0
+    /// only after the copy is finished. The truncated file's bytes were all
+    /// written after the truncation, so none of them is in the copy.
+    fn changed_while_down(
+        &self,
+        file: File,
+        path: &Path,
+        rec: &SourceRecord,
+        why: &str,
+    ) -> Result<StartPoint, TailError> {
+        let name = &self.source.name;
+        match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
+            Some(copy) => {
+                tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(), offset = rec.offset,
+                    "{why} since the last run; reading the rest from logrotate's copy first, then the file from the start");
+                Ok(StartPoint {
+                    file: copy.file,
+                    opened_as: copy.path,
+                    offset: rec.offset,
+                    tail: (rec.tail_len, rec.tail_crc),
+                })
+            }
+            None => {
+                self.count_gap();
+                tracing::warn!(source = %name, path = %path.display(), offset = rec.offset,
+                    "{why} since the last run, and no copy of it was found beside it: lines written after offset {} \
+                     before that may be lost (a gap); reading it from the start", rec.offset);
+                Ok(StartPoint {
+                    file,
+                    opened_as: path.to_path_buf(),
+                    offset: 0,
+                    tail: (0, 0),
+                })
+            }
+        }
+    }
+
+    fn count_gap(&self) {
+        lock(&self.status).truncation_gaps += 1;
+    }
+}

@@ -1,0 +1,153 @@
+//! Draining rotated files ([`crate::source::tailer::drain`]): late writes
+//! through a descriptor opened before a rename rotation are read beside the
+//! new file, across restarts, until the file is idle for `rotate_wait` or
+//! deleted; the source's record holds both positions meanwhile.
+
+use super::*;
+
+/// `mv app.log app.log.1`, an empty `app.log`, and an `O_APPEND` handle on
+/// the old file kept open, as a program that has not reopened yet.
+fn rotate_keeping_handle(h: &Harness) -> std::fs::File {
+    let old = OpenOptions::new().append(true).open(&h.path).unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"").unwrap();
+    old
+}
+
+fn ino(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn late_writes_to_a_renamed_file_are_read_beside_the_new_file() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::from_secs(3600));
+    append(&h.path, b"one\ntwo\n");
+    h.catch_up();
+    let mut old = rotate_keeping_handle(&h);
+    append(&h.path, b"new 1\n");
+    h.catch_up();
+    old.write_all(b"late 1\nlate 2\n").unwrap();
+    append(&h.path, b"new 2\n");
+    h.catch_up();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(got, ["late 1", "late 2", "new 1", "new 2", "one", "two"]);
+    let rec = h.committed();
+    assert_eq!(
+        rec.identity.ino,
+        ino(&h.path),
+        "the record's own file is the new one"
+    );
+    assert_eq!(rec.offset, 12);
+    assert_eq!(rec.draining.len(), 1, "{rec:?}");
+    assert_eq!(rec.draining[0].identity.ino, ino(&h.rotated));
+    assert_eq!(rec.draining[0].offset, 22);
+    let status = lock(&h.tail.status()).clone();
+    assert_eq!(status.draining.len(), 1, "{status:?}");
+    assert!(status.draining[0].path.ends_with("app.log.1"), "{status:?}");
+}
+
+#[test]
+fn a_restart_while_draining_resumes_the_rotated_file_at_its_offset() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::from_secs(3600));
+    append(&h.path, b"one\n");
+    h.catch_up();
+    let mut old = rotate_keeping_handle(&h);
+    old.write_all(b"late 1\npart").unwrap();
+    append(&h.path, b"new 1\n");
+    h.catch_up();
+    h.restart();
+    old.write_all(b"ial\nlate 3\n").unwrap();
+    append(&h.path, b"new 2\n");
+    h.catch_up();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        ["late 1", "late 3", "new 1", "new 2", "one", "partial"],
+        "every line once, the held partial line read again whole"
+    );
+    let rec = h.committed();
+    assert_eq!(rec.identity.ino, ino(&h.path));
+    assert_eq!(rec.draining.len(), 1, "{rec:?}");
+}
+
+#[test]
+fn a_rotated_file_idle_for_rotate_wait_is_finished_and_leaves_the_record() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::from_millis(100));
+    append(&h.path, b"one\n");
+    h.catch_up();
+    let mut old = rotate_keeping_handle(&h);
+    old.write_all(b"late\nunterminated").unwrap();
+    append(&h.path, b"new\n");
+    h.catch_up();
+    assert_eq!(h.committed().draining.len(), 1);
+    std::thread::sleep(Duration::from_millis(150));
+    h.catch_up();
+    assert_eq!(h.emitted, ["one", "late", "new", "unterminated"]);
+    let rec = h.committed();
+    assert!(rec.draining.is_empty(), "{rec:?}");
+    assert!(lock(&h.tail.status()).draining.is_empty());
+    // Written after it was finished: not read (the documented limit).
+    old.write_all(b"too late\n").unwrap();
+    h.catch_up();
+    assert_eq!(h.emitted.len(), 4);
+}
+
+#[test]
+fn a_deleted_rotated_file_is_finished_at_its_end_without_waiting() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::from_secs(3600));
+    append(&h.path, b"one\n");
+    h.catch_up();
+    let mut old = rotate_keeping_handle(&h);
+    old.write_all(b"late\n").unwrap();
+    std::fs::remove_file(&h.rotated).unwrap();
+    append(&h.path, b"new\n");
+    h.catch_up();
+    assert_eq!(h.emitted, ["one", "late", "new"]);
+    assert!(h.committed().draining.is_empty());
+}
+
+#[test]
+fn a_rotation_while_stopped_drains_the_old_rest_before_the_new_lines() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::from_secs(3600));
+    append(&h.path, b"one\n");
+    h.catch_up();
+    h.restart();
+    append(&h.path, b"unread 1\nunread 2\n");
+    let mut old = rotate_keeping_handle(&h);
+    append(&h.path, b"new\n");
+    h.catch_up();
+    assert_eq!(h.emitted, ["one", "unread 1", "unread 2", "new"]);
+    old.write_all(b"late\n").unwrap();
+    h.catch_up();
+    assert_eq!(h.emitted.last().map(String::as_str), Some("late"));
+}
+
+#[test]
+fn two_rotations_drain_both_old_files() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::from_secs(3600));
+    append(&h.path, b"gen 0\n");
+    h.catch_up();
+    let mut gen0 = rotate_keeping_handle(&h);
+    append(&h.path, b"gen 1\n");
+    h.catch_up();
+    let mut gen1 = OpenOptions::new().append(true).open(&h.path).unwrap();
+    std::fs::rename(&h.rotated, h.path.with_file_name("app.log.2")).unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"gen 2\n").unwrap();
+    h.catch_up();
+    gen0.write_all(b"late 0\n").unwrap();
+    gen1.write_all(b"late 1\n").unwrap();
+    h.catch_up();
+    h.restart();
+    gen0.write_all(b"later 0\n").unwrap();
+    h.catch_up();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        ["gen 0", "gen 1", "gen 2", "late 0", "late 1", "later 0"]
+    );
+    assert_eq!(h.committed().draining.len(), 2);
+}
