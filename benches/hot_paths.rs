@@ -194,6 +194,7 @@ fn offset_commits(c: &mut Criterion) {
         updated_ms: 0,
         seq: 0,
         draining: Vec::new(),
+        finished: Vec::new(),
     };
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Elements(1));

@@ -78,5 +78,6 @@ pub fn reset_record(
         updated_ms: crate::runtime::now_ms(),
         seq: 0,
         draining: Vec::new(),
+        finished: Vec::new(),
     })
 }

@@ -72,6 +72,7 @@ impl CopyWanted {
             updated_ms: 0,
             seq: 0,
             draining: Vec::new(),
+            finished: Vec::new(),
         }
     }
 }

@@ -220,6 +220,7 @@ mod tests {
             updated_ms: 0,
             seq: 0,
             draining: Vec::new(),
+            finished: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@
 //!   bytes ([`FileIdentity`]), and a resumed offset is trusted only if the
 //!   bytes just before it still match
 //!   ([`SourceRecord::tail_crc`](crate::store::SourceRecord::tail_crc),
-//!   checked by [`verify`]). Anything else is a new file and is
+//!   checked by [`verify`](crate::source::identity::verify)). Anything else is a new file and is
 //!   read from 0.
 //! - After a rename rotation the old file is kept open and drained beside
 //!   the new one (late writes through descriptors opened before the
@@ -26,7 +26,7 @@
 //! - After a copytruncate (the file shrank below the read position, or its
 //!   first bytes changed) logrotate's copy is finished from the read
 //!   position before the truncated file is read again from 0, also when
-//!   the truncation happened while we were down ([`find_copy`]). Without a
+//!   the truncation happened while we were down ([`find_copy`](crate::source::copies::find_copy)). Without a
 //!   copy the possible gap is logged and counted
 //!   ([`TailStatus::truncation_gaps`]), never passed over silently.
 //!
@@ -40,10 +40,12 @@
 //!
 //! Known limits (what the in-process tests' model leaves out, see
 //! `tailer/tests.rs`): lines written to a rotated file after it was
-//! finished (idle for `rotate_wait`) are not read; lines a copytruncate left only in a
-//! copy that is gone (deleted or compressed), or in the copy of a second
-//! copytruncate that came before the tailer finished the first copy (for
-//! example two while logcatch was stopped), are not read; a file of 1 KiB
+//! finished (idle for `rotate_wait`) are not read; lines a copytruncate
+//! left only in a copy that is gone (deleted or compressed), or in the copy
+//! of a second copytruncate that came while the tailer ran but before it
+//! finished the first copy, are not read (after rotations while logcatch
+//! was stopped the generations it never saw are found beside the path and
+//! read from 0: [`open`]); a file of 1 KiB
 //! or more truncated and rewritten past the read position between two
 //! looks (a look is before every read and at end of file) is caught only by
 //! the head check, at most once a second (`HEAD_RECHECK`; a smaller file's

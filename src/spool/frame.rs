@@ -87,14 +87,14 @@ impl SpoolBatch {
     pub fn record(&self, prev: Option<&SourceRecord>) -> SourceRecord {
         let Some(prev) = prev else {
             let (lines, bytes) = (self.lines.len() as u64, self.data.len() as u64);
-            return self.fresh_record(lines, bytes, Vec::new());
+            return self.fresh_record(lines, bytes, Vec::new(), Vec::new());
         };
         let (lines, bytes) = (
             prev.lines + self.lines.len() as u64,
             prev.bytes + self.data.len() as u64,
         );
         if prev.identity.same_file(&self.identity) {
-            return self.fresh_record(lines, bytes, prev.draining.clone());
+            return self.fresh_record(lines, bytes, prev.draining.clone(), prev.finished.clone());
         }
         if let Some(i) = prev
             .draining
@@ -116,7 +116,7 @@ impl SpoolBatch {
             // in a crash. The oldest go.
             draining.drain(..draining.len() - MAX_DRAINING);
         }
-        self.fresh_record(lines, bytes, draining)
+        self.fresh_record(lines, bytes, draining, prev.finished.clone())
     }
 
     /// This batch's position, as a draining file's.
@@ -130,7 +130,13 @@ impl SpoolBatch {
         }
     }
 
-    fn fresh_record(&self, lines: u64, bytes: u64, draining: Vec<FilePosition>) -> SourceRecord {
+    fn fresh_record(
+        &self,
+        lines: u64,
+        bytes: u64,
+        draining: Vec<FilePosition>,
+        finished: Vec<FileIdentity>,
+    ) -> SourceRecord {
         SourceRecord {
             path: self.path.clone(),
             identity: self.identity,
@@ -142,6 +148,7 @@ impl SpoolBatch {
             updated_ms: now_ms(),
             seq: self.seq,
             draining,
+            finished,
         }
     }
 }
@@ -398,6 +405,11 @@ pub(super) mod tests {
         // Finished: its position leaves the record.
         let done = r3.drained(&r3.draining[0].identity).unwrap();
         assert!(done.draining.is_empty());
+        assert_eq!(
+            done.finished,
+            [r3.draining[0].identity],
+            "remembered as finished"
+        );
         assert_eq!(done.identity.ino, 20);
         assert!(
             done.drained(&done.identity).is_none(),

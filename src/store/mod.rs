@@ -86,7 +86,16 @@ pub struct SourceRecord {
     /// (late writes, see [`crate::source::tailer`]), each with its own
     /// position. Schema v3 ([`migrations::v2_to_v3`]).
     pub draining: Vec<FilePosition>,
+    /// Rotated files of this source finished lately (at most
+    /// [`MAX_FINISHED`], newest last): a start after rotations while
+    /// logcatch was stopped reads rotated files it finds beside the path
+    /// that no position names ([`crate::source::tailer`]), and must not
+    /// take these for such.
+    pub finished: Vec<FileIdentity>,
 }
+
+/// The most finished files a [`SourceRecord`] remembers.
+pub const MAX_FINISHED: usize = 8;
 
 /// One file's committed position inside a [`SourceRecord`]: the fields of
 /// the record's own file, for a file being drained after a rotation.
@@ -144,17 +153,22 @@ impl SourceRecord {
     pub fn drained(&self, identity: &FileIdentity) -> Option<SourceRecord> {
         let mut rec = self.clone();
         rec.draining.retain(|d| !d.identity.same_file(identity));
-        if rec.draining.len() < self.draining.len() {
-            return Some(rec);
+        if rec.draining.len() == self.draining.len() {
+            if !rec.identity.same_file(identity) {
+                return None;
+            }
+            let newest = rec.draining.pop()?;
+            rec = SourceRecord {
+                draining: std::mem::take(&mut rec.draining),
+                ..rec.for_position(&newest)
+            };
         }
-        if !rec.identity.same_file(identity) {
-            return None;
+        rec.finished.retain(|f| !f.same_file(identity));
+        rec.finished.push(*identity);
+        if rec.finished.len() > MAX_FINISHED {
+            rec.finished.remove(0);
         }
-        let newest = rec.draining.pop()?;
-        Some(SourceRecord {
-            draining: std::mem::take(&mut rec.draining),
-            ..rec.for_position(&newest)
-        })
+        Some(rec)
     }
 
     /// The highest commit sequence number in the record (its own file's or
@@ -440,6 +454,7 @@ mod tests {
             updated_ms: 5,
             seq: 6,
             draining: Vec::new(),
+            finished: Vec::new(),
         }
     }
 

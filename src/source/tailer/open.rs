@@ -73,12 +73,17 @@ impl FileTail {
                     Known::AtPath(rec.for_position(&p), p == rec.position())
                 }),
         };
-        if !self.resumed {
+        let first = !self.resumed;
+        if first {
             self.resumed = true;
             if let Some(rec) = &record {
                 self.resume_draining(rec, &meta)?;
             }
         }
+        let resumes_at = match &known {
+            Known::AtPath(rec, true) => Some(rec.offset),
+            _ => None,
+        };
 
         let file = File::open(&path).map_err(self.io(&path))?;
         let StartPoint {
@@ -91,7 +96,12 @@ impl FileTail {
         let open = self.open_file(file, opened_as, start, tail)?;
         tracing::info!(source = %self.source.name, path = %open.opened_as.display(), offset = start,
             device = open.identity.dev, inode = open.identity.ino, "tailing");
+        let unchanged = open.opened_as == path && resumes_at == Some(start);
+        let (cur_dev, cur_ino) = (open.identity.dev, open.identity.ino);
         self.current = Some(open);
+        if let Some(rec) = record.as_ref().filter(|_| first && !unchanged) {
+            self.read_unknown_generations(rec, (meta.dev(), meta.ino()), (cur_dev, cur_ino))?;
+        }
         self.set_state(TailState::Tailing, None);
         Ok(Some(self.checkpoint(start)))
     }
@@ -162,6 +172,50 @@ impl FileTail {
                         old_offset = p.offset, "a rotated file that was being drained is gone (finished, or deleted by logrotate)");
                 }
             }
+        }
+        self.set_draining_status();
+        Ok(())
+    }
+
+    /// After rotations or truncations while logcatch was stopped: rotated
+    /// files beside the path that no position of `rec` names, not finished
+    /// lately, and written after the record's last commit hold a
+    /// generation of the file logcatch never saw (the middle one of two
+    /// rotations, or the copy of a second copytruncate). They are drained
+    /// from 0. `at_path` and `current` (device, inode) are the file at the
+    /// path and the file read first (logrotate's copy, when one was
+    /// followed): never such a generation.
+    ///
+    /// Why no line is read twice: every file logcatch read from is named by
+    /// a position of the record (draining, its own) or its finished list,
+    /// or was written to last before the record's last commit; a file none
+    /// of that holds was never read. A rotated file compressed by logrotate
+    /// (`.gz`, ...) is never taken for one.
+    fn read_unknown_generations(
+        &mut self,
+        rec: &SourceRecord,
+        at_path: (u64, u64),
+        current: (u64, u64),
+    ) -> Result<(), TailError> {
+        let path = self.source.path.clone();
+        let mut known: Vec<(u64, u64)> = vec![at_path, current];
+        known.extend(
+            std::iter::once(rec.identity)
+                .chain(rec.draining.iter().map(|d| d.identity))
+                .chain(rec.finished.iter().copied())
+                .map(|i| (i.dev, i.ino)),
+        );
+        known.extend(
+            self.draining
+                .iter()
+                .map(|d| (d.file.identity.dev, d.file.identity.ino)),
+        );
+        let found = rotated_siblings(&path, rec.updated_ms, &known).map_err(self.io(&path))?;
+        for (old_path, old_file) in found {
+            tracing::info!(source = %self.source.name, rotated = %old_path.display(),
+                "a rotated file logcatch never read (rotated while it was stopped); reading it from the start");
+            let file = self.open_file(old_file, old_path, 0, (0, 0))?;
+            self.draining.push(DrainingFile::new(file));
         }
         self.set_draining_status();
         Ok(())
@@ -263,4 +317,54 @@ impl FileTail {
     fn count_gap(&self) {
         lock(&self.status).truncation_gaps += 1;
     }
+}
+
+/// Names logrotate gives rotated files that logcatch does not read as
+/// plain text.
+const COMPRESSED: &[&str] = &[".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".Z"];
+
+/// Regular files beside `path` named like its rotations (its file name then
+/// `.` or `-` and more: `app.log.1`, `app.log-20261203`), not compressed,
+/// last written after `after_ms` (Unix ms), whose device and inode are not
+/// in `known`; oldest first.
+fn rotated_siblings(
+    path: &Path,
+    after_ms: u64,
+    known: &[(u64, u64)],
+) -> std::io::Result<Vec<(PathBuf, File)>> {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let base = base.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rotated_name = name
+            .strip_prefix(&base)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'));
+        if !rotated_name || COMPRESSED.iter().any(|c| name.ends_with(c)) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let mtime_ms =
+            (meta.mtime().max(0) as u64) * 1000 + meta.mtime_nsec().max(0) as u64 / 1_000_000;
+        if !meta.file_type().is_file()
+            || mtime_ms <= after_ms
+            || known.contains(&(meta.dev(), meta.ino()))
+        {
+            continue;
+        }
+        // Unreadable: left to the next start, not a stall.
+        if let Ok(file) = File::open(entry.path()) {
+            found.push((mtime_ms, entry.path(), file));
+        }
+    }
+    found.sort_by_key(|(m, _, _)| *m);
+    Ok(found.into_iter().map(|(_, p, f)| (p, f)).collect())
 }

@@ -26,8 +26,9 @@
 //!   own tests for both).
 //!
 //! What the tailer documents as not read, and the model therefore drops:
-//! - lines written to a rotated file after the tailer moved to the new one
-//!   ([`Op::Rotate`]'s `after_switch`);
+//! - lines written to a rotated file after the tailer finished it (the
+//!   model's `rotate_wait` is 0: [`Op::Rotate`]'s `after_switch`; waiting
+//!   for late writes has its own tests in `tests/drain.rs`);
 //! - lines written between the copy and the truncate of a copytruncate
 //!   (they are in neither file: logrotate loses them, [`Op::CopyTruncate`]);
 //! - a partial last line held when the file is rewritten in place with no

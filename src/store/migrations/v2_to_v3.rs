@@ -2,11 +2,10 @@
 //! still being read ([`SourceRecord::draining`](crate::store::SourceRecord::draining)).
 //!
 //! v3 layout, beyond v2's (see [`v1_to_v2`](super::v1_to_v2)): tree
-//! `sources`, source name -> bincode
-//! [`SourceRecord`](crate::store::SourceRecord), whose last field is now
-//! `draining: Vec<FilePosition>`. A v2 record is the same bytes without that
-//! field; the step decodes each record with the v2 layout ([`V2Record`]) and
-//! writes it back with an empty list.
+//! `sources`, source name -> bincode [`SourceRecord`], whose last fields are now
+//! `draining: Vec<FilePosition>` and then `finished: Vec<FileIdentity>`. A
+//! v2 record is the same bytes without those fields; the step decodes each record with the v2 layout ([`V2Record`]) and
+//! writes it back with empty lists.
 //!
 //! Idempotent: a record that already decodes as v3 (the step ran before a
 //! crash, or the record was written by this build) is left alone; one that
@@ -45,6 +44,7 @@ impl V2Record {
             updated_ms: self.updated_ms,
             seq: self.seq,
             draining: Vec::new(),
+            finished: Vec::new(),
         }
     }
 }

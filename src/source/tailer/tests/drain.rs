@@ -151,3 +151,66 @@ fn two_rotations_drain_both_old_files() {
     );
     assert_eq!(h.committed().draining.len(), 2);
 }
+
+#[test]
+fn two_rename_rotations_while_stopped_read_the_middle_generation_from_0() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::ZERO);
+    append(&h.path, b"gen 0 a\n");
+    h.catch_up();
+    h.restart();
+    // mtimes are compared with the record's last commit (milliseconds).
+    std::thread::sleep(Duration::from_millis(20));
+    append(&h.path, b"gen 0 b\n");
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"gen 1\n").unwrap();
+    std::fs::rename(&h.rotated, h.path.with_file_name("app.log.2")).unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"gen 2\n").unwrap();
+    h.catch_up();
+    assert_eq!(h.emitted, ["gen 0 a", "gen 0 b", "gen 1", "gen 2"]);
+    // A second restart reads nothing again.
+    h.restart();
+    h.catch_up();
+    assert_eq!(h.emitted.len(), 4);
+}
+
+#[test]
+fn two_copytruncates_while_stopped_read_the_second_copy_from_0() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::ZERO);
+    append(&h.path, b"gen 0 a\n");
+    h.catch_up();
+    h.restart();
+    std::thread::sleep(Duration::from_millis(20));
+    append(&h.path, b"gen 0 b\n");
+    std::fs::copy(&h.path, &h.rotated).unwrap();
+    truncate(&h.path);
+    append(&h.path, b"gen 1\n");
+    std::fs::rename(&h.rotated, h.path.with_file_name("app.log.2")).unwrap();
+    std::fs::copy(&h.path, &h.rotated).unwrap();
+    truncate(&h.path);
+    append(&h.path, b"gen 2\n");
+    h.catch_up();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(got, ["gen 0 a", "gen 0 b", "gen 1", "gen 2"]);
+    assert_eq!(h.gaps(), 0);
+    h.restart();
+    h.catch_up();
+    assert_eq!(h.emitted.len(), 4);
+}
+
+#[test]
+fn an_old_rotated_file_and_compressed_ones_are_not_taken_for_unread_generations() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::ZERO);
+    std::fs::write(h.path.with_file_name("app.log.3"), b"read long ago\n").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    append(&h.path, b"one\n");
+    h.catch_up();
+    h.restart();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(h.path.with_file_name("app.log.2.gz"), b"\x1f\x8b not text").unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"two\n").unwrap();
+    h.catch_up();
+    assert_eq!(h.emitted, ["one", "two"]);
+}
