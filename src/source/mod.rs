@@ -29,12 +29,15 @@
 //! - After a copytruncate the rest of the file is read from logrotate's
 //!   copy ([`copies::find_copy`]) before the truncated file is read again
 //!   from 0; when no copy is found the possible gap is logged and counted.
+//! - A rotated file that logrotate compressed before logcatch read all of
+//!   it is read from its `.gz`/`.zst` sibling ([`compressed`]).
 //! - A committed offset is always at a line start ([`lines`]' invariant):
 //!   a partial line is held, not committed, and read again after a restart.
 //!
 //! Must never: hold more than `max_line_bytes` of one line, block an async
 //! worker thread on file I/O, open anything but a regular file (a FIFO
 //! would block the open), or lose a wake-up of an idle tailer.
+pub mod compressed;
 pub mod copies;
 pub mod filewatch;
 pub mod identity;

@@ -20,6 +20,7 @@ use super::drain::DrainingFile;
 use super::{FileTail, OpenFile, StartPoint, TailError, TailState};
 use crate::config::StartAt;
 use crate::runtime::lock;
+use crate::source::compressed::find_compressed;
 use crate::source::copies::{find_copy, CopyWanted};
 use crate::source::identity::{find_rotated, identity_of, not_a_regular_file, verify, Verdict};
 use crate::source::lines::LineSplitter;
@@ -158,6 +159,7 @@ impl FileTail {
                         self.open_file(old_file, old_path, p.offset, (p.tail_len, p.tail_crc))?;
                     self.draining.push(DrainingFile::new(file));
                 }
+                None if self.resume_compressed(&this)? => {}
                 None if p == own => {
                     tracing::warn!(source = %self.source.name, path = %path.display(),
                         old_device = p.identity.dev, old_inode = p.identity.ino, old_offset = p.offset,
@@ -219,6 +221,41 @@ impl FileTail {
         }
         self.set_draining_status();
         Ok(())
+    }
+
+    /// The data_dir folder for unpacked compressed rotations.
+    fn scratch_dir(&self) -> PathBuf {
+        self.store.path().with_file_name("unpacked")
+    }
+
+    /// The file `rec` describes is gone from beside the path: if logrotate
+    /// compressed it (`compress` without `delaycompress`), its unread rest
+    /// is unpacked ([`find_compressed`]) and drained under the record's
+    /// identity, so its batches move the same position. True if found.
+    fn resume_compressed(&mut self, rec: &SourceRecord) -> Result<bool, TailError> {
+        let path = self.source.path.clone();
+        let found = match find_compressed(&path, rec, &self.scratch_dir()) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(source = %self.source.name, path = %path.display(), error = %e,
+                    "cannot look for a compressed rotation beside the file");
+                None
+            }
+        };
+        let Some(unpacked) = found else {
+            return Ok(false);
+        };
+        tracing::info!(source = %self.source.name, compressed = %unpacked.path.display(), offset = rec.offset,
+            size = unpacked.size, "the rotated file was compressed before logcatch read all of it; reading the rest from the compressed file");
+        let mut file = self.open_file(
+            unpacked.file,
+            unpacked.path,
+            rec.offset,
+            (rec.tail_len, rec.tail_crc),
+        )?;
+        file.identity = rec.identity;
+        self.draining.push(DrainingFile::new(file));
+        Ok(true)
     }
 
     /// Where to start in `file` (just opened at `path`), given what the
@@ -300,6 +337,18 @@ impl FileTail {
                 })
             }
             None => {
+                if let Some(u) =
+                    find_compressed(path, rec, &self.scratch_dir()).map_err(self.io(path))?
+                {
+                    tracing::info!(source = %name, path = %path.display(), compressed = %u.path.display(), offset = rec.offset,
+                        "{why} since the last run; reading the rest from logrotate's compressed copy first, then the file from the start");
+                    return Ok(StartPoint {
+                        file: u.file,
+                        opened_as: u.path,
+                        offset: rec.offset,
+                        tail: (rec.tail_len, rec.tail_crc),
+                    });
+                }
                 self.count_gap();
                 tracing::warn!(source = %name, path = %path.display(), offset = rec.offset,
                     "{why} since the last run, and no copy of it was found beside it: lines written after offset {} \

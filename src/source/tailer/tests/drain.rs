@@ -214,3 +214,69 @@ fn an_old_rotated_file_and_compressed_ones_are_not_taken_for_unread_generations(
     h.catch_up();
     assert_eq!(h.emitted, ["one", "two"]);
 }
+
+/// gzip `from` into `to` and delete `from`, as logrotate's `compress` does.
+fn gzip_away(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from).unwrap();
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(to).unwrap(),
+        flate2::Compression::fast(),
+    );
+    e.write_all(&bytes).unwrap();
+    e.finish().unwrap();
+    std::fs::remove_file(from).unwrap();
+}
+
+#[test]
+fn a_rotation_compressed_while_stopped_is_read_from_the_gz() {
+    let mut h = Harness::with_rotate_wait(64, Duration::from_secs(3600));
+    let read: Vec<u8> = (0..50)
+        .flat_map(|i| format!("read {i}\n").into_bytes())
+        .collect();
+    append(&h.path, &read);
+    h.catch_up();
+    h.restart();
+    let unread: Vec<u8> = (0..50)
+        .flat_map(|i| format!("unread {i}\n").into_bytes())
+        .collect();
+    append(&h.path, &unread);
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    gzip_away(&h.rotated, &h.path.with_file_name("app.log.1.gz"));
+    std::fs::write(&h.path, b"new\n").unwrap();
+    // A crash in the middle of the compressed rest resumes there.
+    while h.emitted.len() < 60 {
+        let step = h.tail.step();
+        h.commit_step(step);
+    }
+    let _lost = h.tail.step();
+    h.restart();
+    h.catch_up();
+    let mut want: Vec<String> = (0..50).map(|i| format!("read {i}")).collect();
+    want.extend((0..50).map(|i| format!("unread {i}")));
+    want.push("new".into());
+    let mut got = h.emitted.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(h.gaps(), 0);
+    assert!(h.committed().draining.is_empty(), "{:?}", h.committed());
+}
+
+#[test]
+fn a_copytruncate_compressed_while_stopped_is_read_from_the_gz() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::ZERO);
+    append(&h.path, b"one\ntwo\n");
+    h.catch_up();
+    h.restart();
+    append(&h.path, b"three\n");
+    std::fs::copy(&h.path, &h.rotated).unwrap();
+    truncate(&h.path);
+    gzip_away(&h.rotated, &h.path.with_file_name("app.log.1.gz"));
+    append(&h.path, b"new\n");
+    h.catch_up();
+    assert_eq!(h.emitted, ["one", "two", "three", "new"]);
+    assert_eq!(h.gaps(), 0);
+    h.restart();
+    h.catch_up();
+    assert_eq!(h.emitted.len(), 4);
+}
