@@ -99,7 +99,7 @@ pub fn find_compressed(
             candidates.push((meta.mtime(), entry.path(), codec));
         }
     }
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (_, candidate, codec) in candidates {
         match unpack_if_same(&candidate, codec, rec, scratch_dir) {
             Ok(Some(found)) => return Ok(Some(found)),
