@@ -64,6 +64,11 @@ pub struct Unpacked {
     pub file: File,
     /// Unpacked length of the whole file.
     pub size: u64,
+    /// The compressed file's device and inode: what the unpacked file goes
+    /// by in the source's record (the scratch file's own change with every
+    /// unpacking).
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// Looks beside `path` for a `.gz` or `.zst` file named like its rotations
@@ -119,7 +124,9 @@ fn unpack_if_same(
     rec: &SourceRecord,
     scratch_dir: &Path,
 ) -> io::Result<Option<Unpacked>> {
-    let mut reader = codec.reader(File::open(candidate)?)?;
+    let packed = File::open(candidate)?;
+    let packed_meta = packed.metadata()?;
+    let mut reader = codec.reader(packed)?;
     // The first HEAD_BYTES are kept whatever the record's head covers: the
     // scratch file's own identity is taken from them.
     let head_len = rec.identity.head_len as usize;
@@ -172,6 +179,8 @@ fn unpack_if_same(
         path: candidate.to_path_buf(),
         file: scratch,
         size: at,
+        dev: packed_meta.dev(),
+        ino: packed_meta.ino(),
     }))
 }
 

@@ -209,6 +209,10 @@ struct StartPoint {
     opened_as: PathBuf,
     offset: u64,
     tail: (u32, u32),
+    /// The device and inode the file goes by when they are not its own:
+    /// an unpacked compressed copy goes by the compressed file's, which
+    /// stay the same across restarts ([`crate::source::compressed`]).
+    goes_by: Option<(u64, u64)>,
 }
 
 /// The blocking half of a tailer: one source's file state.

@@ -34,8 +34,9 @@ enum Known {
     /// The record's files are all elsewhere: the file at the path is new.
     Elsewhere,
     /// The record's position in this file (device and inode match), and
-    /// whether it is the record's own position (not a draining file's).
-    AtPath(SourceRecord, bool),
+    /// the device and inode of the record's other files (drained from
+    /// their own positions by [`FileTail::resume_draining`]).
+    AtPath(SourceRecord, Vec<(u64, u64)>),
 }
 
 impl FileTail {
@@ -71,7 +72,12 @@ impl FileTail {
                 .chain(rec.draining.iter().cloned())
                 .find(|p| p.identity.is_inode_of(&meta))
                 .map_or(Known::Elsewhere, |p| {
-                    Known::AtPath(rec.for_position(&p), p == rec.position())
+                    let others = std::iter::once(rec.position())
+                        .chain(rec.draining.iter().cloned())
+                        .filter(|o| !o.identity.same_file(&p.identity))
+                        .map(|o| (o.identity.dev, o.identity.ino))
+                        .collect();
+                    Known::AtPath(rec.for_position(&p), others)
                 }),
         };
         let first = !self.resumed;
@@ -82,7 +88,7 @@ impl FileTail {
             }
         }
         let resumes_at = match &known {
-            Known::AtPath(rec, true) => Some(rec.offset),
+            Known::AtPath(rec, _) => Some(rec.offset),
             _ => None,
         };
 
@@ -92,9 +98,13 @@ impl FileTail {
             opened_as,
             offset: start,
             tail,
+            goes_by,
         } = self.start_point(file, &path, known)?;
         self.rotated = false;
-        let open = self.open_file(file, opened_as, start, tail)?;
+        let mut open = self.open_file(file, opened_as, start, tail)?;
+        if let Some((dev, ino)) = goes_by {
+            (open.identity.dev, open.identity.ino) = (dev, ino);
+        }
         tracing::info!(source = %self.source.name, path = %open.opened_as.display(), offset = start,
             device = open.identity.dev, inode = open.identity.ino, "tailing");
         let unchanged = open.opened_as == path && resumes_at == Some(start);
@@ -271,6 +281,7 @@ impl FileTail {
             opened_as: path.to_path_buf(),
             offset,
             tail,
+            goes_by: None,
         };
         let start = match known {
             _ if self.rotated => from(file, 0, (0, 0)),
@@ -282,22 +293,11 @@ impl FileTail {
                 from(file, start, (0, 0))
             }
             Known::Elsewhere => from(file, 0, (0, 0)),
-            Known::AtPath(rec, own) => match verify(&file, meta.len(), &rec)
+            Known::AtPath(rec, others) => match verify(&file, meta.len(), &rec)
                 .map_err(self.io(path))?
             {
                 Verdict::Same => from(file, rec.offset, (rec.tail_len, rec.tail_crc)),
-                Verdict::Changed(why) if own => self.changed_while_down(file, path, &rec, why)?,
-                // A draining file's position at the path: the file was
-                // truncated after the record's own file took over (a
-                // copytruncate whose copy is the record's own, drained by
-                // `resume_draining`), or it is a new file on a reused
-                // inode. Either way its bytes are all new: looking for a
-                // copy would read the copy a second time.
-                Verdict::Changed(why) => {
-                    tracing::info!(source = %self.source.name, path = %path.display(),
-                        "{why}; the record's newer file holds what came before: reading this one from the start");
-                    from(file, 0, (0, 0))
-                }
+                Verdict::Changed(why) => self.changed_while_down(file, path, &rec, why, &others)?,
             },
         };
         Ok(start)
@@ -317,15 +317,32 @@ impl FileTail {
     /// ([`find_rotated`]) and resumes, and the truncated file is read from 0
     /// only after the copy is finished. The truncated file's bytes were all
     /// written after the truncation, so none of them is in the copy.
+    ///
+    /// A copy that is one of the record's other files (`others`: device and
+    /// inode) is already drained from its own position (a crash while the
+    /// copy was read and the truncated file was read again from 0): the
+    /// file is read from 0 and the copy is not read a second time.
     fn changed_while_down(
         &self,
         file: File,
         path: &Path,
         rec: &SourceRecord,
         why: &str,
+        others: &[(u64, u64)],
     ) -> Result<StartPoint, TailError> {
         let name = &self.source.name;
         match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
+            Some(copy) if others.contains(&(copy.dev, copy.ino)) => {
+                tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(),
+                    "{why} since the last run; its copy is already being read from where it stopped: reading the file from the start");
+                Ok(StartPoint {
+                    file,
+                    opened_as: path.to_path_buf(),
+                    offset: 0,
+                    tail: (0, 0),
+                    goes_by: None,
+                })
+            }
             Some(copy) => {
                 tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(), offset = rec.offset,
                     "{why} since the last run; reading the rest from logrotate's copy first, then the file from the start");
@@ -334,12 +351,24 @@ impl FileTail {
                     opened_as: copy.path,
                     offset: rec.offset,
                     tail: (rec.tail_len, rec.tail_crc),
+                    goes_by: None,
                 })
             }
             None => {
                 if let Some(u) =
                     find_compressed(path, rec, &self.scratch_dir()).map_err(self.io(path))?
                 {
+                    if others.contains(&(u.dev, u.ino)) {
+                        tracing::info!(source = %name, path = %path.display(), compressed = %u.path.display(),
+                            "{why} since the last run; its compressed copy is already being read from where it stopped: reading the file from the start");
+                        return Ok(StartPoint {
+                            file,
+                            opened_as: path.to_path_buf(),
+                            offset: 0,
+                            tail: (0, 0),
+                            goes_by: None,
+                        });
+                    }
                     tracing::info!(source = %name, path = %path.display(), compressed = %u.path.display(), offset = rec.offset,
                         "{why} since the last run; reading the rest from logrotate's compressed copy first, then the file from the start");
                     return Ok(StartPoint {
@@ -347,6 +376,7 @@ impl FileTail {
                         opened_as: u.path,
                         offset: rec.offset,
                         tail: (rec.tail_len, rec.tail_crc),
+                        goes_by: Some((u.dev, u.ino)),
                     });
                 }
                 self.count_gap();
@@ -358,6 +388,7 @@ impl FileTail {
                     opened_as: path.to_path_buf(),
                     offset: 0,
                     tail: (0, 0),
+                    goes_by: None,
                 })
             }
         }
