@@ -468,6 +468,7 @@ fn v2_store_keeps_its_offsets_across_the_upgrade_to_v3() {
         let db = open_sled(&fx.store());
         db.insert(VERSION_KEY, &2u32.to_be_bytes()).unwrap();
         db.insert(INSTANCE_ID_KEY, &42u64.to_be_bytes()).unwrap();
+        db.insert(FOREIGN_KEY, FOREIGN_VALUE).unwrap();
         db.open_tree("spool").unwrap();
         let v = bincode::serde::encode_to_vec(&rec, bincode::config::standard()).unwrap();
         db.open_tree("sources").unwrap().insert("app", v).unwrap();

@@ -46,7 +46,7 @@ pub const STEPS: &[Step] = &[
     },
     Step {
         from: 2,
-        what: "give every source record an (empty) list of draining rotated files",
+        what: "give every source record (empty) lists of draining and finished rotated files",
         apply: v2_to_v3::apply,
     },
 ];
