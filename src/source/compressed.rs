@@ -11,6 +11,10 @@
 //! (nothing is left behind by a crash), sparse up to the offset, so the
 //! tailer reads it like any rotated file ([`Unpacked`]).
 //!
+//! A source whose path ends in `.gz` or `.zst` is read the same way, once:
+//! unpacked ([`unpack`]) and read to its end, resumed after a restart at its
+//! unpacked offset if the unpacked bytes before it still match.
+//!
 //! Invariants: the scratch file holds the unpacked bytes at their own
 //! offsets (the head and everything from just before the record's offset
 //! to the end); nothing else of it is ever read. A sibling is accepted only
@@ -117,8 +121,30 @@ pub fn find_compressed(
     Ok(None)
 }
 
+/// Unpacks all of `path` (a `.gz` or `.zst` source, read once).
+pub fn unpack(path: &Path, codec: Codec, scratch_dir: &Path) -> io::Result<Unpacked> {
+    let nothing_read = SourceRecord {
+        path: String::new(),
+        identity: crate::store::FileIdentity {
+            head_crc: crc32c::crc32c(&[]),
+            ..Default::default()
+        },
+        offset: 0,
+        tail_len: 0,
+        tail_crc: 0,
+        lines: 0,
+        bytes: 0,
+        updated_ms: 0,
+        seq: 0,
+        draining: Vec::new(),
+        finished: Vec::new(),
+    };
+    unpack_if_same(path, codec, &nothing_read, scratch_dir)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unpacking found nothing"))
+}
+
 /// Unpacks `candidate` if it holds `rec`'s file; `None` if it does not.
-fn unpack_if_same(
+pub fn unpack_if_same(
     candidate: &Path,
     codec: Codec,
     rec: &SourceRecord,

@@ -64,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SourceConfig;
 use crate::runtime::{lock, Outage};
+use crate::source::compressed::Codec;
 use crate::source::filewatch::{FileWatch, Seen};
 #[cfg(doc)]
 use crate::source::identity::find_rotated;
@@ -348,8 +349,11 @@ impl FileTail {
 
     /// What is at the path as far as this tailer knows, for [`FileWatch`].
     fn idle_seen(&self) -> Option<Seen> {
+        // A compressed source's open file is its unpacked copy: what the
+        // watch compares is the compressed file as it is.
+        let unpacked = Codec::of(&self.source.path).is_some();
         match &self.current {
-            Some(c) if c.opened_as == self.source.path => Some(Seen {
+            Some(c) if c.opened_as == self.source.path && !unpacked => Some(Seen {
                 dev: c.identity.dev,
                 ino: c.identity.ino,
                 size: c.read_pos,

@@ -20,7 +20,7 @@ use super::drain::DrainingFile;
 use super::{FileTail, OpenFile, StartPoint, TailError, TailState};
 use crate::config::StartAt;
 use crate::runtime::lock;
-use crate::source::compressed::find_compressed;
+use crate::source::compressed::{find_compressed, unpack, unpack_if_same, Codec};
 use crate::source::copies::{find_copy, CopyWanted};
 use crate::source::identity::{find_rotated, identity_of, not_a_regular_file, verify, Verdict};
 use crate::source::lines::LineSplitter;
@@ -283,6 +283,9 @@ impl FileTail {
             tail,
             goes_by: None,
         };
+        if let Some(codec) = Codec::of(path) {
+            return self.start_compressed(path, codec, known);
+        }
         let start = match known {
             _ if self.rotated => from(file, 0, (0, 0)),
             Known::Nothing => {
@@ -301,6 +304,45 @@ impl FileTail {
             },
         };
         Ok(start)
+    }
+
+    /// Where to start in a compressed source (a path ending in `.gz` or
+    /// `.zst`, read once): its unpacked bytes, in a scratch file that goes
+    /// by the compressed file's device and inode; from the record's offset
+    /// when the unpacked bytes before it match, else from 0 (or, for a
+    /// source never read with `start_at: end`, at the end).
+    fn start_compressed(
+        &self,
+        path: &Path,
+        codec: Codec,
+        known: Known,
+    ) -> Result<StartPoint, TailError> {
+        let scratch = self.scratch_dir();
+        if let (Known::AtPath(rec, _), false) = (&known, self.rotated) {
+            if let Some(u) = unpack_if_same(path, codec, rec, &scratch).map_err(self.io(path))? {
+                return Ok(StartPoint {
+                    file: u.file,
+                    opened_as: path.to_path_buf(),
+                    offset: rec.offset,
+                    tail: (rec.tail_len, rec.tail_crc),
+                    goes_by: Some((u.dev, u.ino)),
+                });
+            }
+        }
+        let u = unpack(path, codec, &scratch).map_err(self.io(path))?;
+        let offset = match known {
+            Known::Nothing if !self.rotated && self.source.start_at == StartAt::End => u.size,
+            _ => 0,
+        };
+        tracing::info!(source = %self.source.name, path = %path.display(), unpacked = u.size, offset,
+            "a compressed source: reading its unpacked bytes once");
+        Ok(StartPoint {
+            file: u.file,
+            opened_as: path.to_path_buf(),
+            offset,
+            tail: (0, 0),
+            goes_by: Some((u.dev, u.ino)),
+        })
     }
 
     /// The file at `path` is the one `rec` describes, but it changed while

@@ -280,3 +280,45 @@ fn a_copytruncate_compressed_while_stopped_is_read_from_the_gz() {
     h.catch_up();
     assert_eq!(h.emitted.len(), 4);
 }
+
+/// A tailer of `app.log.gz` (a compressed source, read once).
+fn gz_source(h: &mut Harness) -> PathBuf {
+    let gz = h.path.with_file_name("old.log.gz");
+    h.config.path = gz.clone();
+    h.restart();
+    gz
+}
+
+#[test]
+fn a_gz_source_is_read_once_and_resumed_at_its_unpacked_offset() {
+    let mut h = Harness::with_rotate_wait(64, Duration::ZERO);
+    let gz = gz_source(&mut h);
+    let plain = h.path.with_file_name("old.log");
+    let text: Vec<u8> = (0..40)
+        .flat_map(|i| format!("old {i}\n").into_bytes())
+        .collect();
+    std::fs::write(&plain, &text).unwrap();
+    gzip_away(&plain, &gz);
+    while h.emitted.len() < 15 {
+        let step = h.tail.step();
+        h.commit_step(step);
+    }
+    let _lost = h.tail.step();
+    h.restart();
+    h.catch_up();
+    let want: Vec<String> = (0..40).map(|i| format!("old {i}")).collect();
+    assert_eq!(h.emitted, want);
+    let rec = h.committed();
+    assert_eq!(rec.offset, text.len() as u64, "the unpacked offset");
+    h.restart();
+    h.catch_up();
+    assert_eq!(h.emitted.len(), 40, "read once");
+    // Replaced by another compressed file: read from 0.
+    let text2 = b"next 0\nnext 1\n";
+    std::fs::write(&plain, text2).unwrap();
+    let tmp = h.path.with_file_name("tmp.gz");
+    gzip_away(&plain, &tmp);
+    std::fs::rename(&tmp, &gz).unwrap();
+    h.catch_up();
+    assert_eq!(&h.emitted[40..], ["next 0", "next 1"]);
+}
