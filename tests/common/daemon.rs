@@ -25,6 +25,8 @@ pub struct ConfigBuilder {
     pub configpath: Vec<(String, PathBuf)>,
     /// `sources` entries: name -> (path, optional topic).
     pub sources: Vec<(String, PathBuf, Option<String>)>,
+    /// More keys of `sources` entries: (source name, key, raw YAML value).
+    pub source_keys: Vec<(String, String, String)>,
     /// Extra `kafka:` keys (raw YAML values).
     pub kafka: Vec<(String, String)>,
     /// `tailer:` keys (raw YAML values); `poll_interval: 50ms` by default.
@@ -41,6 +43,7 @@ impl ConfigBuilder {
             topic: topic.to_string(),
             configpath: Vec::new(),
             sources: Vec::new(),
+            source_keys: Vec::new(),
             kafka: vec![("linger_ms".into(), "5".into())],
             tailer: vec![("poll_interval".into(), "50ms".into())],
             spool: Vec::new(),
@@ -57,6 +60,13 @@ impl ConfigBuilder {
     pub fn source_to(mut self, name: &str, path: impl Into<PathBuf>, topic: &str) -> Self {
         self.sources
             .push((name.into(), path.into(), Some(topic.to_string())));
+        self
+    }
+
+    /// A key of the `sources:` entry `name` (e.g. `rotate_wait`, `3s`).
+    pub fn source_key(mut self, name: &str, key: &str, value: &str) -> Self {
+        self.source_keys
+            .push((name.into(), key.into(), value.into()));
         self
     }
 
@@ -103,6 +113,9 @@ impl ConfigBuilder {
                 writeln!(y, "    path: {}", q(path)).unwrap();
                 if let Some(t) = topic {
                     writeln!(y, "    topic: \"{t}\"").unwrap();
+                }
+                for (_, k, v) in self.source_keys.iter().filter(|(n, ..)| n == name) {
+                    writeln!(y, "    {k}: {v}").unwrap();
                 }
             }
         }

@@ -13,6 +13,8 @@
 //!   them, and the file operations the scenarios perform (truncate, replace
 //!   by rename);
 //! - [`delivery`]: checks over what was consumed (exactly once, file order);
+//! - [`logrotate`]: logrotate's rotation modes and the application
+//!   writing the log they rotate, for the rotation scenarios;
 //! - [`lazyfs`]: a FUSE file system that forgets what was not fsync'd, for
 //!   the power-loss tests;
 //! - [`secure`]: a test PKI and a one-node Apache Kafka with TLS, mTLS,
@@ -31,6 +33,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod files;
 pub mod lazyfs;
+pub mod logrotate;
 pub mod secure;
 
 pub use broker::*;

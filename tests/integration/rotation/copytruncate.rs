@@ -8,7 +8,7 @@
 //!
 //! How the writer behaves, and why:
 //! - It writes whole numbered lines through an `O_APPEND` handle
-//!   ([`write_numbered`]), a few thousand a second, and a burst of 1,000
+//!   ([`Logrotate::write`]), a few thousand a second, and a burst of 1,000
 //!   right before each copy, so the copy usually holds lines the daemon
 //!   has not read yet.
 //! - It writes nothing between the copy and the truncate: lines written
@@ -22,168 +22,18 @@
 //!   before the daemon finished the previous copy leaves a generation
 //!   that only the second copy holds (a limit of this step).
 
-use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common::logrotate::{opened, wait_back_on_path, Logrotate, Naming, ROTATION_WAIT};
 use crate::common::*;
 
-const WAIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = ROTATION_WAIT;
 const TOPIC: &str = "logs";
-/// The log line the tailer writes when it opens a file.
-const OPENED: &str = "tailing source=app path=";
 /// Its log line when it reads the rest from logrotate's copy.
 const FROM_COPY: &str = "reading the rest from logrotate's copy";
 /// Its log line when no copy was found.
 const GAP: &str = "may be lost (a gap)";
-
-/// How logrotate names the copy.
-#[derive(Clone, Copy)]
-enum Naming {
-    /// `app.log.1`, older copies shifted to `.2` and `.3` (`rotate 3`).
-    Numbered,
-    /// `app.log-2026120300`, `app.log-2026120301`, ... (`dateext` with
-    /// `dateformat -%Y%m%d%H`).
-    DateExt,
-}
-
-/// The log file, its writer, and logrotate.
-struct Logrotate {
-    log: PathBuf,
-    naming: Naming,
-    /// The next line number to write.
-    next: u64,
-    /// The first line number of every generation of the file (one per
-    /// truncation).
-    generations: Vec<u64>,
-}
-
-impl Logrotate {
-    fn new(log: &Path, naming: Naming) -> Logrotate {
-        Logrotate {
-            log: log.to_path_buf(),
-            naming,
-            next: 0,
-            generations: vec![0],
-        }
-    }
-
-    fn write(&mut self, lines: u64) {
-        write_numbered(&self.log, self.next, self.next + lines);
-        self.next += lines;
-    }
-
-    /// About 4,000 lines a second for `dur`.
-    fn write_for(&mut self, dur: Duration) {
-        let t = Instant::now();
-        while t.elapsed() < dur {
-            self.write(100);
-            thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    /// logrotate's copytruncate (the writer paused: nothing is written
-    /// between the copy and the truncate). Returns the copy's path.
-    fn copytruncate(&mut self) -> PathBuf {
-        let rotation = self.generations.len();
-        let dir = self.log.parent().unwrap().to_path_buf();
-        let copy = match self.naming {
-            Naming::Numbered => {
-                let nth = |i: u32| dir.join(format!("app.log.{i}"));
-                let _ = std::fs::remove_file(nth(3));
-                for i in (1..3).rev() {
-                    if nth(i).exists() {
-                        std::fs::rename(nth(i), nth(i + 1)).expect("shift a copy");
-                    }
-                }
-                nth(1)
-            }
-            Naming::DateExt => dir.join(format!("app.log-20261203{rotation:02}")),
-        };
-        std::fs::copy(&self.log, &copy).expect("copy");
-        truncate(&self.log);
-        self.generations.push(self.next);
-        copy
-    }
-
-    /// The byte offset of line `n` in its generation of the file.
-    fn offset_of(&self, n: u64) -> u64 {
-        let start = self
-            .generations
-            .iter()
-            .rev()
-            .find(|&&g| g <= n)
-            .copied()
-            .unwrap_or(0);
-        (n - start) * LINE_LEN as u64
-    }
-
-    /// Every line written arrived exactly once, in file order, with its
-    /// path and its offset in its own generation.
-    fn check(&self, msgs: &[Msg]) {
-        assert_exactly_once(msgs, 0..self.next);
-        assert_file_order(msgs);
-        let path = self.log.to_str().unwrap();
-        let mut bad = Vec::new();
-        for m in msgs {
-            let n = number_of(&m.value).expect("a numbered line");
-            let want = self.offset_of(n).to_string();
-            if m.header("offset").as_deref() != Some(want.as_str())
-                || m.header("path").as_deref() != Some(path)
-            {
-                bad.push(format!(
-                    "line {n}: offset {:?} (want {want}), path {:?}",
-                    m.header("offset"),
-                    m.header("path")
-                ));
-            }
-        }
-        assert!(
-            bad.is_empty(),
-            "{} lines with a wrong offset or path, first: {:?}",
-            bad.len(),
-            &bad[..bad.len().min(5)]
-        );
-    }
-
-    /// Reads the topic until every line written arrived; checks it.
-    fn delivered(&self, env: &TestEnv, d: &mut Daemon) {
-        let total = self.next;
-        let msgs = d
-            .consume(&env.addr(), TOPIC)
-            .until(|msgs| Tally::of(msgs, 0..total).missing.is_empty())
-            .timeout(WAIT)
-            .run();
-        self.check(&msgs);
-    }
-}
-
-/// How many files the daemon has opened (all runs).
-fn opened(d: &Daemon) -> usize {
-    d.log_count(OPENED)
-}
-
-/// Waits until the daemon opened a file after the first `before` and the
-/// last one it opened is the file at `log` (not a copy): it finished any
-/// copy and is back on the path.
-fn wait_back_on_path(d: &mut Daemon, log: &Path, before: usize) {
-    let at_path = format!("{OPENED}{} offset=", log.display());
-    let t = Instant::now();
-    loop {
-        let lines = d.log_lines(OPENED);
-        if lines.len() > before && lines.last().is_some_and(|l| l.contains(&at_path)) {
-            return;
-        }
-        d.assert_running();
-        assert!(
-            t.elapsed() < WAIT,
-            "the daemon did not come back to {} after the copy:\n{}",
-            log.display(),
-            d.log_tail(30)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The daemon's gap count for source `app`, from `logcatch-ctl offsets`.
 fn truncation_gaps(d: &Daemon) -> u64 {
@@ -211,7 +61,7 @@ fn copytruncate_while_running(naming: Naming) {
         wait_back_on_path(&mut d, &log, before);
     }
     lr.write_for(Duration::from_millis(500));
-    lr.delivered(&env, &mut d);
+    lr.delivered(&env, &mut d, TOPIC);
     assert_eq!(d.log_count(FROM_COPY), ROTATIONS, "{}", d.log_tail(40));
     assert_eq!(d.log_count(GAP), 0, "{}", d.log_tail(40));
     assert_eq!(truncation_gaps(&d), 0);
@@ -273,9 +123,9 @@ fn copytruncate_with_kill9_at_random_moments_loses_and_duplicates_nothing() {
     lr.write_for(Duration::from_millis(300));
     eprintln!(
         "copytruncate kill9: {} lines, {ROTATIONS} copytruncates, {kills} kill -9",
-        lr.next
+        lr.written()
     );
-    lr.delivered(&env, &mut d);
+    lr.delivered(&env, &mut d, TOPIC);
     // Which ways to the copy the kills took (random; the in-process tests
     // cover each one deterministically).
     let at_start = d
@@ -315,7 +165,7 @@ fn copytruncate_while_stopped_reads_the_unread_lines_from_the_copy() {
     let mut lr = Logrotate::new(&log, Naming::Numbered);
     lr.write(1_000);
     let mut d = env.start(&env.config(TOPIC).source("app", &log));
-    lr.delivered(&env, &mut d);
+    lr.delivered(&env, &mut d, TOPIC);
     d.stop();
 
     lr.write(2_000); // unread: written while stopped
@@ -323,7 +173,7 @@ fn copytruncate_while_stopped_reads_the_unread_lines_from_the_copy() {
     lr.write(500);
     d.restart();
 
-    lr.delivered(&env, &mut d);
+    lr.delivered(&env, &mut d, TOPIC);
     let used = d.wait_log(FROM_COPY, 1, WAIT);
     assert!(
         used.contains(&copy.display().to_string()) && used.contains("since the last run"),
