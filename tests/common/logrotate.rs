@@ -94,7 +94,9 @@ pub struct Logrotate {
     /// Where each line went, by number.
     placed: Vec<Placed>,
     /// A line went to an older generation after a newer one got lines (a
-    /// late write to a renamed file): no order across generations then.
+    /// late write to a renamed file), or a generation ended with an
+    /// unterminated line (delivered when its file is finished): no order
+    /// across generations then.
     interleaved: bool,
     rotations: usize,
     /// `dateext` names, oldest first.
@@ -246,6 +248,10 @@ impl Logrotate {
         let line = numbered_line(first);
         self.append(&mut file, generation, first, line.as_bytes());
         self.ended_partial.push(generation);
+        // The daemon holds an unterminated line until the renamed file is
+        // finished (idle for `rotate_wait`): it arrives after the newer
+        // file's lines.
+        self.interleaved = true;
     }
 
     /// About 4,000 lines a second for `dur`, through the application's

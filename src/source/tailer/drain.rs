@@ -56,7 +56,8 @@ pub(super) struct Drained {
 }
 
 impl FileTail {
-    /// Reads one buffer from each draining file; finishes those idle for
+    /// Reads one buffer from each draining file, oldest first, up to the
+    /// first one with a backlog (a full read); finishes those idle for
     /// `rotate_wait` after their end, deleted and read to their end, or
     /// shorter than their read position (truncated: nothing more of them
     /// can be read in order).
@@ -76,6 +77,10 @@ impl FileTail {
                     let d = self.draining.remove(i);
                     out.finished.push(d.file.identity);
                 }
+                // A backlog: the newer files wait until this one is at its
+                // end, so a file's rest goes out before a newer file's
+                // lines (the list is oldest first).
+                Ok(false) if out.more => break,
                 Ok(false) => i += 1,
                 Err(e) => {
                     let d = self.draining.remove(i);

@@ -156,7 +156,14 @@ impl FileTail {
     fn resume_draining(&mut self, rec: &SourceRecord, at_path: &Metadata) -> Result<(), TailError> {
         let path = self.source.path.clone();
         let own = rec.position();
-        for p in std::iter::once(own.clone()).chain(rec.draining.iter().cloned()) {
+        // Oldest first (the record's own file is its newest): drained in
+        // this order, so an older file's rest goes out first.
+        for p in rec
+            .draining
+            .iter()
+            .cloned()
+            .chain(std::iter::once(own.clone()))
+        {
             if p.identity.is_inode_of(at_path) {
                 continue;
             }
