@@ -17,12 +17,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::SpoolError;
-use crate::runtime::now_ms;
 use crate::store::{FileIdentity, FilePosition, SourceRecord};
 
 /// The most draining files one source record keeps (see
 /// [`SpoolBatch::record`]).
-pub const MAX_DRAINING: usize = 8;
+pub const MAX_DRAINING: usize = 64;
 
 /// No frame is larger than this; a larger length field is damage.
 pub const MAX_FRAME: u32 = 512 << 20;
@@ -105,7 +104,7 @@ impl SpoolBatch {
             rec.draining[i] = self.position();
             rec.lines = lines;
             rec.bytes = bytes;
-            rec.updated_ms = now_ms();
+            rec.updated_ms = self.spooled_ms;
             return rec;
         }
         let mut draining = prev.draining.clone();
@@ -145,7 +144,9 @@ impl SpoolBatch {
             tail_crc: self.tail_crc,
             lines,
             bytes,
-            updated_ms: now_ms(),
+            // When it was spooled, also when replayed at recovery: a start
+            // compares rotated files' modification times with it.
+            updated_ms: self.spooled_ms,
             seq: self.seq,
             draining,
             finished,
@@ -432,15 +433,28 @@ pub(super) mod tests {
     #[test]
     fn a_record_keeps_at_most_max_draining_files() {
         let mut rec = of_file(0, 1, 1).record(None);
-        for i in 1..20 {
+        for i in 1..100 {
             rec = of_file(i, 1, i + 1).record(Some(&rec));
         }
         assert_eq!(rec.draining.len(), MAX_DRAINING);
-        assert_eq!(rec.identity.ino, 19);
+        assert_eq!(rec.identity.ino, 99);
         assert_eq!(
             rec.draining[MAX_DRAINING - 1].identity.ino,
-            18,
+            98,
             "the newest stay"
         );
+    }
+
+    /// A finished file's late lines had the record's highest number: the
+    /// record keeps it, so the writer's next number after a restart stays
+    /// above every one used.
+    #[test]
+    fn a_finished_file_never_lowers_the_records_highest_seq() {
+        let r1 = of_file(10, 100, 1).record(None);
+        let r2 = of_file(20, 0, 2).record(Some(&r1));
+        let r3 = of_file(10, 150, 5).record(Some(&r2));
+        assert_eq!(r3.max_seq(), 5);
+        let done = r3.drained(&r3.draining[0].identity).unwrap();
+        assert_eq!(done.max_seq(), 5);
     }
 }

@@ -146,23 +146,28 @@ impl SourceRecord {
     }
 
     /// This record without the position of the finished file `identity`
-    /// (device and inode), or `None` when that changes nothing. When the
-    /// finished file is the record's own (a copytruncate's copy, drained
-    /// while the truncated file is read), the newest draining file takes
-    /// its place; a record whose only file it is stays as it is.
+    /// (device and inode), which joins the finished files; `None` when that
+    /// changes nothing. When the finished file is the record's own (a
+    /// copytruncate's copy, drained while the truncated file is read), the
+    /// newest draining file takes its place; a record whose only file it is
+    /// keeps its position.
     pub fn drained(&self, identity: &FileIdentity) -> Option<SourceRecord> {
         let mut rec = self.clone();
         rec.draining.retain(|d| !d.identity.same_file(identity));
-        if rec.draining.len() == self.draining.len() {
-            if !rec.identity.same_file(identity) {
-                return None;
-            }
+        if rec.draining.len() == self.draining.len() && rec.identity.same_file(identity) {
             let newest = rec.draining.pop()?;
             rec = SourceRecord {
                 draining: std::mem::take(&mut rec.draining),
                 ..rec.for_position(&newest)
             };
         }
+        if rec.finished.contains(identity) && rec.draining.len() == self.draining.len() {
+            return None;
+        }
+        // The highest sequence number never goes down: the writer's next
+        // one after a restart must stay above every number used
+        // ([`SourceRecord::max_seq`]).
+        rec.seq = rec.seq.max(self.max_seq());
         rec.finished.retain(|f| !f.same_file(identity));
         rec.finished.push(*identity);
         if rec.finished.len() > MAX_FINISHED {

@@ -22,10 +22,12 @@ use crate::config::StartAt;
 use crate::runtime::lock;
 use crate::source::compressed::{find_compressed, unpack, unpack_if_same, Codec};
 use crate::source::copies::{find_copy, CopyWanted};
-use crate::source::identity::{find_rotated, identity_of, not_a_regular_file, verify, Verdict};
+use crate::source::identity::{
+    crc_at, find_rotated, identity_of, not_a_regular_file, verify, Verdict,
+};
 use crate::source::lines::LineSplitter;
 use crate::spool::SpoolBatch;
-use crate::store::SourceRecord;
+use crate::store::{FileIdentity, FilePosition, SourceRecord};
 
 /// What the source's record knows of the file now at its path.
 enum Known {
@@ -36,7 +38,7 @@ enum Known {
     /// The record's position in this file (device and inode match), and
     /// the device and inode of the record's other files (drained from
     /// their own positions by [`FileTail::resume_draining`]).
-    AtPath(SourceRecord, Vec<(u64, u64)>),
+    AtPath(SourceRecord, Vec<FilePosition>),
 }
 
 impl FileTail {
@@ -50,9 +52,26 @@ impl FileTail {
     pub(super) fn open(&mut self) -> Result<Option<SpoolBatch>, TailError> {
         let path = self.source.path.clone();
         let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(self.io(&path)(e)),
+        };
+        let record = self
+            .store
+            .source(&self.source.name)
+            .map_err(|e| self.store_err(e))?
+            .filter(|r| Path::new(&r.path) == path);
+        // The record's rotated files are drained whatever is at the path
+        // (nothing, mid-rotation). Until an open succeeds this runs again
+        // at each try; files already draining are not added twice.
+        let first = !self.resumed;
+        if first {
+            if let Some(rec) = &record {
+                self.resume_draining(rec, meta.as_ref())?;
+            }
+        }
+        let Some(meta) = meta else {
+            return Ok(None);
         };
         if let Some(kind) = not_a_regular_file(&meta) {
             return Err(TailError::NotAFile {
@@ -61,11 +80,10 @@ impl FileTail {
                 kind,
             });
         }
-        let record = self
-            .store
-            .source(&self.source.name)
-            .map_err(|e| self.store_err(e))?
-            .filter(|r| Path::new(&r.path) == path);
+        if let Some(checkpoint) = self.take_back(&meta) {
+            self.resumed = true;
+            return Ok(Some(checkpoint));
+        }
         let known = match &record {
             None => Known::Nothing,
             Some(rec) => std::iter::once(rec.position())
@@ -75,18 +93,10 @@ impl FileTail {
                     let others = std::iter::once(rec.position())
                         .chain(rec.draining.iter().cloned())
                         .filter(|o| !o.identity.same_file(&p.identity))
-                        .map(|o| (o.identity.dev, o.identity.ino))
                         .collect();
                     Known::AtPath(rec.for_position(&p), others)
                 }),
         };
-        let first = !self.resumed;
-        if first {
-            self.resumed = true;
-            if let Some(rec) = &record {
-                self.resume_draining(rec, &meta)?;
-            }
-        }
         let resumes_at = match &known {
             Known::AtPath(rec, _) => Some(rec.offset),
             _ => None,
@@ -113,8 +123,31 @@ impl FileTail {
         if let Some(rec) = record.as_ref().filter(|_| first && !unchanged) {
             self.read_unknown_generations(rec, (meta.dev(), meta.ino()), (cur_dev, cur_ino))?;
         }
+        self.resumed = true;
         self.set_state(TailState::Tailing, None);
         Ok(Some(self.checkpoint(start)))
+    }
+
+    /// The file at the path is one being drained (the path named another
+    /// file for a moment, then this one again): it becomes the current
+    /// file again at its read position, never read a second time from 0.
+    /// Returns the checkpoint of its position.
+    fn take_back(&mut self, at_path: &Metadata) -> Option<SpoolBatch> {
+        let i = self
+            .draining
+            .iter()
+            .position(|d| d.file.identity.is_inode_of(at_path))?;
+        let d = self.draining.remove(i);
+        tracing::info!(source = %self.source.name, path = %self.source.path.display(), offset = d.file.read_pos,
+            "the path names the rotated file being drained again; going on in it");
+        let committed = d.file.committed;
+        let mut file = d.file;
+        file.opened_as = self.source.path.clone();
+        self.current = Some(file);
+        self.rotated = false;
+        self.set_draining_status();
+        self.set_state(TailState::Tailing, None);
+        Some(self.checkpoint(committed))
     }
 
     /// An [`OpenFile`] of `file` (opened as `opened_as`) reading from
@@ -153,7 +186,11 @@ impl FileTail {
     /// Why no line is read twice: a file is resumed at its stored offset
     /// only if [`find_rotated`] verified its head and the bytes before the
     /// offset, and the file at the path is never among them.
-    fn resume_draining(&mut self, rec: &SourceRecord, at_path: &Metadata) -> Result<(), TailError> {
+    fn resume_draining(
+        &mut self,
+        rec: &SourceRecord,
+        at_path: Option<&Metadata>,
+    ) -> Result<(), TailError> {
         let path = self.source.path.clone();
         let own = rec.position();
         // Oldest first (the record's own file is its newest): drained in
@@ -164,7 +201,16 @@ impl FileTail {
             .cloned()
             .chain(std::iter::once(own.clone()))
         {
-            if p.identity.is_inode_of(at_path) {
+            // Handled at an earlier try: draining, or gone (pending).
+            let held = self
+                .draining
+                .iter()
+                .any(|d| d.file.identity.same_file(&p.identity))
+                || self
+                    .pending_drained
+                    .iter()
+                    .any(|i| i.same_file(&p.identity));
+            if held || at_path.is_some_and(|m| p.identity.is_inode_of(m)) {
                 continue;
             }
             let this = rec.for_position(&p);
@@ -185,10 +231,14 @@ impl FileTail {
                     // Counted like a missing copy: a possible gap is never
                     // passed over silently.
                     self.count_gap();
+                    // Its position leaves the record once the new file's
+                    // takes over.
+                    self.pending_drained.push(p.identity);
                 }
                 None => {
                     tracing::info!(source = %self.source.name, old_device = p.identity.dev, old_inode = p.identity.ino,
                         old_offset = p.offset, "a rotated file that was being drained is gone (finished, or deleted by logrotate)");
+                    self.pending_drained.push(p.identity);
                 }
             }
         }
@@ -217,19 +267,18 @@ impl FileTail {
         current: (u64, u64),
     ) -> Result<(), TailError> {
         let path = self.source.path.clone();
-        let mut known: Vec<(u64, u64)> = vec![at_path, current];
-        known.extend(
-            std::iter::once(rec.identity)
-                .chain(rec.draining.iter().map(|d| d.identity))
-                .chain(rec.finished.iter().copied())
-                .map(|i| (i.dev, i.ino)),
-        );
-        known.extend(
+        let mut held: Vec<(u64, u64)> = vec![at_path, current];
+        held.extend(
             self.draining
                 .iter()
                 .map(|d| (d.file.identity.dev, d.file.identity.ino)),
         );
-        let found = rotated_siblings(&path, rec.updated_ms, &known).map_err(self.io(&path))?;
+        let known: Vec<FileIdentity> = std::iter::once(rec.identity)
+            .chain(rec.draining.iter().map(|d| d.identity))
+            .chain(rec.finished.iter().copied())
+            .collect();
+        let found =
+            rotated_siblings(&path, rec.updated_ms, &held, &known).map_err(self.io(&path))?;
         for (old_path, old_file) in found {
             tracing::info!(source = %self.source.name, rotated = %old_path.display(),
                 "a rotated file logcatch never read (rotated while it was stopped); reading it from the start");
@@ -367,21 +416,23 @@ impl FileTail {
     /// only after the copy is finished. The truncated file's bytes were all
     /// written after the truncation, so none of them is in the copy.
     ///
-    /// A copy that is one of the record's other files (`others`: device and
-    /// inode) is already drained from its own position (a crash while the
-    /// copy was read and the truncated file was read again from 0): the
-    /// file is read from 0 and the copy is not read a second time.
+    /// A copy that is one of the record's other files (`others`), or whose
+    /// generation one of them already holds further on ([`covered`]: a
+    /// crash while the copy was read and the truncated file was read again
+    /// from 0; a copy compressed since), is already drained from its own
+    /// position: the file is read from 0 and the copy is not read a second
+    /// time.
     fn changed_while_down(
         &self,
         file: File,
         path: &Path,
         rec: &SourceRecord,
         why: &str,
-        others: &[(u64, u64)],
+        others: &[FilePosition],
     ) -> Result<StartPoint, TailError> {
         let name = &self.source.name;
         match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
-            Some(copy) if others.contains(&(copy.dev, copy.ino)) => {
+            Some(copy) if covered(rec, (copy.dev, copy.ino), others) => {
                 tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(),
                     "{why} since the last run; its copy is already being read from where it stopped: reading the file from the start");
                 Ok(StartPoint {
@@ -407,7 +458,7 @@ impl FileTail {
                 if let Some(u) =
                     find_compressed(path, rec, &self.scratch_dir()).map_err(self.io(path))?
                 {
-                    if others.contains(&(u.dev, u.ino)) {
+                    if covered(rec, (u.dev, u.ino), others) {
                         tracing::info!(source = %name, path = %path.display(), compressed = %u.path.display(),
                             "{why} since the last run; its compressed copy is already being read from where it stopped: reading the file from the start");
                         return Ok(StartPoint {
@@ -452,14 +503,32 @@ impl FileTail {
 /// plain text.
 const COMPRESSED: &[&str] = &[".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".Z"];
 
-/// Regular files beside `path` named like its rotations (its file name then
-/// `.` or `-` and more: `app.log.1`, `app.log-20261203`), not compressed,
-/// last written after `after_ms` (Unix ms), whose device and inode are not
-/// in `known`; oldest first.
+/// Does one of the record's other positions (`others`) already hold the
+/// generation `rec` describes, so that its copy at `copy` (device, inode)
+/// must not be read again? It does when it is that copy, or when it has the
+/// same first bytes (the copy of this generation, since compressed) and an
+/// offset at least as far.
+fn covered(rec: &SourceRecord, copy: (u64, u64), others: &[FilePosition]) -> bool {
+    others.iter().any(|o| {
+        (o.identity.dev, o.identity.ino) == copy
+            || (o.identity.head_len == rec.identity.head_len
+                && o.identity.head_len > 0
+                && o.identity.head_crc == rec.identity.head_crc
+                && o.offset >= rec.offset)
+    })
+}
+
+/// Regular files beside `path` named like its rotations (its file name,
+/// `.` or `-`, then a digit: `app.log.1`, `app.log-20261203`), not
+/// compressed, last written after `after_ms` (Unix ms), not `held` (device,
+/// inode: files open now) and not one of `known` (same device, inode and
+/// first bytes: a file read before; a new file on a reused inode is not);
+/// oldest first.
 fn rotated_siblings(
     path: &Path,
     after_ms: u64,
-    known: &[(u64, u64)],
+    held: &[(u64, u64)],
+    known: &[FileIdentity],
 ) -> std::io::Result<Vec<(PathBuf, File)>> {
     let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
         return Ok(Vec::new());
@@ -474,9 +543,10 @@ fn rotated_siblings(
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rotated_name = name
-            .strip_prefix(&base)
-            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'));
+        let rotated_name = name.strip_prefix(&base).is_some_and(|rest| {
+            let mut c = rest.chars();
+            matches!(c.next(), Some('.' | '-')) && c.next().is_some_and(|d| d.is_ascii_digit())
+        });
         if !rotated_name || COMPRESSED.iter().any(|c| name.ends_with(c)) {
             continue;
         }
@@ -485,12 +555,19 @@ fn rotated_siblings(
             (meta.mtime().max(0) as u64) * 1000 + meta.mtime_nsec().max(0) as u64 / 1_000_000;
         if !meta.file_type().is_file()
             || mtime_ms <= after_ms
-            || known.contains(&(meta.dev(), meta.ino()))
+            || held.contains(&(meta.dev(), meta.ino()))
         {
             continue;
         }
         // Unreadable: left to the next start, not a stall.
-        if let Ok(file) = File::open(entry.path()) {
+        let Ok(file) = File::open(entry.path()) else {
+            continue;
+        };
+        let read_before = known.iter().any(|k| {
+            k.is_inode_of(&meta)
+                && crc_at(&file, 0, u64::from(k.head_len)).ok().flatten() == Some(k.head_crc)
+        });
+        if !read_before {
             found.push((mtime_ms, entry.path(), file));
         }
     }

@@ -145,6 +145,7 @@ impl Harness {
         for mut b in batches {
             self.seq += 1;
             b.seq = self.seq;
+            b.spooled_ms = crate::runtime::now_ms();
             self.emitted.extend(
                 b.iter_lines()
                     .map(|(_, l)| String::from_utf8_lossy(l).into_owned()),

@@ -322,3 +322,41 @@ fn a_gz_source_is_read_once_and_resumed_at_its_unpacked_offset() {
     h.catch_up();
     assert_eq!(&h.emitted[40..], ["next 0", "next 1"]);
 }
+
+#[test]
+fn a_rotated_file_is_drained_while_the_path_is_missing_at_start() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::from_secs(3600));
+    append(&h.path, b"one\n");
+    h.catch_up();
+    h.restart();
+    let mut old = OpenOptions::new().append(true).open(&h.path).unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    old.write_all(b"late\n").unwrap();
+    for _ in 0..3 {
+        let step = h.tail.step();
+        h.commit_step(step);
+    }
+    assert_eq!(h.emitted, ["one", "late"], "read with no file at the path");
+    assert_eq!(h.gaps(), 0);
+    std::fs::write(&h.path, b"new\n").unwrap();
+    h.catch_up();
+    assert_eq!(h.emitted, ["one", "late", "new"]);
+}
+
+#[test]
+fn a_draining_file_back_at_the_path_goes_on_where_it_was() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::from_secs(3600));
+    append(&h.path, b"one\n");
+    h.catch_up();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"").unwrap();
+    h.catch_up();
+    // Renamed back over the new (empty) file.
+    std::fs::rename(&h.rotated, &h.path).unwrap();
+    append(&h.path, b"two\n");
+    h.catch_up();
+    assert_eq!(h.emitted, ["one", "two"]);
+    let rec = h.committed();
+    assert_eq!(rec.identity.ino, ino(&h.path));
+    assert_eq!(rec.offset, 8);
+}
