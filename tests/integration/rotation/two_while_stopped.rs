@@ -4,9 +4,10 @@
 //! a third is at the path. At the start every line of all three
 //! generations must arrive exactly once, in file order.
 //!
-//! The middle generation is not recovered yet (the daemon finishes the
-//! file it knew and moves to the path): these tests wait for that
-//! feature.
+//! The daemon drains the file it knew from its offset, finds the middle
+//! generation beside the path (named like a rotation, written after its
+//! last commit, named by no position of its record) and reads it from 0,
+//! then the file at the path.
 
 use std::thread;
 use std::time::Duration;
@@ -22,7 +23,9 @@ enum Stop {
     /// SIGTERM after everything written so far was delivered.
     Sigterm,
     /// `kill -9` a seeded moment after 2,000 more lines were written
-    /// (while it reads them).
+    /// (while it reads them), once the first 1,000 were delivered (a
+    /// daemon killed before it read anything has no record: the rotated
+    /// files of a source it never read are not its to find).
     Kill9,
 }
 
@@ -43,6 +46,7 @@ fn two_rotations_while_stopped(stop: Stop) {
                 "two rotations while stopped: seed {seed} (set LOGCATCH_TEST_SEED to replay)"
             );
             let mut rng = Rng::new(seed);
+            lr.delivered(&env, &mut d, TOPIC);
             lr.write(2_000);
             thread::sleep(Duration::from_millis(rng.range(0..300)));
             d.assert_running();
