@@ -273,3 +273,50 @@ fn a_partial_last_line_of_a_renamed_file_is_delivered_once_as_written() {
 fn a_partial_last_line_of_a_renamed_file_survives_a_kill9_at_a_seeded_moment() {
     partial_last_line(Some(seeded("partial last line kill9")));
 }
+
+/// While a renamed file is drained, `logcatch-ctl offsets` shows it as a
+/// sub-row of its source (its new name, device:inode, offset), in the
+/// table and in `--json`; once it is finished the sub-row goes.
+#[test]
+fn ctl_offsets_shows_the_drained_file_as_a_sub_row() {
+    let env = TestEnv::new();
+    let log = env.path("app.log");
+    let mut lr = Logrotate::new(&log, Naming::Numbered);
+    lr.write(100);
+    let cfg = env
+        .config(TOPIC)
+        .source("app", &log)
+        .source_key("app", "rotate_wait", "4s");
+    let mut d = env.start(&cfg);
+    lr.delivered(&env, &mut d, TOPIC);
+    let rotated = lr.rename_away();
+    lr.create();
+    lr.write_via_path(10);
+    lr.write(5); // late, into the renamed file
+    let size = std::fs::metadata(&rotated).unwrap().len();
+    let row = wait_offsets_row(
+        d.config_path(),
+        "app",
+        "the drained file's sub-row at its end",
+        Duration::from_secs(30),
+        |r| r["draining"][0]["offset"].as_u64() == Some(size),
+    );
+    let sub = &row["draining"][0];
+    assert_eq!(sub["path"].as_str(), rotated.to_str(), "{row:#}");
+    assert_eq!(sub["lag_bytes"].as_u64(), Some(0), "{row:#}");
+    let table = ctl_run(d.config_path(), &["offsets"]);
+    assert!(
+        table.stdout.contains(&format!("└ {}", rotated.display())),
+        "{}",
+        table.describe()
+    );
+    wait_offsets_row(
+        d.config_path(),
+        "app",
+        "the sub-row gone after rotate_wait",
+        Duration::from_secs(30),
+        |r| r["draining"].as_array().is_some_and(|a| a.is_empty()),
+    );
+    lr.delivered(&env, &mut d, TOPIC);
+    d.stop();
+}
