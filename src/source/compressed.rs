@@ -28,7 +28,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::source::identity::HEAD_BYTES;
+use crate::source::identity::{folder_of, HEAD_BYTES};
 use crate::store::SourceRecord;
 
 /// The suffixes unpacked, and how.
@@ -84,14 +84,10 @@ pub fn find_compressed(
     rec: &SourceRecord,
     scratch_dir: &Path,
 ) -> io::Result<Option<Unpacked>> {
-    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+    let Some(base) = path.file_name() else {
         return Ok(None);
     };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
+    let dir = folder_of(path);
     let base = base.to_string_lossy().into_owned();
     let mut candidates = Vec::new();
     for entry in std::fs::read_dir(dir)? {

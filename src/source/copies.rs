@@ -30,7 +30,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::source::identity::{verify, FileIdentity, Verdict};
+use crate::source::identity::{folder_of, verify, FileIdentity, Verdict};
 use crate::store::SourceRecord;
 
 /// What a copy must match: the truncated file's identity, the committed
@@ -95,10 +95,7 @@ pub fn find_copy(path: &Path, wanted: &CopyWanted) -> std::io::Result<Option<Fou
     if wanted.identity.head_len == 0 {
         return Ok(None);
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     let rec = wanted.as_record();
     let mut best: Option<(SystemTime, FoundCopy)> = None;
     for entry in std::fs::read_dir(dir)? {

@@ -157,13 +157,19 @@ pub fn verify(file: &File, size: u64, rec: &SourceRecord) -> std::io::Result<Ver
     Ok(Verdict::Same)
 }
 
+/// The folder `path` is in (`.` for a bare name): where its rotated files
+/// and copies are looked for.
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// The name beside `path` that the file `identity` (device and inode) has
 /// now, if any: where a rotation renamed it. Says nothing about content.
 pub fn current_name(path: &Path, identity: &FileIdentity) -> Option<PathBuf> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
@@ -178,10 +184,7 @@ pub fn current_name(path: &Path, identity: &FileIdentity) -> Option<PathBuf> {
 /// a regular file with the record's device and inode that [`verify`]
 /// accepts. Returns its path and the open file.
 pub fn find_rotated(path: &Path, rec: &SourceRecord) -> std::io::Result<Option<(PathBuf, File)>> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let Ok(meta) = entry.metadata() else { continue };

@@ -204,6 +204,19 @@ impl OpenFile {
     }
 }
 
+impl StartPoint {
+    /// `file`, opened at the source's `path`, read from `offset`.
+    fn at(file: File, path: &Path, offset: u64, tail: (u32, u32)) -> StartPoint {
+        StartPoint {
+            file,
+            opened_as: path.to_path_buf(),
+            offset,
+            tail,
+            goes_by: None,
+        }
+    }
+}
+
 /// Where [`FileTail::open`] starts reading, and in which file.
 struct StartPoint {
     file: File,

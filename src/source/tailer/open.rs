@@ -23,7 +23,7 @@ use crate::runtime::lock;
 use crate::source::compressed::{find_compressed, unpack, unpack_if_same, Codec};
 use crate::source::copies::{find_copy, CopyWanted};
 use crate::source::identity::{
-    crc_at, find_rotated, identity_of, not_a_regular_file, verify, Verdict,
+    crc_at, find_rotated, folder_of, identity_of, not_a_regular_file, verify, Verdict,
 };
 use crate::source::lines::LineSplitter;
 use crate::spool::SpoolBatch;
@@ -332,13 +332,7 @@ impl FileTail {
     /// otherwise (a source never read) 0 or, with `start_at: end`, the end.
     fn start_point(&self, file: File, path: &Path, known: Known) -> Result<StartPoint, TailError> {
         let meta = file.metadata().map_err(self.io(path))?;
-        let from = |file, offset, tail| StartPoint {
-            file,
-            opened_as: path.to_path_buf(),
-            offset,
-            tail,
-            goes_by: None,
-        };
+        let from = |file, offset, tail| StartPoint::at(file, path, offset, tail);
         if let Some(codec) = Codec::of(path) {
             return self.start_compressed(path, codec, known);
         }
@@ -435,13 +429,7 @@ impl FileTail {
             Some(copy) if covered(rec, (copy.dev, copy.ino), others) => {
                 tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(),
                     "{why} since the last run; its copy is already being read from where it stopped: reading the file from the start");
-                Ok(StartPoint {
-                    file,
-                    opened_as: path.to_path_buf(),
-                    offset: 0,
-                    tail: (0, 0),
-                    goes_by: None,
-                })
+                Ok(StartPoint::at(file, path, 0, (0, 0)))
             }
             Some(copy) => {
                 tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(), offset = rec.offset,
@@ -461,13 +449,7 @@ impl FileTail {
                     if covered(rec, (u.dev, u.ino), others) {
                         tracing::info!(source = %name, path = %path.display(), compressed = %u.path.display(),
                             "{why} since the last run; its compressed copy is already being read from where it stopped: reading the file from the start");
-                        return Ok(StartPoint {
-                            file,
-                            opened_as: path.to_path_buf(),
-                            offset: 0,
-                            tail: (0, 0),
-                            goes_by: None,
-                        });
+                        return Ok(StartPoint::at(file, path, 0, (0, 0)));
                     }
                     tracing::info!(source = %name, path = %path.display(), compressed = %u.path.display(), offset = rec.offset,
                         "{why} since the last run; reading the rest from logrotate's compressed copy first, then the file from the start");
@@ -483,13 +465,7 @@ impl FileTail {
                 tracing::warn!(source = %name, path = %path.display(), offset = rec.offset,
                     "{why} since the last run, and no copy of it was found beside it: lines written after offset {} \
                      before that may be lost (a gap); reading it from the start", rec.offset);
-                Ok(StartPoint {
-                    file,
-                    opened_as: path.to_path_buf(),
-                    offset: 0,
-                    tail: (0, 0),
-                    goes_by: None,
-                })
+                Ok(StartPoint::at(file, path, 0, (0, 0)))
             }
         }
     }
@@ -530,14 +506,10 @@ fn rotated_siblings(
     held: &[(u64, u64)],
     known: &[FileIdentity],
 ) -> std::io::Result<Vec<(PathBuf, File)>> {
-    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+    let Some(base) = path.file_name() else {
         return Ok(Vec::new());
     };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
+    let dir = folder_of(path);
     let base = base.to_string_lossy().into_owned();
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
