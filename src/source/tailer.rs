@@ -244,6 +244,19 @@ pub struct FileTail {
     /// the finished one leaves it (else a record whose only file was the
     /// finished one would keep it as draining once the new file came).
     pending_drained: Vec<FileIdentity>,
+    /// The record's rotated files were looked for (once a run, even while
+    /// the first open is retried).
+    drains_resumed: bool,
+    /// The time of the record's last commit as it was before this run
+    /// wrote anything: what rotated files' modification times are
+    /// compared with at the first open (later commits would hide them).
+    scan_after: Option<u64>,
+    /// Checkpoints at 0 of rotated files found at the first open that no
+    /// position named: they go out before the path's checkpoint.
+    found_checkpoints: Vec<SpoolBatch>,
+    /// Ask the writer to make the store durable after the next step's
+    /// batches ([`Step::flush`]).
+    flush_store: bool,
     /// Set after a rotation: the next file at the path is new, read from 0.
     rotated: bool,
     /// Read buffer: grows (up to `max_buf`) while reads fill it, and goes
@@ -273,6 +286,9 @@ pub struct Step {
     /// Rotated files are being drained: an idle wait looks again within
     /// [`DRAIN_POLL`].
     pub draining: bool,
+    /// Make the store durable after this step's batches
+    /// ([`WriterMsg::Flush`]).
+    pub flush: bool,
 }
 
 impl Step {
@@ -283,6 +299,7 @@ impl Step {
             seen: None,
             finished: Vec::new(),
             draining: false,
+            flush: false,
         }
     }
 }
@@ -296,6 +313,10 @@ impl FileTail {
             draining: Vec::new(),
             resumed: false,
             pending_drained: Vec::new(),
+            drains_resumed: false,
+            scan_after: None,
+            found_checkpoints: Vec::new(),
+            flush_store: false,
             rotated: false,
             buf: vec![0u8; MIN_READ_BUFFER.min(read_buffer)],
             max_buf: read_buffer,
@@ -338,6 +359,9 @@ impl FileTail {
         // rest before the new file's lines. They are read whatever became
         // of the file at the path (missing, failing).
         let mut drained = self.step_draining();
+        // Before the file at the path is looked at: a first open still
+        // being retried must see them as handled, not find them again.
+        self.pending_drained.extend(drained.finished);
         let mut step = if drained.more {
             Step::idle(Vec::new())
         } else {
@@ -345,7 +369,7 @@ impl FileTail {
         };
         step.batches
             .splice(0..0, std::mem::take(&mut drained.batches));
-        self.pending_drained.extend(drained.finished);
+        step.flush = std::mem::take(&mut self.flush_store);
         step.more |= drained.more;
         step.draining = !self.draining.is_empty();
         if self.current.is_some() && !self.pending_drained.is_empty() {
@@ -417,10 +441,14 @@ impl FileTail {
         if self.current.is_none() {
             match self.open()? {
                 // Files resumed as draining are read first (see `step`).
+                // The checkpoints of rotated files found at this open go
+                // before the path's (see `FileTail::read_unknown_generations`).
                 Some(checkpoint) if !self.draining.is_empty() => {
+                    let mut batches = std::mem::take(&mut self.found_checkpoints);
+                    batches.push(checkpoint);
                     return Ok(Step {
                         more: true,
-                        ..idle(vec![checkpoint])
+                        ..idle(batches)
                     });
                 }
                 Some(checkpoint) => batches.push(checkpoint),
@@ -611,7 +639,7 @@ pub async fn run(
                 break;
             }
         };
-        if !hand_over(step.batches, step.finished, &tx, &stop, &name).await {
+        if !hand_over(step.batches, step.finished, step.flush, &tx, &stop, &name).await {
             break;
         }
         if !step.more {
@@ -630,15 +658,20 @@ pub async fn run(
 async fn hand_over(
     batches: Vec<SpoolBatch>,
     finished: Vec<FileIdentity>,
+    flush: bool,
     tx: &mpsc::Sender<WriterMsg>,
     stop: &TailStop,
     name: &str,
 ) -> bool {
-    let msgs = batches.into_iter().map(WriterMsg::Batch).chain(
-        finished
-            .into_iter()
-            .map(|id| WriterMsg::Drained(name.to_string(), id)),
-    );
+    let msgs = batches
+        .into_iter()
+        .map(WriterMsg::Batch)
+        .chain(
+            finished
+                .into_iter()
+                .map(|id| WriterMsg::Drained(name.to_string(), id)),
+        )
+        .chain(flush.then_some(WriterMsg::Flush));
     for m in msgs {
         tokio::select! {
             sent = tx.send(m) => if sent.is_err() {

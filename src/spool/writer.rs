@@ -65,6 +65,11 @@ pub enum WriterMsg {
     /// sent before it is committed. Not made durable on its own: a crash
     /// that loses it leaves a position the next start finds finished again.
     Drained(String, FileIdentity),
+    /// Make the store durable (after every batch sent before it is
+    /// committed): a tailer's positions that no spooled line carries (the
+    /// checkpoints of rotated files found at a start) must not be lost
+    /// while later positions, replayed from the spool at recovery, survive.
+    Flush,
 }
 
 impl Spool {
@@ -154,6 +159,7 @@ impl SpoolWriter {
                     let _ = tx.send(self.set_record(&name, rec));
                 }
                 Some(WriterMsg::Drained(name, identity)) => self.drained(&name, &identity)?,
+                Some(WriterMsg::Flush) => self.store.flush()?,
                 _ => {}
             }
         }
@@ -186,7 +192,9 @@ impl SpoolWriter {
                     group.push(b);
                 }
                 WriterMsg::Sync(tx) => waiters.push(tx),
-                set @ (WriterMsg::SetRecord(..) | WriterMsg::Drained(..)) => return Some(set),
+                set @ (WriterMsg::SetRecord(..) | WriterMsg::Drained(..) | WriterMsg::Flush) => {
+                    return Some(set)
+                }
             }
             if bytes < max_group && group.len() < 1024 {
                 next = rx.try_recv().ok();

@@ -25,7 +25,7 @@ use crate::source::copies::{find_copy, CopyWanted};
 use crate::source::identity::{
     crc_at, find_rotated, folder_of, identity_of, not_a_regular_file, verify, Verdict,
 };
-use crate::source::lines::LineSplitter;
+use crate::source::lines::{LineBatch, LineSplitter};
 use crate::spool::SpoolBatch;
 use crate::store::{FileIdentity, FilePosition, SourceRecord};
 
@@ -65,10 +65,10 @@ impl FileTail {
         // (nothing, mid-rotation). Until an open succeeds this runs again
         // at each try; files already draining are not added twice.
         let first = !self.resumed;
-        if first {
-            if let Some(rec) = &record {
-                self.resume_draining(rec, meta.as_ref())?;
-            }
+        if let (Some(rec), false) = (&record, self.drains_resumed) {
+            self.scan_after = Some(rec.updated_ms);
+            self.resume_draining(rec, meta.as_ref())?;
+            self.drains_resumed = true;
         }
         let Some(meta) = meta else {
             return Ok(None);
@@ -81,7 +81,6 @@ impl FileTail {
             });
         }
         if let Some(checkpoint) = self.take_back(&meta) {
-            self.resumed = true;
             return Ok(Some(checkpoint));
         }
         let known = match &record {
@@ -120,7 +119,11 @@ impl FileTail {
         let unchanged = open.opened_as == path && resumes_at == Some(start);
         let (cur_dev, cur_ino) = (open.identity.dev, open.identity.ino);
         self.current = Some(open);
-        if let Some(rec) = record.as_ref().filter(|_| first && !unchanged) {
+        let compressed = Codec::of(&path).is_some();
+        if let Some(rec) = record
+            .as_ref()
+            .filter(|_| first && !unchanged && !compressed)
+        {
             self.read_unknown_generations(rec, (meta.dev(), meta.ino()), (cur_dev, cur_ino))?;
         }
         self.resumed = true;
@@ -277,12 +280,24 @@ impl FileTail {
             .chain(rec.draining.iter().map(|d| d.identity))
             .chain(rec.finished.iter().copied())
             .collect();
-        let found =
-            rotated_siblings(&path, rec.updated_ms, &held, &known).map_err(self.io(&path))?;
+        let after = self.scan_after.unwrap_or(rec.updated_ms);
+        let found = rotated_siblings(&path, after, &held, &known).map_err(self.io(&path))?;
         for (old_path, old_file) in found {
             tracing::info!(source = %self.source.name, rotated = %old_path.display(),
                 "a rotated file logcatch never read (rotated while it was stopped); reading it from the start");
             let file = self.open_file(old_file, old_path, 0, (0, 0))?;
+            // Named in the record at once, before anything moves the
+            // record's time past the file's: a crash before its first
+            // line would else hide it for good.
+            let checkpoint = self.batch_of(
+                &file,
+                LineBatch {
+                    end_offset: Some(0),
+                    ..LineBatch::default()
+                },
+            );
+            self.found_checkpoints.push(checkpoint);
+            self.flush_store = true;
             self.draining.push(DrainingFile::new(file));
         }
         self.set_draining_status();

@@ -360,3 +360,69 @@ fn a_draining_file_back_at_the_path_goes_on_where_it_was() {
     assert_eq!(rec.identity.ino, ino(&h.path));
     assert_eq!(rec.offset, 8);
 }
+
+/// Two rotations while stopped, the first file with an unread rest: stop
+/// after the start's first step (before the middle generation's first
+/// line), start again. The middle generation was named in the record at
+/// the first start, so it is still read.
+#[test]
+fn a_crash_early_in_the_start_after_two_rotations_keeps_the_middle_generation() {
+    let mut h = Harness::with_rotate_wait(16, Duration::ZERO);
+    append(&h.path, b"gen 0 a\n");
+    h.catch_up();
+    h.restart();
+    std::thread::sleep(Duration::from_millis(20));
+    let rest: Vec<u8> = (0..40)
+        .flat_map(|i| format!("gen 0 rest {i}\n").into_bytes())
+        .collect();
+    append(&h.path, &rest);
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"gen 1\n").unwrap();
+    std::fs::rename(&h.rotated, h.path.with_file_name("app.log.2")).unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"gen 2\n").unwrap();
+    for _ in 0..3 {
+        let step = h.tail.step();
+        h.commit_step(step);
+    }
+    assert!(
+        !h.emitted.contains(&"gen 1".to_string()),
+        "still behind the old rest"
+    );
+    h.restart();
+    h.catch_up();
+    let mut want: Vec<String> = vec!["gen 0 a".into(), "gen 1".into(), "gen 2".into()];
+    want.extend((0..40).map(|i| format!("gen 0 rest {i}")));
+    want.sort();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(got, want);
+}
+
+/// The same with no file at the path at the start (`nocreate`): the first
+/// open is retried while the old rest is drained, and the middle
+/// generation is still found when the file appears.
+#[test]
+fn two_rotations_while_stopped_with_the_path_missing_read_every_generation_once() {
+    let mut h = Harness::with_rotate_wait(16, Duration::ZERO);
+    append(&h.path, b"gen 0 a\n");
+    h.catch_up();
+    h.restart();
+    std::thread::sleep(Duration::from_millis(20));
+    append(&h.path, b"gen 0 b\n");
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    std::fs::write(&h.path, b"gen 1\n").unwrap();
+    std::fs::rename(&h.rotated, h.path.with_file_name("app.log.2")).unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    for _ in 0..5 {
+        let step = h.tail.step();
+        h.commit_step(step);
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&h.path, b"gen 2\n").unwrap();
+    h.catch_up();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(got, ["gen 0 a", "gen 0 b", "gen 1", "gen 2"]);
+    assert_eq!(h.gaps(), 0);
+}
