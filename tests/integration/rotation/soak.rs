@@ -8,7 +8,9 @@
 //! 20,000 a second in all (`LOGCATCH_ROT_SOAK_RATE`); a writer that cannot
 //! keep up writes what it can, and the report shows the rate achieved.
 //!
-//! The schedule (the seed is printed; `LOGCATCH_TEST_SEED` replays it):
+//! The schedule (the seed is printed; `LOGCATCH_TEST_SEED` replays its
+//! draws, though what the daemon's progress allows at each moment may
+//! differ):
 //! each file is rotated in its mode every 2 to 4 s; the daemon is killed
 //! (`kill -9`) every 1 to 3 s and restarted after up to 0.8 s, and while it
 //! is down some files are rotated once, or twice in a row. Default 45 s
