@@ -64,7 +64,12 @@ rm -f "$LOGCATCH_CLUSTER_REPORT"
 LOGCATCH_POWER_REPORT="${LOGCATCH_POWER_REPORT:-$out.power}"
 export LOGCATCH_POWER_REPORT
 rm -f "$LOGCATCH_POWER_REPORT"
-trap 'rm -f "$out" "$out.cluster" "$out.power"' EXIT
+# The rotation soak's figures (tests/integration/rotation/soak.rs), one
+# line a mode.
+LOGCATCH_ROTATION_REPORT="${LOGCATCH_ROTATION_REPORT:-$out.rotation}"
+export LOGCATCH_ROTATION_REPORT
+rm -f "$LOGCATCH_ROTATION_REPORT"
+trap 'rm -f "$out" "$out.cluster" "$out.power" "$out.rotation"' EXIT
 status=0
 
 # Doc tests (cargo test with target selectors skips them otherwise).
@@ -90,6 +95,11 @@ if [ -s "$LOGCATCH_POWER_REPORT" ]; then
     echo
     echo "power-loss tests:"
     cat "$LOGCATCH_POWER_REPORT"
+fi
+if [ -s "$LOGCATCH_ROTATION_REPORT" ]; then
+    echo
+    echo "rotation soak:"
+    cat "$LOGCATCH_ROTATION_REPORT"
 fi
 if [ -s "$LOGCATCH_CLUSTER_REPORT" ]; then
     echo

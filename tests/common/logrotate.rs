@@ -135,6 +135,18 @@ impl Logrotate {
         self.placed.len() as u64
     }
 
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Where line `n` went: its file (a generation, numbered from 0 in the
+    /// order they were created) and its byte offset in that file.
+    pub fn placement(&self, n: u64) -> Option<(usize, u64)> {
+        let p = self.placed.get(usize::try_from(n).ok()?)?;
+        Some((p.generation, p.offset))
+    }
+
     fn dir(&self) -> PathBuf {
         self.log.parent().unwrap().to_path_buf()
     }

@@ -17,6 +17,9 @@ mod copytruncate;
 /// empty file, a partial last line, and late lines written to the renamed
 /// file (the late-line tests need `rotate_wait`).
 mod rename;
+/// The rotation soak: every mode at once, seeded rotations and `kill -9`
+/// (also rotations while down, twice in a row), a per-mode report.
+mod soak;
 /// Two rename rotations while the daemon is stopped: needs the middle
 /// generation recovered (leave this module out until that lands).
 mod two_while_stopped;
