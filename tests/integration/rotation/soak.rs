@@ -114,12 +114,6 @@ fn rotations_of_every_logrotate_mode_with_kill9_lose_and_duplicate_nothing() {
     report_to_file(&format!("{title}\n{table}"));
     s.explain(&read, &lrs);
     drop(guards);
-
-    assert!(
-        read.stray.is_empty(),
-        "messages that are no line written: {:#?}",
-        read.stray
-    );
     let bad: Vec<String> = MODES
         .iter()
         .zip(&read.files)
@@ -134,6 +128,15 @@ fn rotations_of_every_logrotate_mode_with_kill9_lose_and_duplicate_nothing() {
             )
         })
         .collect();
+    if !bad.is_empty() || !read.stray.is_empty() {
+        s.keep_daemon_log();
+    }
+
+    assert!(
+        read.stray.is_empty(),
+        "messages that are no line written: {:#?}",
+        read.stray
+    );
     assert!(
         bad.is_empty(),
         "not exactly once (seed {seed}; the lines and daemon.log are above):\n{}\n{table}",
@@ -210,6 +213,7 @@ struct Soak {
     files: Vec<SharedFile>,
     state: Vec<FileState>,
     rng: Rng,
+    seed: u64,
     kills: u64,
     t0: Instant,
     env: TestEnv,
@@ -262,6 +266,7 @@ impl Soak {
             files,
             state,
             rng: Rng::new(seed),
+            seed,
             kills: 0,
             t0: Instant::now(),
             env,
@@ -548,6 +553,7 @@ impl Soak {
         // A SIGTERM before the daemon set up its handlers would end it
         // as the signal's default does.
         self.wait_running();
+        self.stop_gracefully();
         self.d.restart();
         self.event("daemon restarted (SIGTERM, no more faults); waiting for every line".into());
         let targets: Vec<u64> = (0..MODES.len()).map(|i| self.written(i)).collect();
@@ -578,6 +584,26 @@ impl Soak {
         }
         self.event(format!("caught up in {:.1?}", t.elapsed()));
         t.elapsed()
+    }
+
+    /// SIGTERM, and a clean exit within a minute; else the daemon's log is
+    /// kept and the test fails saying so.
+    fn stop_gracefully(&mut self) {
+        self.d.sigterm();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.d.is_running() {
+            if Instant::now() >= deadline {
+                self.keep_daemon_log();
+                panic!(
+                    "the daemon did not exit within 60 s of SIGTERM (seed {}); pid {:?}",
+                    self.seed,
+                    self.d.pid()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let st = self.d.wait_exit(Duration::ZERO);
+        assert!(st.success(), "logcatch exited with {st} after SIGTERM");
     }
 
     /// Waits until the daemon's latest start logged that it is running.
@@ -648,6 +674,17 @@ impl Soak {
         )
     }
 
+    /// Copies the daemon's whole log out of the temp dir (which goes at the
+    /// end of the test), for a failure's analysis.
+    fn keep_daemon_log(&self) {
+        let kept =
+            std::env::temp_dir().join(format!("logcatch-rotation-soak-{}-daemon.log", self.seed));
+        match std::fs::copy(self.d.log_path(), &kept) {
+            Ok(_) => eprintln!("rotation soak: daemon.log kept at {}", kept.display()),
+            Err(e) => eprintln!("rotation soak: could not keep daemon.log: {e}"),
+        }
+    }
+
     /// Which of the daemon's recoveries the run went through, from its log.
     fn recoveries(&self) -> String {
         let log = self.d.log();
@@ -692,7 +729,11 @@ impl Soak {
             for w in &f.wrong_examples {
                 eprintln!("wrong: {w}");
             }
-            for (g, _) in by_generation(lr, &f.lost) {
+            let mut gens: Vec<usize> = by_generation(lr, &f.lost).into_keys().collect();
+            gens.extend(by_generation(lr, &f.dup_numbers).into_keys());
+            gens.sort_unstable();
+            gens.dedup();
+            for g in gens {
                 let Some(ino) = st.inodes.get(&g) else {
                     continue;
                 };
