@@ -117,6 +117,15 @@ pub fn find_compressed(
     Ok(None)
 }
 
+/// The first unpacked bytes of `path` (at most [`HEAD_BYTES`]).
+pub fn unpacked_head(path: &Path, codec: Codec) -> io::Result<Vec<u8>> {
+    let mut reader = codec.reader(File::open(path)?)?;
+    let mut head = vec![0u8; HEAD_BYTES as usize];
+    let got = read_full(&mut reader, &mut head)?;
+    head.truncate(got);
+    Ok(head)
+}
+
 /// Unpacks all of `path` (a `.gz` or `.zst` source, read once).
 pub fn unpack(path: &Path, codec: Codec, scratch_dir: &Path) -> io::Result<Unpacked> {
     let nothing_read = SourceRecord {

@@ -191,6 +191,11 @@ pub fn find_rotated(path: &Path, rec: &SourceRecord) -> std::io::Result<Option<(
         if !meta.file_type().is_file() || !rec.identity.is_inode_of(&meta) {
             continue;
         }
+        // A compressed file on the inode of a file it replaced is never
+        // that file (an empty one has nothing else to tell them apart).
+        if crate::source::compressed::Codec::of(&entry.path()).is_some() {
+            continue;
+        }
         let file = File::open(entry.path())?;
         if let Verdict::Same = verify(&file, meta.len(), rec)? {
             return Ok(Some((entry.path(), file)));

@@ -95,7 +95,7 @@ pub struct SourceRecord {
 }
 
 /// The most finished files a [`SourceRecord`] remembers.
-pub const MAX_FINISHED: usize = 8;
+pub const MAX_FINISHED: usize = 32;
 
 /// One file's committed position inside a [`SourceRecord`]: the fields of
 /// the record's own file, for a file being drained after a rotation.

@@ -20,7 +20,7 @@ use super::drain::DrainingFile;
 use super::{FileTail, OpenFile, StartPoint, TailError, TailState};
 use crate::config::StartAt;
 use crate::runtime::lock;
-use crate::source::compressed::{find_compressed, unpack, unpack_if_same, Codec};
+use crate::source::compressed::{find_compressed, unpack, unpack_if_same, unpacked_head, Codec};
 use crate::source::copies::{find_copy, CopyWanted};
 use crate::source::identity::{
     crc_at, find_rotated, folder_of, identity_of, not_a_regular_file, verify, Verdict,
@@ -281,11 +281,25 @@ impl FileTail {
             .chain(rec.finished.iter().copied())
             .collect();
         let after = self.scan_after.unwrap_or(rec.updated_ms);
-        let found = rotated_siblings(&path, after, &held, &known).map_err(self.io(&path))?;
-        for (old_path, old_file) in found {
+        let mut found = rotated_siblings(&path, after, &held, &known).map_err(self.io(&path))?;
+        for (packed, codec) in
+            compressed_siblings(&path, after, &held, &known).map_err(self.io(&path))?
+        {
+            match unpack(&packed, codec, &self.scratch_dir()) {
+                Ok(u) => found.push((packed, u.file, Some((u.dev, u.ino)))),
+                Err(e) => {
+                    tracing::warn!(source = %self.source.name, compressed = %packed.display(), error = %e,
+                        "cannot unpack a compressed rotation logcatch never read")
+                }
+            }
+        }
+        for (old_path, old_file, goes_by) in found {
             tracing::info!(source = %self.source.name, rotated = %old_path.display(),
                 "a rotated file logcatch never read (rotated while it was stopped); reading it from the start");
-            let file = self.open_file(old_file, old_path, 0, (0, 0))?;
+            let mut file = self.open_file(old_file, old_path, 0, (0, 0))?;
+            if let Some((dev, ino)) = goes_by {
+                (file.identity.dev, file.identity.ino) = (dev, ino);
+            }
             // Named in the record at once, before anything moves the
             // record's time past the file's: a crash before its first
             // line would else hide it for good.
@@ -440,8 +454,13 @@ impl FileTail {
         others: &[FilePosition],
     ) -> Result<StartPoint, TailError> {
         let name = &self.source.name;
+        let draining: Vec<(u64, u64)> = self
+            .draining
+            .iter()
+            .map(|d| (d.file.identity.dev, d.file.identity.ino))
+            .collect();
         match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
-            Some(copy) if covered(rec, (copy.dev, copy.ino), others) => {
+            Some(copy) if covered(rec, (copy.dev, copy.ino), others, &draining) => {
                 tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(),
                     "{why} since the last run; its copy is already being read from where it stopped: reading the file from the start");
                 Ok(StartPoint::at(file, path, 0, (0, 0)))
@@ -461,7 +480,7 @@ impl FileTail {
                 if let Some(u) =
                     find_compressed(path, rec, &self.scratch_dir()).map_err(self.io(path))?
                 {
-                    if covered(rec, (u.dev, u.ino), others) {
+                    if covered(rec, (u.dev, u.ino), others, &draining) {
                         tracing::info!(source = %name, path = %path.display(), compressed = %u.path.display(),
                             "{why} since the last run; its compressed copy is already being read from where it stopped: reading the file from the start");
                         return Ok(StartPoint::at(file, path, 0, (0, 0)));
@@ -490,23 +509,38 @@ impl FileTail {
     }
 }
 
+/// A rotated file found beside the path: its name, the file to read (an
+/// unpacked scratch file for a compressed one), and the device and inode it
+/// goes by when not its own.
+type Sibling = (PathBuf, File, Option<(u64, u64)>);
+
 /// Names logrotate gives rotated files that logcatch does not read as
 /// plain text.
 const COMPRESSED: &[&str] = &[".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".Z"];
 
 /// Does one of the record's other positions (`others`) already hold the
-/// generation `rec` describes, so that its copy at `copy` (device, inode)
-/// must not be read again? It does when it is that copy, or when it has the
-/// same first bytes (the copy of this generation, since compressed) and an
-/// offset at least as far.
-fn covered(rec: &SourceRecord, copy: (u64, u64), others: &[FilePosition]) -> bool {
-    others.iter().any(|o| {
-        (o.identity.dev, o.identity.ino) == copy
-            || (o.identity.head_len == rec.identity.head_len
+/// generation `rec` describes, so that a copy of it must not be read again?
+/// It does when it has the same first bytes (a copy of this generation:
+/// the one found, or one since compressed or deleted, whose rest
+/// [`FileTail::resume_draining`] reads) and an offset at least as far.
+/// Or the copy (`copy`: device and inode) is itself being drained (found
+/// again and verified at this start: in `draining`).
+///
+/// Never by a position's device and inode alone: a position whose file is
+/// gone may name an inode a new copy got since.
+fn covered(
+    rec: &SourceRecord,
+    copy: (u64, u64),
+    others: &[FilePosition],
+    draining: &[(u64, u64)],
+) -> bool {
+    draining.contains(&copy)
+        || others.iter().any(|o| {
+            o.identity.head_len == rec.identity.head_len
                 && o.identity.head_len > 0
                 && o.identity.head_crc == rec.identity.head_crc
-                && o.offset >= rec.offset)
-    })
+                && o.offset >= rec.offset
+        })
 }
 
 /// Regular files beside `path` named like its rotations (its file name,
@@ -520,7 +554,7 @@ fn rotated_siblings(
     after_ms: u64,
     held: &[(u64, u64)],
     known: &[FileIdentity],
-) -> std::io::Result<Vec<(PathBuf, File)>> {
+) -> std::io::Result<Vec<Sibling>> {
     let Some(base) = path.file_name() else {
         return Ok(Vec::new());
     };
@@ -530,16 +564,11 @@ fn rotated_siblings(
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rotated_name = name.strip_prefix(&base).is_some_and(|rest| {
-            let mut c = rest.chars();
-            matches!(c.next(), Some('.' | '-')) && c.next().is_some_and(|d| d.is_ascii_digit())
-        });
-        if !rotated_name || COMPRESSED.iter().any(|c| name.ends_with(c)) {
+        if !rotated_name(&base, &name) || COMPRESSED.iter().any(|c| name.ends_with(c)) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
-        let mtime_ms =
-            (meta.mtime().max(0) as u64) * 1000 + meta.mtime_nsec().max(0) as u64 / 1_000_000;
+        let mtime_ms = mtime_ms(&meta);
         if !meta.file_type().is_file()
             || mtime_ms <= after_ms
             || held.contains(&(meta.dev(), meta.ino()))
@@ -559,5 +588,65 @@ fn rotated_siblings(
         }
     }
     found.sort_by_key(|(m, _, _)| *m);
-    Ok(found.into_iter().map(|(_, p, f)| (p, f)).collect())
+    Ok(found.into_iter().map(|(_, p, f)| (p, f, None)).collect())
+}
+
+/// Is `name` a rotation of the file named `base`: `base`, `.` or `-`, then
+/// a digit (`app.log.1`, `app.log-20261203`, `app.log.2.gz`)?
+fn rotated_name(base: &str, name: &str) -> bool {
+    name.strip_prefix(base).is_some_and(|rest| {
+        let mut c = rest.chars();
+        matches!(c.next(), Some('.' | '-')) && c.next().is_some_and(|d| d.is_ascii_digit())
+    })
+}
+
+/// When `meta`'s file was last written, in Unix milliseconds.
+fn mtime_ms(meta: &Metadata) -> u64 {
+    (meta.mtime().max(0) as u64) * 1000 + meta.mtime_nsec().max(0) as u64 / 1_000_000
+}
+
+/// Compressed rotations (`.gz`, `.zst`) beside `path`, named like its
+/// rotations, last written after `after_ms`, not `held`, whose unpacked
+/// first bytes are those of none of `known`: a generation logrotate
+/// compressed before logcatch ever saw it. Oldest first; one that cannot
+/// be unpacked is passed (logged by the caller's next start).
+fn compressed_siblings(
+    path: &Path,
+    after_ms: u64,
+    held: &[(u64, u64)],
+    known: &[FileIdentity],
+) -> std::io::Result<Vec<(PathBuf, Codec)>> {
+    let Some(base) = path.file_name() else {
+        return Ok(Vec::new());
+    };
+    let base = base.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder_of(path))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(codec) = Codec::of(Path::new(&name)) else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        if !rotated_name(&base, &name)
+            || !meta.file_type().is_file()
+            || mtime_ms(&meta) <= after_ms
+            || held.contains(&(meta.dev(), meta.ino()))
+        {
+            continue;
+        }
+        let Ok(head) = unpacked_head(&entry.path(), codec) else {
+            continue;
+        };
+        let read_before = known.iter().any(|k| {
+            k.head_len > 0
+                && head.len() >= k.head_len as usize
+                && crc32c::crc32c(&head[..k.head_len as usize]) == k.head_crc
+        });
+        if !read_before {
+            found.push((mtime_ms(&meta), entry.path(), codec));
+        }
+    }
+    found.sort_by_key(|(m, _, _)| *m);
+    Ok(found.into_iter().map(|(_, p, c)| (p, c)).collect())
 }

@@ -426,3 +426,34 @@ fn two_rotations_while_stopped_with_the_path_missing_read_every_generation_once(
     assert_eq!(got, ["gen 0 a", "gen 0 b", "gen 1", "gen 2"]);
     assert_eq!(h.gaps(), 0);
 }
+
+/// `compress` without `delaycompress`, two rotations while stopped: the
+/// middle generation exists only as `app.log.1.gz` and was never read; it
+/// is unpacked and read from 0, once.
+#[test]
+fn a_never_read_generation_already_gzipped_is_read_from_the_gz() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::ZERO);
+    append(&h.path, b"gen 0 a\n");
+    h.catch_up();
+    h.restart();
+    std::thread::sleep(Duration::from_millis(20));
+    append(&h.path, b"gen 0 b\n");
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    gzip_away(&h.rotated, &h.path.with_file_name("app.log.1.gz"));
+    std::fs::write(&h.path, b"gen 1 a\ngen 1 b\n").unwrap();
+    std::fs::rename(
+        h.path.with_file_name("app.log.1.gz"),
+        h.path.with_file_name("app.log.2.gz"),
+    )
+    .unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    gzip_away(&h.rotated, &h.path.with_file_name("app.log.1.gz"));
+    std::fs::write(&h.path, b"gen 2\n").unwrap();
+    h.catch_up();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(got, ["gen 0 a", "gen 0 b", "gen 1 a", "gen 1 b", "gen 2"]);
+    h.restart();
+    h.catch_up();
+    assert_eq!(h.emitted.len(), 5, "read once");
+}
