@@ -216,6 +216,18 @@ impl FileTail {
             if held || at_path.is_some_and(|m| p.identity.is_inode_of(m)) {
                 continue;
             }
+            // A file that was empty has nothing that tells it from a new
+            // file on its inode (logrotate deletes old files; a new copy
+            // may get the inode): resuming it could read another file from
+            // 0. It is taken as finished. (The record's own file is still
+            // resumed: lines written to it while logcatch was stopped, then
+            // rotated, are in it.)
+            if p.identity.head_len == 0 && p.offset == 0 && p != own {
+                tracing::info!(source = %self.source.name, old_device = p.identity.dev, old_inode = p.identity.ino,
+                    "a rotated file that was empty is not resumed (nothing identifies it)");
+                self.pending_drained.push(p.identity);
+                continue;
+            }
             let this = rec.for_position(&p);
             match find_rotated(&path, &this).map_err(self.io(&path))? {
                 Some((old_path, old_file)) => {
@@ -583,7 +595,9 @@ fn rotated_siblings(
             k.is_inode_of(&meta)
                 && crc_at(&file, 0, u64::from(k.head_len)).ok().flatten() == Some(k.head_crc)
         });
-        if !read_before {
+        // An empty file holds nothing to read, and nothing that would tell
+        // it from a new file on its inode at a later start.
+        if !read_before && meta.len() > 0 {
             found.push((mtime_ms, entry.path(), file));
         }
     }
