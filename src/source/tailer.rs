@@ -362,7 +362,7 @@ impl FileTail {
         // Before the file at the path is looked at: a first open still
         // being retried must see them as handled, not find them again.
         self.pending_drained.extend(drained.finished);
-        let mut step = if drained.more {
+        let mut step = if drained.more && !self.rotated_during_backlog() {
             Step::idle(Vec::new())
         } else {
             self.step_logged()

@@ -173,8 +173,38 @@ impl FileTail {
         if old_size > cur.read_pos {
             return Ok(None);
         }
+        self.move_to_draining();
+        Ok(None)
+    }
+
+    /// Called while older rotated files have a backlog and the file at the
+    /// path is not read: has the path moved on to another file (or is there
+    /// a file at it and none open)? Then the open file becomes a draining
+    /// file at once, its unread rest included (drained after the older
+    /// ones), and true tells the step to open the new file, whose
+    /// checkpoint names it in the record. Noticing a rotation only once the
+    /// backlog is gone would leave a generation written meanwhile that no
+    /// position names: a second rotation while logcatch is stopped would
+    /// then hide it.
+    pub(super) fn rotated_during_backlog(&mut self) -> bool {
+        let Ok(m) = std::fs::metadata(&self.source.path) else {
+            return false;
+        };
+        match &self.current {
+            None => true,
+            Some(cur) if cur.identity.is_inode_of(&m) => false,
+            Some(_) => {
+                self.move_to_draining();
+                true
+            }
+        }
+    }
+
+    /// The open file becomes a draining file (keeping its read position and
+    /// held partial line); the next open reads the new file from 0.
+    fn move_to_draining(&mut self) {
         let Some(mut old) = self.current.take() else {
-            return Ok(None);
+            return;
         };
         // Its new name, for the logs and `logcatch-ctl` (one listing of
         // the folder per rotation).
@@ -186,6 +216,5 @@ impl FileTail {
         self.draining.push(DrainingFile::new(old));
         self.set_draining_status();
         self.rotated = true;
-        Ok(None)
     }
 }

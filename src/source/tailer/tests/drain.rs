@@ -457,3 +457,53 @@ fn a_never_read_generation_already_gzipped_is_read_from_the_gz() {
     h.catch_up();
     assert_eq!(h.emitted.len(), 5, "read once");
 }
+
+/// While an old file's backlog is drained the file at the path is rotated
+/// (logcatch notices at once and names the new file), then logcatch stops
+/// and another rotation happens: every generation is read once.
+#[test]
+fn a_rotation_during_a_backlog_is_noticed_at_once() {
+    let mut h = Harness::with_rotate_wait(16, Duration::ZERO);
+    let name = |n: u32| h.path.with_file_name(format!("app.log.{n}"));
+    let (n1, n2, n3) = (name(1), name(2), name(3));
+    append(&h.path, b"gen 0 a\n");
+    h.catch_up();
+    h.restart();
+    let rest: Vec<u8> = (0..60)
+        .flat_map(|i| format!("gen 0 rest {i}\n").into_bytes())
+        .collect();
+    append(&h.path, &rest);
+    std::fs::rename(&h.path, &n1).unwrap();
+    std::fs::write(&h.path, b"gen 1\n").unwrap();
+    for _ in 0..3 {
+        let step = h.tail.step();
+        h.commit_step(step);
+    }
+    // Rotated while the backlog of gen 0 is read.
+    std::fs::rename(&n1, &n2).unwrap();
+    std::fs::rename(&h.path, &n1).unwrap();
+    std::fs::write(&h.path, b"gen 2\n").unwrap();
+    for _ in 0..3 {
+        let step = h.tail.step();
+        h.commit_step(step);
+    }
+    // Stopped; rotated again.
+    h.restart();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::rename(&n2, &n3).unwrap();
+    std::fs::rename(&n1, &n2).unwrap();
+    std::fs::rename(&h.path, &n1).unwrap();
+    std::fs::write(&h.path, b"gen 3\n").unwrap();
+    h.catch_up();
+    let mut want: Vec<String> = vec![
+        "gen 0 a".into(),
+        "gen 1".into(),
+        "gen 2".into(),
+        "gen 3".into(),
+    ];
+    want.extend((0..60).map(|i| format!("gen 0 rest {i}")));
+    want.sort();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(got, want);
+}
