@@ -84,6 +84,11 @@ pub fn find_compressed(
     rec: &SourceRecord,
     scratch_dir: &Path,
 ) -> io::Result<Option<Unpacked>> {
+    // A record with no first bytes (its file was empty) would match any
+    // compressed file.
+    if rec.identity.head_len == 0 {
+        return Ok(None);
+    }
     let Some(base) = path.file_name() else {
         return Ok(None);
     };

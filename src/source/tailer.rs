@@ -257,6 +257,9 @@ pub struct FileTail {
     /// Ask the writer to make the store durable after the next step's
     /// batches ([`Step::flush`]).
     flush_store: bool,
+    /// Device and inode of compressed rotations unpacked at a start to
+    /// drain a record position (the drain goes by the position's own).
+    unpacked: Vec<(u64, u64)>,
     /// Set after a rotation: the next file at the path is new, read from 0.
     rotated: bool,
     /// Read buffer: grows (up to `max_buf`) while reads fill it, and goes
@@ -317,6 +320,7 @@ impl FileTail {
             scan_after: None,
             found_checkpoints: Vec::new(),
             flush_store: false,
+            unpacked: Vec::new(),
             rotated: false,
             buf: vec![0u8; MIN_READ_BUFFER.min(read_buffer)],
             max_buf: read_buffer,

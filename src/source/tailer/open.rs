@@ -216,20 +216,14 @@ impl FileTail {
             if held || at_path.is_some_and(|m| p.identity.is_inode_of(m)) {
                 continue;
             }
-            // A file that was empty has nothing that tells it from a new
-            // file on its inode (logrotate deletes old files; a new copy
-            // may get the inode): resuming it could read another file from
-            // 0. It is taken as finished. (The record's own file is still
-            // resumed: lines written to it while logcatch was stopped, then
-            // rotated, are in it.)
-            if p.identity.head_len == 0 && p.offset == 0 && p != own {
-                tracing::info!(source = %self.source.name, old_device = p.identity.dev, old_inode = p.identity.ino,
-                    "a rotated file that was empty is not resumed (nothing identifies it)");
-                self.pending_drained.push(p.identity);
-                continue;
-            }
             let this = rec.for_position(&p);
-            match find_rotated(&path, &this).map_err(self.io(&path))? {
+            let found = find_rotated(&path, &this).map_err(self.io(&path))?;
+            // A file that was empty has no first bytes to check: one born
+            // after the record's last commit on its inode (logrotate deleted
+            // it, a new copy got the inode) is another file.
+            let found =
+                found.filter(|(_, f)| p.identity.head_len > 0 || !born_after(f, rec.updated_ms));
+            match found {
                 Some((old_path, old_file)) => {
                     tracing::info!(source = %self.source.name, rotated_to = %old_path.display(), offset = p.offset,
                         "the file was rotated away before this start; draining the rest of it beside the new one");
@@ -288,6 +282,7 @@ impl FileTail {
                 .iter()
                 .map(|d| (d.file.identity.dev, d.file.identity.ino)),
         );
+        held.extend(self.unpacked.iter().copied());
         let known: Vec<FileIdentity> = std::iter::once(rec.identity)
             .chain(rec.draining.iter().map(|d| d.identity))
             .chain(rec.finished.iter().copied())
@@ -354,6 +349,7 @@ impl FileTail {
         };
         tracing::info!(source = %self.source.name, compressed = %unpacked.path.display(), offset = rec.offset,
             size = unpacked.size, "the rotated file was compressed before logcatch read all of it; reading the rest from the compressed file");
+        let (packed_dev, packed_ino) = (unpacked.dev, unpacked.ino);
         let mut file = self.open_file(
             unpacked.file,
             unpacked.path,
@@ -361,6 +357,7 @@ impl FileTail {
             (rec.tail_len, rec.tail_crc),
         )?;
         file.identity = rec.identity;
+        self.unpacked.push((packed_dev, packed_ino));
         self.draining.push(DrainingFile::new(file));
         Ok(true)
     }
@@ -470,6 +467,8 @@ impl FileTail {
             .draining
             .iter()
             .map(|d| (d.file.identity.dev, d.file.identity.ino))
+            .chain(self.pending_drained.iter().map(|i| (i.dev, i.ino)))
+            .chain(self.unpacked.iter().copied())
             .collect();
         match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
             Some(copy) if covered(rec, (copy.dev, copy.ino), others, &draining) => {
@@ -529,6 +528,16 @@ type Sibling = (PathBuf, File, Option<(u64, u64)>);
 /// Names logrotate gives rotated files that logcatch does not read as
 /// plain text.
 const COMPRESSED: &[&str] = &[".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".Z"];
+
+/// Was `file` created after `after_ms` (Unix ms)? False where the file
+/// system does not keep a birth time.
+fn born_after(file: &File, after_ms: u64) -> bool {
+    file.metadata()
+        .and_then(|m| m.created())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .is_some_and(|d| d.as_millis() as u64 > after_ms)
+}
 
 /// Does one of the record's other positions (`others`) already hold the
 /// generation `rec` describes, so that a copy of it must not be read again?
@@ -649,8 +658,20 @@ fn compressed_siblings(
         {
             continue;
         }
-        let Ok(head) = unpacked_head(&entry.path(), codec) else {
+        // gzip still running: the plain file is there too, and is what a
+        // scan reads (or has read).
+        let plain = entry.path().with_extension("");
+        if plain.exists() {
             continue;
+        }
+        let head = match unpacked_head(&entry.path(), codec) {
+            Ok(head) if !head.is_empty() => head,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(compressed = %entry.path().display(), error = %e,
+                    "cannot unpack a compressed rotation beside the file; it is not read");
+                continue;
+            }
         };
         let read_before = known.iter().any(|k| {
             k.head_len > 0
