@@ -467,7 +467,8 @@ impl FileTail {
             .draining
             .iter()
             .map(|d| (d.file.identity.dev, d.file.identity.ino))
-            .chain(self.pending_drained.iter().map(|i| (i.dev, i.ino)))
+            // Not the positions found gone (pending): their inodes may be
+            // a new copy's now.
             .chain(self.unpacked.iter().copied())
             .collect();
         match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
