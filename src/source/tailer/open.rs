@@ -49,6 +49,11 @@ impl FileTail {
     /// when the last run stopped, or rotated while it was stopped) are found
     /// again beside the path by device and inode and drained from their
     /// stored offsets ([`FileTail::resume_draining`]).
+    ///
+    /// Longer than most: its steps (resume, take back, match the record,
+    /// start point, unknown generations) share the record and the stat of
+    /// the path, and their order is the crash-safety argument; each step's
+    /// work is in its own function.
     pub(super) fn open(&mut self) -> Result<Option<SpoolBatch>, TailError> {
         let path = self.source.path.clone();
         let meta = match std::fs::metadata(&path) {
