@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use super::{io_err, FileTail, OpenFile, TailError};
 use crate::runtime::lock;
+use crate::source::identity::crc_at;
 use crate::source::lines::LineBatch;
 use crate::spool::SpoolBatch;
 use crate::store::FileIdentity;
@@ -99,6 +100,22 @@ impl FileTail {
         let name = self.source.name.as_str();
         let wait = self.source.rotate_wait;
         let f = &mut self.draining[i].file;
+        // Rewritten in place since the last look (`cp app.log app.log.1`
+        // over an older copy reuses its inode): what follows the read
+        // position is another file's, never this one's rest. It is
+        // finished as it was.
+        if let Some(why) = rewritten(f).map_err(io_err(name, &f.opened_as))? {
+            let mut lines = LineBatch::default();
+            f.splitter.flush_partial(f.read_pos, &mut lines);
+            tracing::info!(source = %name, path = %f.opened_as.display(), offset = f.read_pos,
+                "finished the rotated file: {why}");
+            if !lines.is_empty() {
+                let batch = self.batch_of(&self.draining[i].file, lines);
+                out.batches.push(batch);
+            }
+            return Ok(true);
+        }
+        let f = &mut self.draining[i].file;
         let n = f
             .file
             .read_at(&mut self.buf, f.read_pos)
@@ -158,4 +175,24 @@ impl FileTail {
             .collect();
         lock(&self.status).draining = files;
     }
+}
+
+/// Has draining file `f` been truncated below its read position, or had
+/// its first bytes rewritten, since the last look? The reason, if so.
+fn rewritten(f: &mut OpenFile) -> std::io::Result<Option<&'static str>> {
+    let size = f.file.metadata()?.len();
+    if size == f.last_size {
+        return Ok(None);
+    }
+    f.last_size = size;
+    if size < f.read_pos {
+        return Ok(Some("it was truncated"));
+    }
+    let head = f.identity.head_len;
+    if head > 0 && crc_at(&f.file, 0, u64::from(head))? != Some(f.identity.head_crc) {
+        return Ok(Some(
+            "its first bytes were rewritten (another file copied over it)",
+        ));
+    }
+    Ok(None)
 }
