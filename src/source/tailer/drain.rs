@@ -105,15 +105,7 @@ impl FileTail {
         // position is another file's, never this one's rest. It is
         // finished as it was.
         if let Some(why) = rewritten(f).map_err(io_err(name, &f.opened_as))? {
-            let mut lines = LineBatch::default();
-            f.splitter.flush_partial(f.read_pos, &mut lines);
-            tracing::info!(source = %name, path = %f.opened_as.display(), offset = f.read_pos,
-                "finished the rotated file: {why}");
-            if !lines.is_empty() {
-                let batch = self.batch_of(&self.draining[i].file, lines);
-                out.batches.push(batch);
-            }
-            return Ok(true);
+            return Ok(self.finish_draining(i, why, out));
         }
         let f = &mut self.draining[i].file;
         let n = f
@@ -145,22 +137,28 @@ impl FileTail {
         let meta = f.file.metadata().map_err(io_err(name, &f.opened_as))?;
         let why = if meta.nlink() == 0 {
             "it was deleted and is read to its end"
-        } else if meta.len() < f.read_pos {
-            "it was truncated"
         } else if idle.elapsed() >= wait {
             "it was idle for rotate_wait after its end"
         } else {
             return Ok(false);
         };
+        Ok(self.finish_draining(i, why, out))
+    }
+
+    /// Finishes draining file `i` (`why`, for the log): its held partial
+    /// line goes out as a line, nothing will complete it. True, for
+    /// [`FileTail::step_one_draining`]'s caller to drop it.
+    fn finish_draining(&mut self, i: usize, why: &str, out: &mut Drained) -> bool {
+        let f = &mut self.draining[i].file;
         let mut lines = LineBatch::default();
         f.splitter.flush_partial(f.read_pos, &mut lines);
-        tracing::info!(source = %name, path = %f.opened_as.display(), offset = f.read_pos,
+        tracing::info!(source = %self.source.name, path = %f.opened_as.display(), offset = f.read_pos,
             "finished the rotated file: {why}");
         if !lines.is_empty() {
             let batch = self.batch_of(&self.draining[i].file, lines);
             out.batches.push(batch);
         }
-        Ok(true)
+        true
     }
 
     /// The draining files, for `logcatch-ctl`.
