@@ -282,12 +282,7 @@ impl FileTail {
     ) -> Result<(), TailError> {
         let path = self.source.path.clone();
         let mut held: Vec<(u64, u64)> = vec![at_path, current];
-        held.extend(
-            self.draining
-                .iter()
-                .map(|d| (d.file.identity.dev, d.file.identity.ino)),
-        );
-        held.extend(self.unpacked.iter().copied());
+        held.extend(self.held_inodes());
         let known: Vec<FileIdentity> = std::iter::once(rec.identity)
             .chain(rec.draining.iter().map(|d| d.identity))
             .chain(rec.finished.iter().copied())
@@ -328,6 +323,24 @@ impl FileTail {
         }
         self.set_draining_status();
         Ok(())
+    }
+
+    /// The device and inode of every file this tailer holds open to drain,
+    /// and of the compressed files it unpacked: files that are not a
+    /// generation never read, nor a copy still to follow.
+    ///
+    /// Asked of the open handles, never taken from the positions: a file
+    /// drained from its unpacked `.gz` goes by the record's identity, whose
+    /// inode was freed when logrotate deleted the plain file and may be a
+    /// newer `.gz`'s now (the rotation soak lost such a generation whole).
+    /// An inode held open cannot be given to another file.
+    fn held_inodes(&self) -> Vec<(u64, u64)> {
+        self.draining
+            .iter()
+            .filter_map(|d| d.file.file.metadata().ok())
+            .map(|m| (m.dev(), m.ino()))
+            .chain(self.unpacked.iter().copied())
+            .collect()
     }
 
     /// The data_dir folder for unpacked compressed rotations.
@@ -468,14 +481,9 @@ impl FileTail {
         others: &[FilePosition],
     ) -> Result<StartPoint, TailError> {
         let name = &self.source.name;
-        let draining: Vec<(u64, u64)> = self
-            .draining
-            .iter()
-            .map(|d| (d.file.identity.dev, d.file.identity.ino))
-            // Not the positions found gone (pending): their inodes may be
-            // a new copy's now.
-            .chain(self.unpacked.iter().copied())
-            .collect();
+        // Not the positions found gone (pending): their inodes may be a
+        // new copy's now.
+        let draining = self.held_inodes();
         match find_copy(path, &CopyWanted::of_record(rec)).map_err(self.io(path))? {
             Some(copy) if covered(rec, (copy.dev, copy.ino), others, &draining) => {
                 tracing::info!(source = %name, path = %path.display(), copy = %copy.path.display(),

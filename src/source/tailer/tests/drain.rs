@@ -507,3 +507,37 @@ fn a_rotation_during_a_backlog_is_noticed_at_once() {
     got.sort();
     assert_eq!(got, want);
 }
+
+/// `compress` without `delaycompress`, two rotations while stopped, and
+/// the file system gave the inode of the record's file (gzipped and
+/// deleted) to the newer `app.log.1.gz`: that `.gz` is a generation never
+/// read, not the record's file still held (its device and inode name a
+/// file that is gone), and is read from 0 (the rotation soak lost such a
+/// generation whole).
+#[test]
+fn a_never_read_gz_on_the_inode_of_the_records_gone_file_is_read() {
+    let mut h = Harness::with_rotate_wait(64 << 10, Duration::ZERO);
+    append(&h.path, b"gen 0 a\n");
+    h.catch_up();
+    h.restart();
+    std::thread::sleep(Duration::from_millis(20));
+    append(&h.path, b"gen 0 b\n");
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    gzip_away(&h.rotated, &h.path.with_file_name("app.log.2.gz"));
+    std::fs::write(&h.path, b"gen 1 a\ngen 1 b\n").unwrap();
+    std::fs::rename(&h.path, &h.rotated).unwrap();
+    let newer_gz = h.path.with_file_name("app.log.1.gz");
+    gzip_away(&h.rotated, &newer_gz);
+    std::fs::write(&h.path, b"gen 2\n").unwrap();
+    // The inode reuse, made certain: the record's file now "is" the .gz.
+    let mut rec = h.committed();
+    rec.identity.ino = ino(&newer_gz);
+    h.store.put_source("app", &rec).unwrap();
+    h.catch_up();
+    let mut got = h.emitted.clone();
+    got.sort();
+    assert_eq!(got, ["gen 0 a", "gen 0 b", "gen 1 a", "gen 1 b", "gen 2"]);
+    h.restart();
+    h.catch_up();
+    assert_eq!(h.emitted.len(), 5, "read once");
+}
