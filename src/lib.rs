@@ -9,9 +9,11 @@
 //!
 //! 1. **Config.** [`config`] parses the YAML file and validates it once,
 //!    at load, into a typed [`config::Config`]; nothing downstream
-//!    re-checks it. Each source becomes a [`config::SourceConfig`].
-//! 2. **Source.** A [`source::tailer::FileTail`] per source follows its
-//!    file. It knows the file by its [`source::identity::FileIdentity`]
+//!    re-checks it. Each source becomes a [`config::SourceConfig`]; a glob
+//!    source ([`config::GlobSpec`]) becomes one per file it matches, found
+//!    by [`source::discover`] and keyed `NAME:/path` ([`config::file_key`]).
+//! 2. **Source.** A [`source::tailer::FileTail`] per source (or glob
+//!    source's file) follows its file. It knows the file by its [`source::identity::FileIdentity`]
 //!    (device, inode, head checksum), so rotation, truncation and
 //!    rewrites are noticed; [`source::lines::LineSplitter`] cuts the bytes
 //!    into lines; [`source::filewatch::FileWatch`] wakes an idle tailer on

@@ -76,10 +76,12 @@ pub enum FsyncPolicy {
     Never,
 }
 
+mod glob;
 mod raw;
 mod security;
 mod validate;
 
+pub use glob::{file_key, is_pattern, split_key, BadPattern, GlobSpec, KEY_SEP};
 pub use raw::parse_size;
 use raw::{defaults, RawAdmin, RawConfig};
 pub use security::{
@@ -206,6 +208,24 @@ pub struct SourceConfig {
     /// through a descriptor opened before the rotation) before the tailer
     /// finishes it: [`crate::source::tailer`].
     pub rotate_wait: Duration,
+    /// A glob source's patterns and options (`path` held glob characters
+    /// or was a list); `path` is then its first pattern. `None` for a
+    /// one-path source, and for each file a glob source tails
+    /// ([`SourceConfig::for_file`]).
+    pub glob: Option<GlobSpec>,
+}
+
+impl SourceConfig {
+    /// The one-path source that tails `path`, a file of this glob source:
+    /// named by its [`file_key`], with every other setting of this source.
+    pub fn for_file(&self, path: &Path) -> SourceConfig {
+        SourceConfig {
+            name: file_key(&self.name, path),
+            path: path.to_path_buf(),
+            glob: None,
+            ..self.clone()
+        }
+    }
 }
 
 impl Config {

@@ -44,6 +44,10 @@ pub(super) mod defaults {
     /// How long a rotated file is still read after its end before it is
     /// finished (Fluent Bit's `Rotate_Wait` default).
     pub const ROTATE_WAIT: Duration = Duration::from_secs(5);
+    /// How long after a glob source's file vanished (read to its end) its
+    /// record is deleted (Filebeat's `clean_removed` keeps none; Fluent
+    /// Bit's DB keeps them for good).
+    pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 }
 
 // ---------------------------------------------------------------------------
@@ -104,7 +108,13 @@ pub(super) struct RawKafka {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
-    pub(super) path: String,
+    pub(super) path: RawPaths,
+    #[serde(default)]
+    pub(super) exclude: Vec<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) ignore_older_than: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub(super) forget_after: Option<Duration>,
     pub(super) topic: Option<String>,
     pub(super) start_at: Option<StartAt>,
     #[serde(default, deserialize_with = "de_opt_size")]
@@ -112,6 +122,14 @@ pub(super) struct RawSource {
     pub(super) long_lines: Option<LongLines>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub(super) rotate_wait: Option<Duration>,
+}
+
+/// A source's `path`: one path or pattern, or a list of patterns.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawPaths {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{defaults, RawAdmin, RawConfig, RawKafka, RawSource, RawSpool, RawTailer};
+use super::raw::{
+    defaults, RawAdmin, RawConfig, RawKafka, RawPaths, RawSource, RawSpool, RawTailer,
+};
 use super::security::{self, RawSasl, RawTls};
 use super::{
-    normalize, AdminConfig, AdminListen, Config, ConfigError, KafkaClient, KafkaConfig, SaslConfig,
-    SourceConfig, SpoolConfig, TlsConfig,
+    is_pattern, normalize, AdminConfig, AdminListen, BadPattern, Config, ConfigError, GlobSpec,
+    KafkaClient, KafkaConfig, SaslConfig, SourceConfig, SpoolConfig, TlsConfig,
 };
 
 /// The `tailer:` section: global settings and the defaults of every source.
@@ -388,11 +390,13 @@ impl Validator<'_> {
         let mut out = BTreeMap::new();
         for (name, path) in configpath {
             check_name(&name).map_err(|m| self.invalid(&name, m))?;
+            let (path, glob) = self.paths(&name, RawPaths::One(path), Vec::new(), None, None)?;
             out.insert(
                 name.clone(),
                 SourceConfig {
                     name,
-                    path: self.resolve(&path),
+                    path,
+                    glob,
                     topic: topic.to_string(),
                     start_at: tailer.start_at,
                     max_line_bytes: line_cap(tailer.line_cap)
@@ -413,10 +417,18 @@ impl Validator<'_> {
             let src_topic = s.topic.unwrap_or_else(|| topic.to_string());
             check_topic(&src_topic)
                 .map_err(|m| self.invalid(&format!("sources.{name}.topic"), m))?;
+            let (path, glob) = self.paths(
+                &name,
+                s.path,
+                s.exclude,
+                s.ignore_older_than,
+                s.forget_after,
+            )?;
             out.insert(
                 name.clone(),
                 SourceConfig {
-                    path: self.resolve(&s.path),
+                    path,
+                    glob,
                     topic: src_topic,
                     start_at: s.start_at.unwrap_or(tailer.start_at),
                     max_line_bytes: line_cap(s.max_line_bytes.unwrap_or(tailer.line_cap))
@@ -434,7 +446,7 @@ impl Validator<'_> {
             );
         }
         let mut seen: BTreeMap<&Path, &str> = BTreeMap::new();
-        for s in out.values() {
+        for s in out.values().filter(|s| s.glob.is_none()) {
             if let Some(other) = seen.insert(&s.path, &s.name) {
                 return Err(self.invalid(
                     &s.name,
@@ -447,6 +459,68 @@ impl Validator<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// A source's `path` (and, for a glob source, its options): one path
+    /// is a one-path source unless it holds glob characters; a list, or a
+    /// pattern, makes a glob source. A bad pattern is named with the line
+    /// it is written on.
+    fn paths(
+        &self,
+        name: &str,
+        paths: RawPaths,
+        exclude: Vec<String>,
+        ignore_older_than: Option<Duration>,
+        forget_after: Option<Duration>,
+    ) -> Result<(PathBuf, Option<GlobSpec>), ConfigError> {
+        let key = format!("sources.{name}");
+        let include = match paths {
+            RawPaths::One(p) if !is_pattern(&p) => {
+                if !exclude.is_empty() || ignore_older_than.is_some() || forget_after.is_some() {
+                    return Err(self.invalid(
+                        &key,
+                        "`exclude`, `ignore_older_than` and `forget_after` need a glob `path` \
+                         (with *, ?, [...], {a,b} or **, or a list)",
+                    ));
+                }
+                return Ok((self.resolve(&p), None));
+            }
+            RawPaths::One(p) => vec![p],
+            RawPaths::Many(list) if list.is_empty() => {
+                return Err(self.invalid(&key, "`path` must name at least one file or pattern"))
+            }
+            RawPaths::Many(list) => list,
+        };
+        let absolute = |ps: &[String]| -> Vec<String> {
+            ps.iter()
+                .map(|p| self.resolve(p).to_string_lossy().into_owned())
+                .collect()
+        };
+        let spec = GlobSpec::new(
+            absolute(&include),
+            absolute(&exclude),
+            ignore_older_than,
+            forget_after.unwrap_or(defaults::FORGET_AFTER),
+        )
+        .map_err(|BadPattern { pattern, message }| {
+            // The line the pattern is written on (its text before
+            // resolving is what the file holds).
+            let written = include
+                .iter()
+                .chain(&exclude)
+                .find(|p| pattern.ends_with(p.trim_start_matches("./")))
+                .cloned()
+                .unwrap_or(pattern.clone());
+            let line = self.text.lines().position(|l| l.contains(&written));
+            ConfigError::Invalid {
+                path: self.path.to_path_buf(),
+                line: line.map_or_else(|| self.line_of(&key), |l| l + 1),
+                key: format!("{key}.path"),
+                message: format!("bad glob pattern `{written}`: {message}"),
+            }
+        })?;
+        let first = PathBuf::from(&spec.include[0]);
+        Ok((first, Some(spec)))
     }
 
     pub(super) fn admin(&self, raw: RawAdmin, data_dir: &Path) -> Result<AdminConfig, ConfigError> {
@@ -498,6 +572,13 @@ fn check_name(name: &str) -> Result<(), String> {
     }
     if name.chars().any(|c| c.is_control()) {
         return Err("a source name must not contain control characters".into());
+    }
+    if name.contains(super::KEY_SEP) {
+        // A glob source's files are keyed `NAME:/path`.
+        return Err(format!(
+            "a source name must not contain `{}`",
+            super::KEY_SEP
+        ));
     }
     Ok(())
 }

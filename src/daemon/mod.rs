@@ -252,6 +252,7 @@ pub async fn run(
     for source in config.sources.values() {
         sup.start(source);
     }
+    sup.rediscover().await?;
     let _watch = reload::watch(&config.file, reload_tx.clone())?;
     tracing::info!(sources = config.sources.len(), config = %config.file.display(), "logcatch is running");
 
@@ -310,6 +311,8 @@ async fn serve(
 ) -> Result<Option<Result<(), ForwardError>>, DaemonError> {
     let mut poll = tokio::time::interval(reload::POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut discovery = tokio::time::interval(sup.discovery_every());
+    discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.requested() => return Ok(None),
@@ -323,6 +326,7 @@ async fn serve(
                 sup.reload(forced).await?;
             }
             _ = poll.tick() => { sup.reload(false).await?; }
+            _ = discovery.tick() => { sup.rediscover().await?; }
             Some(cmd) = cmd_rx.recv() => match cmd {
                 AdminCommand::Reload(reply) => {
                     let r = sup.reload(true).await?;

@@ -1,5 +1,6 @@
-//! The supervisor: owns the tailer tasks (one per configured source,
-//! never two), applies a reloaded config by diff, and carries out the
+//! The supervisor: owns the tailer tasks (one per configured one-path
+//! source, one per file of a glob source ([`globs`]); never two for one
+//! key), applies a reloaded config by diff, and carries out the
 //! operator's commands (reset, forget) in the order the invariants of
 //! [`crate::daemon`] require.
 
@@ -11,8 +12,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod globs;
+
 use super::{blocking, DaemonError};
-use crate::config::{Config, ConfigError, KafkaConfig, SourceConfig};
+use crate::config::{split_key, Config, ConfigError, KafkaConfig, SourceConfig};
 use crate::control::reload::{self, SourceDiff};
 use crate::control::reset::{self, ResetTo};
 use crate::control::ControlError;
@@ -112,7 +115,13 @@ impl Supervisor {
         self.shared.clone()
     }
 
+    /// Starts the tailer of a one-path source, or of one file of a glob
+    /// source. A glob source itself is not started here: its files are,
+    /// by [`Supervisor::rediscover`].
     pub(super) fn start(&mut self, source: &SourceConfig) {
+        if source.glob.is_some() {
+            return;
+        }
         let tail = FileTail::new(
             source.clone(),
             self.store.clone(),
@@ -174,7 +183,26 @@ impl Supervisor {
         }
     }
 
+    /// The source a tailer key names: a configured source, or a file of a
+    /// configured glob source (`NAME:/path`, its path matching).
+    fn source_for(&self, key: &str) -> Option<SourceConfig> {
+        match split_key(key) {
+            (name, None) => self.config.sources.get(name).cloned(),
+            (name, Some(path)) => {
+                let s = self.config.sources.get(name)?;
+                let spec = s.glob.as_ref()?;
+                spec.matches(std::path::Path::new(path))
+                    .then(|| s.for_file(std::path::Path::new(path)))
+            }
+        }
+    }
+
     /// Applies a validated new config by diff.
+    ///
+    /// Longer than most: each kind of change (removed, moved, changed,
+    /// added; glob sources apart) must be carried out in this order (stop,
+    /// hand over, forget, start), which is the argument that no record is
+    /// deleted under a running tailer.
     async fn apply(&mut self, new: Config) -> SourceDiff {
         let d = reload::diff(&self.config, &new);
         let old = std::mem::replace(&mut self.config, new);
@@ -182,7 +210,9 @@ impl Supervisor {
         self.config.data_dir = old.data_dir.clone();
         self.config.spool = old.spool.clone();
         self.config.admin = old.admin.clone();
-        for name in d.removed.iter().chain(&d.moved) {
+        self.apply_globs(&old, &d).await;
+        let was_glob = |n: &String| old.sources.get(n).is_some_and(|s| s.glob.is_some());
+        for name in d.removed.iter().chain(&d.moved).filter(|n| !was_glob(n)) {
             self.stop(name).await;
             self.forget(name).await;
         }
@@ -209,7 +239,36 @@ impl Supervisor {
             self.kafka.send_replace(self.config.kafka.clone());
         }
         self.watch.set_poll(self.config.poll_interval);
+        if let Err(e) = self.rediscover().await {
+            tracing::error!(error = %e, "the discovery pass after the reload failed; the next pass tries again");
+        }
         d
+    }
+
+    /// The glob sources' part of a reload: a removed one's files stop and
+    /// their records go; a changed one's files stop, and the records whose
+    /// path its new patterns no longer match go (the rest resume at the
+    /// next discovery pass). A source that was one path and is now a glob
+    /// (or back) loses its old record(s) as a moved source does.
+    async fn apply_globs(&mut self, old: &Config, d: &SourceDiff) {
+        let touched = d.removed.iter().chain(&d.moved).chain(&d.changed);
+        for name in touched {
+            let was = old.sources.get(name).and_then(|s| s.glob.clone());
+            let now = self.config.sources.get(name).and_then(|s| s.glob.clone());
+            if was.is_none() && now.is_none() {
+                continue;
+            }
+            if was.is_some() {
+                self.stop_files(name).await;
+                self.sync().await;
+                self.forget_files(name, |p| now.as_ref().is_some_and(|g| g.matches(p)))
+                    .await;
+            } else {
+                // One path before: its tailer and record go.
+                self.stop(name).await;
+                self.forget(name).await;
+            }
+        }
     }
 
     /// Re-reads the config file; applies it if it changed (or `forced`).
@@ -280,15 +339,12 @@ impl Supervisor {
 
     /// `logcatch-ctl reset`: restart the source's tailer at `to`.
     pub(super) async fn reset(&mut self, name: &str, to: ResetTo) -> Result<(), ControlError> {
-        let source =
-            self.config
-                .sources
-                .get(name)
-                .cloned()
-                .ok_or_else(|| ControlError::UnknownSource {
-                    name: name.to_string(),
-                    config: self.config.file.clone(),
-                })?;
+        let source = self
+            .source_for(name)
+            .ok_or_else(|| ControlError::UnknownSource {
+                name: name.to_string(),
+                config: self.config.file.clone(),
+            })?;
         let running = self.tailers.contains_key(name);
         self.stop(name).await;
         self.sync().await;
@@ -324,7 +380,7 @@ impl Supervisor {
         if !exists {
             return Err(ControlError::NoRecord(name.to_string()));
         }
-        let configured = self.config.sources.get(name).cloned();
+        let configured = self.source_for(name);
         self.stop(name).await;
         let r = self.set_record(name, None).await;
         if r.is_ok() {

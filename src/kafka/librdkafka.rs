@@ -440,6 +440,9 @@ pub fn send<'a>(
     in_kafka: &mut dyn FnMut(u32) -> bool,
 ) -> KafkaResult<u64> {
     let path = b.path.as_bytes();
+    // A glob source's file goes by its source's name (the key) and carries
+    // its path in a `file` header.
+    let (key, file) = crate::config::split_key(&b.source);
     let mut sent = 0;
     for (index, offset, line) in lines {
         if in_kafka(index) {
@@ -453,10 +456,10 @@ pub fn send<'a>(
             index,
         }
         .encode();
-        let headers = OwnedHeaders::new_with_capacity(5)
+        let headers = OwnedHeaders::new_with_capacity(6)
             .insert(Header {
                 key: "source",
-                value: Some(b.source.as_bytes()),
+                value: Some(key.as_bytes()),
             })
             .insert(Header {
                 key: "path",
@@ -474,8 +477,15 @@ pub fn send<'a>(
                 key: line_id::HEADER,
                 value: Some(&line_id[..]),
             });
+        let headers = match file {
+            Some(file) => headers.insert(Header {
+                key: "file",
+                value: Some(file.as_bytes()),
+            }),
+            None => headers,
+        };
         let mut record = BaseRecord::with_opaque_to(&b.topic, id as usize)
-            .key(b.source.as_bytes())
+            .key(key.as_bytes())
             .payload(line)
             .headers(headers);
         loop {

@@ -39,6 +39,7 @@
 //! would block the open), or lose a wake-up of an idle tailer.
 pub mod compressed;
 pub mod copies;
+pub mod discover;
 pub mod filewatch;
 pub mod identity;
 pub mod lines;

@@ -14,6 +14,7 @@ mod broker_smoke;
 mod cluster;
 mod ctl;
 mod fault_injection;
+mod globs;
 mod hostile_input;
 mod kafka_policy;
 mod pipeline;

@@ -361,7 +361,10 @@ impl NativeProducer {
             self.route(topic)?;
         }
         let partitions = self.topics.get(topic).map_or(1, Vec::len);
-        let partition = partition_for(source.as_bytes(), partitions) as i32;
+        // A glob source's file goes by its source's name (the key) and
+        // carries its path in a `file` header.
+        let (key, file) = crate::config::split_key(source);
+        let partition = partition_for(key.as_bytes(), partitions) as i32;
         let slot = *self
             .slots
             .get(&(topic.to_string(), partition))
@@ -382,7 +385,7 @@ impl NativeProducer {
             slot,
             source: source.to_string(),
             path: path.to_string(),
-            record: RecordTemplate::new(source, path, self.host_header.clone(), now_ms, ids),
+            record: RecordTemplate::new(key, file, path, self.host_header.clone(), now_ms, ids),
             ids,
         })
     }

@@ -85,7 +85,10 @@ pub(super) struct RecordTemplate {
     /// The records' timestamp (Unix ms): when the frame was taken up.
     pub(super) now_ms: i64,
     pub(super) key: Vec<u8>,
-    /// The `source` and `path` headers, encoded.
+    /// How many headers each record has: [`HEADERS`], and `file` for a
+    /// glob source's file.
+    pub(super) headers: i64,
+    /// The `source`, `path` (and `file`) headers, encoded.
     pub(super) headers_before: Vec<u8>,
     /// The `host` header, encoded.
     pub(super) headers_after: Vec<u8>,
@@ -94,16 +97,19 @@ pub(super) struct RecordTemplate {
     pub(super) id_prefix: Vec<u8>,
 }
 
-/// Headers per record: `source`, `path`, `offset`, `host`, `lc-id`.
+/// Headers per record: `source`, `path`, `offset`, `host`, `lc-id` (and
+/// `file` for a glob source's file).
 const HEADERS: i64 = 5;
 
 impl RecordTemplate {
-    /// The records of a frame of `source` (their key) read from `path`,
-    /// taken up at `now_ms`; `host_header` is [`put_header`]'s encoding of
+    /// The records of a frame of `source` (their key) read from `path`
+    /// (`file`: the path a glob source found it under), taken up at
+    /// `now_ms`; `host_header` is [`put_header`]'s encoding of
     /// the `host` header; `instance` and `seq` the first parts of each
     /// line's [`LineId`](crate::kafka::line_id::LineId).
     pub(super) fn new(
         source: &str,
+        file: Option<&str>,
         path: &str,
         host_header: Vec<u8>,
         now_ms: i64,
@@ -112,6 +118,9 @@ impl RecordTemplate {
         let mut headers_before = Vec::with_capacity(source.len() + path.len() + 16);
         put_header(&mut headers_before, "source", source.as_bytes());
         put_header(&mut headers_before, "path", path.as_bytes());
+        if let Some(file) = file {
+            put_header(&mut headers_before, "file", file.as_bytes());
+        }
         let mut id_prefix = Vec::with_capacity(32);
         put_varint(&mut id_prefix, line_id::HEADER.len() as i64);
         id_prefix.extend_from_slice(line_id::HEADER.as_bytes());
@@ -121,6 +130,7 @@ impl RecordTemplate {
         RecordTemplate {
             now_ms,
             key: source.as_bytes().to_vec(),
+            headers: HEADERS + i64::from(file.is_some()),
             headers_before,
             headers_after: host_header,
             id_prefix,
@@ -133,7 +143,7 @@ impl RecordTemplate {
         1 // attributes
             + varint_len(self.key.len() as i64) + self.key.len()
             + varint_len(line.len() as i64) + line.len()
-            + varint_len(HEADERS)
+            + varint_len(self.headers)
             + self.headers_before.len()
             + 1 + 6 + varint_len(offset_digits.len() as i64) + offset_digits.len()
             + self.headers_after.len()
@@ -254,7 +264,7 @@ pub(super) fn put_record(
     buf.extend_from_slice(&t.key);
     put_varint(buf, line.len() as i64);
     buf.extend_from_slice(line);
-    put_varint(buf, HEADERS);
+    put_varint(buf, t.headers);
     buf.extend_from_slice(&t.headers_before);
     put_header(buf, "offset", offset_digits);
     buf.extend_from_slice(&t.headers_after);
@@ -291,7 +301,7 @@ mod tests {
     fn template() -> RecordTemplate {
         let mut host = Vec::new();
         put_header(&mut host, "host", b"h1");
-        RecordTemplate::new("app", "/var/log/app.log", host, 0, (0xabc, 77))
+        RecordTemplate::new("app", None, "/var/log/app.log", host, 0, (0xabc, 77))
     }
 
     /// Encodes a batch the way `append` + `seal` do and decodes it with

@@ -176,6 +176,7 @@ fn source(path: &Path) -> SourceConfig {
         // lines only before the tailer looks (the waiting has its own
         // tests).
         rotate_wait: Duration::ZERO,
+        glob: None,
     }
 }
 
