@@ -229,6 +229,19 @@ impl SourceConfig {
 }
 
 impl Config {
+    /// Does the config tail `key`: a one-path source's name, or the
+    /// [`file_key`] of a file a glob source matches?
+    pub fn has_key(&self, key: &str) -> bool {
+        match split_key(key) {
+            (name, None) => self.sources.get(name).is_some_and(|s| s.glob.is_none()),
+            (name, Some(path)) => self
+                .sources
+                .get(name)
+                .and_then(|s| s.glob.as_ref())
+                .is_some_and(|g| g.matches(Path::new(path))),
+        }
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

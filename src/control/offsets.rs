@@ -133,9 +133,16 @@ pub fn rows(
 ) -> Vec<OffsetRow> {
     let mut out = Vec::new();
     let mut records: BTreeMap<String, SourceRecord> = records.into_iter().collect();
-    let mut names: Vec<String> = config.sources.keys().cloned().collect();
+    // One-path sources, then every record (a glob source's files have
+    // records only; the glob source itself has no row).
+    let mut names: Vec<String> = config
+        .sources
+        .values()
+        .filter(|s| s.glob.is_none())
+        .map(|s| s.name.clone())
+        .collect();
     for n in records.keys() {
-        if !config.sources.contains_key(n) {
+        if !names.contains(n) {
             names.push(n.clone());
         }
     }
@@ -152,7 +159,7 @@ pub fn rows(
             (Some(m), Some(r)) => m.dev() == r.identity.dev && m.ino() == r.identity.ino,
             _ => false,
         };
-        let configured = config.sources.contains_key(&name);
+        let configured = config.has_key(&name);
         let status = live.and_then(|l| l.tailers.get(&name));
         let state = match (configured, live, status) {
             (false, _, _) => "not_configured".to_string(),

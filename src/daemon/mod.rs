@@ -100,7 +100,7 @@ fn recover(store: &Store, recovery: Recovery, config: &Config) -> Result<u64, St
     batches.sort_by_key(|b| b.seq);
     for batch in batches {
         let name = batch.source.clone();
-        if !config.sources.contains_key(&name) {
+        if !config.has_key(&name) {
             continue;
         }
         let prev = store.source(&name)?;

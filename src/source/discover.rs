@@ -30,9 +30,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::config::GlobSpec;
+use crate::config::{split_key, GlobSpec};
 use crate::source::identity::crc_at;
-use crate::store::{FileIdentity, SourceRecord};
+use crate::store::{FileIdentity, SourceRecord, Store, StoreError};
 
 /// A file a pass found: its path and what identifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +130,36 @@ impl Claimed {
         same_inode
             .any(|i| crc_at(&file, 0, u64::from(i.head_len)).ok().flatten() == Some(i.head_crc))
     }
+}
+
+/// Is the file now at `path` (`meta`) one that another file of the same
+/// glob source reads, read, or drains (its record claims it)? Asked by the
+/// tailer of a glob source's file (`key`) before it opens a new file at
+/// its path: a rotation that renames `app.log` to `app.log.1`, when the
+/// glob matches both, puts at `app.log.1`'s path a file `app.log`'s tailer
+/// drains; read it there too and every line of it goes twice. False for a
+/// one-path source.
+pub fn claimed_by_another(
+    store: &Store,
+    key: &str,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<bool, StoreError> {
+    let (source, Some(_)) = split_key(key) else {
+        return Ok(false);
+    };
+    let others: Vec<SourceRecord> = store
+        .sources()?
+        .into_iter()
+        .filter(|(k, _)| k != key && matches!(split_key(k), (s, Some(_)) if s == source))
+        .map(|(_, r)| r)
+        .collect();
+    let found = Found {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    Ok(Claimed::of(&others).holds(&found))
 }
 
 /// How often a glob source is walked again when no file event came first.

@@ -199,3 +199,47 @@ fn a_file_gone_for_forget_after_loses_its_record() {
     assert!(offsets_row(&rows, &key).is_none(), "{rows:#}");
     d.stop();
 }
+
+/// `app.log.1` was there before the first start, so it is a file of its
+/// own; a rotation then puts `app.log`'s file at its path. That file is
+/// `app.log`'s tailer's to drain: `app.log.1`'s tailer does not read it
+/// again from 0 (nor after a restart), and every line arrives once.
+#[test]
+fn a_path_that_receives_another_files_rotation_does_not_read_it_again() {
+    let env = TestEnv::new();
+    let logs = env.path("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let app = logs.join("app.log");
+    let (one, two) = (logs.join("app.log.1"), logs.join("app.log.2"));
+    write_numbered(&one, 5000, 5500);
+    write_numbered(&app, 0, 1000);
+    let cfg = env
+        .config(TOPIC)
+        .source("app", glob(&logs, "app.log*"))
+        .source_key("app", "rotate_wait", "1s");
+    let mut d = env.start(&cfg);
+    d.consume(&env.addr(), TOPIC)
+        .until_count(1500)
+        .timeout(WAIT)
+        .expect("both files");
+    std::fs::rename(&one, &two).unwrap();
+    std::fs::rename(&app, &one).unwrap();
+    write_numbered(&app, 1000, 2000);
+    write_numbered(&one, 2000, 2100);
+    d.consume(&env.addr(), TOPIC)
+        .until_count(2600)
+        .timeout(WAIT)
+        .expect("the lines after the rotation");
+    d.stop();
+    write_numbered(&app, 2100, 2500);
+    d.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(3000)
+        .quiet(Duration::from_secs(2))
+        .timeout(WAIT)
+        .run();
+    assert_exactly_once_in(&msgs, &[0..2500, 5000..5500]);
+    d.stop();
+}

@@ -22,6 +22,7 @@ use crate::config::StartAt;
 use crate::runtime::lock;
 use crate::source::compressed::{find_compressed, unpack, unpack_if_same, unpacked_head, Codec};
 use crate::source::copies::{find_copy, CopyWanted};
+use crate::source::discover::claimed_by_another;
 use crate::source::identity::{
     crc_at, find_rotated, folder_of, identity_of, not_a_regular_file, verify, Verdict,
 };
@@ -101,6 +102,15 @@ impl FileTail {
                     Known::AtPath(rec.for_position(&p), others)
                 }),
         };
+        // A glob source's file: a file new to this record may be another
+        // file's of the same source (a rotated name the glob matches too),
+        // which that file's tailer reads. Not opened: as if none were here.
+        if !matches!(known, Known::AtPath(..))
+            && claimed_by_another(&self.store, &self.source.name, &path, &meta)
+                .map_err(|e| self.store_err(e))?
+        {
+            return Ok(None);
+        }
         let resumes_at = match &known {
             Known::AtPath(rec, _) => Some(rec.offset),
             _ => None,
