@@ -32,8 +32,12 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Per source: path, device:inode, committed offset, size, lag, lines, state.
-    Offsets,
+    /// Per source (and per file of a glob source): path, device:inode,
+    /// committed offset, size, lag, lines, state.
+    Offsets {
+        /// Only this source (a glob source: all its files).
+        name: Option<String>,
+    },
     /// The spool: segments, bytes waiting, oldest unacknowledged line, delivery counts.
     Queue,
     /// Version, uptime, config and last reload, broker connection.
@@ -41,6 +45,9 @@ enum Command {
     /// Move a source to the beginning, the end, or a byte offset of its file.
     Reset {
         name: String,
+        /// One file of glob source NAME.
+        #[arg(long)]
+        file: Option<PathBuf>,
         /// beginning | end | a byte offset
         #[arg(long)]
         to: ResetTo,
@@ -51,6 +58,9 @@ enum Command {
     /// Drop a source's offset record (it then starts over as a new file).
     Forget {
         name: String,
+        /// One file of glob source NAME.
+        #[arg(long)]
+        file: Option<PathBuf>,
         #[arg(long)]
         yes: bool,
     },
@@ -95,10 +105,11 @@ fn run(args: Args) -> Result<(), Failure> {
     };
     let endpoint = config.admin.listen.clone();
     match args.command {
-        Command::Offsets => {
+        Command::Offsets { name } => {
             let rows = live_or_offline(&endpoint, "/offsets", &config, |c| {
                 logcatch::control::offsets::read_offline(c)
             })?;
+            let rows = only_source(rows, name.as_deref());
             show(&rows[..], json, print_offsets)
         }
         Command::Queue => {
@@ -115,8 +126,15 @@ fn run(args: Args) -> Result<(), Failure> {
             ))),
         },
         Command::Reload => reload(&endpoint, json),
-        Command::Reset { name, to, yes } => reset(&config, &name, to, yes),
-        Command::Forget { name, yes } => forget(&config, &name, yes),
+        Command::Reset {
+            name,
+            file,
+            to,
+            yes,
+        } => reset(&config, &key_of(&name, file.as_deref())?, to, yes),
+        Command::Forget { name, file, yes } => {
+            forget(&config, &key_of(&name, file.as_deref())?, yes)
+        }
     }
 }
 
@@ -183,7 +201,7 @@ fn run_without_config(
     json: bool,
 ) -> Option<Result<(), Failure>> {
     let path = match command {
-        Command::Offsets => "/offsets",
+        Command::Offsets { .. } => "/offsets",
         Command::Queue => "/queue",
         Command::Status => "/status",
         _ => return None,
@@ -194,9 +212,9 @@ fn run_without_config(
         Err(e) => return Some(Err(e)),
     };
     Some(match command {
-        Command::Offsets => {
-            parse::<Vec<OffsetRow>>(&body).and_then(|r| show(&r[..], json, print_offsets))
-        }
+        Command::Offsets { name } => parse::<Vec<OffsetRow>>(&body)
+            .map(|r| only_source(r, name.as_deref()))
+            .and_then(|r| show(&r[..], json, print_offsets)),
         Command::Queue => parse::<QueueReport>(&body).and_then(|q| show(&q, json, print_queue)),
         _ => parse::<StatusReport>(&body).and_then(|st| show(&st, json, print_status)),
     })
@@ -226,6 +244,29 @@ fn show<T: serde::Serialize + ?Sized>(v: &T, json: bool, table: fn(&T)) -> Resul
     } else {
         table(v);
         Ok(())
+    }
+}
+
+/// The rows of source `name` only (all of them without a name).
+fn only_source(rows: Vec<OffsetRow>, name: Option<&str>) -> Vec<OffsetRow> {
+    match name {
+        None => rows,
+        Some(n) => rows
+            .into_iter()
+            .filter(|r| r.source == n || r.name == n)
+            .collect(),
+    }
+}
+
+/// The key `reset` and `forget` act on: source `name`, or with `--file`
+/// one file of glob source `name` (its path made absolute).
+fn key_of(name: &str, file: Option<&std::path::Path>) -> Result<String, Failure> {
+    match file {
+        None => Ok(name.to_string()),
+        Some(f) => {
+            let abs = std::path::absolute(f).map_err(|e| fail(format!("{}: {e}", f.display())))?;
+            Ok(logcatch::config::file_key(name, &abs))
+        }
     }
 }
 
@@ -375,7 +416,12 @@ fn print_offsets(rows: &[OffsetRow]) {
         };
         println!(
             "{:<12} {:<36} {:>16} {:>12} {:>12} {:>10} {:>10} {:>12} {:<12} {}",
-            r.name,
+            // A glob source's files are listed under its name.
+            if r.source.is_empty() {
+                &r.name
+            } else {
+                &r.source
+            },
             r.path,
             id,
             opt(r.offset),

@@ -229,17 +229,26 @@ impl SourceConfig {
 }
 
 impl Config {
-    /// Does the config tail `key`: a one-path source's name, or the
-    /// [`file_key`] of a file a glob source matches?
-    pub fn has_key(&self, key: &str) -> bool {
+    /// The source `key` names: a one-path source by its name, or a file a
+    /// glob source matches by its [`file_key`] (as [`SourceConfig::for_file`]
+    /// makes it). `None` if the config does not tail it.
+    pub fn source_for(&self, key: &str) -> Option<SourceConfig> {
         match split_key(key) {
-            (name, None) => self.sources.get(name).is_some_and(|s| s.glob.is_none()),
-            (name, Some(path)) => self
-                .sources
-                .get(name)
-                .and_then(|s| s.glob.as_ref())
-                .is_some_and(|g| g.matches(Path::new(path))),
+            (name, None) => self.sources.get(name).filter(|s| s.glob.is_none()).cloned(),
+            (name, Some(path)) => {
+                let s = self.sources.get(name)?;
+                let path = Path::new(path);
+                s.glob
+                    .as_ref()
+                    .is_some_and(|g| g.matches(path))
+                    .then(|| s.for_file(path))
+            }
         }
+    }
+
+    /// Does the config tail `key` ([`Config::source_for`])?
+    pub fn has_key(&self, key: &str) -> bool {
+        self.source_for(key).is_some()
     }
 
     /// Reads, parses and validates a config file.

@@ -10,15 +10,21 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{split_key, Config};
 use crate::source::identity::current_name;
 use crate::source::tailer::{TailState, TailStatus};
 use crate::store::{SourceRecord, Store, StoreError};
 
-/// One source's progress.
+/// One source's progress, or one file's of a glob source.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct OffsetRow {
+    /// The source's name, or for a glob source's file its key
+    /// (`NAME:/path`, [`crate::config::file_key`]).
     pub name: String,
+    /// The configured source the row belongs to (`name` without the file's
+    /// path).
+    #[serde(default)]
+    pub source: String,
     pub path: String,
     /// Identity of the file the offset belongs to.
     pub device: Option<u64>,
@@ -100,6 +106,7 @@ impl OffsetRow {
     pub fn removed_draining(name: &str, path: &str) -> OffsetRow {
         OffsetRow {
             name: name.to_string(),
+            source: split_key(name).0.to_string(),
             path: path.to_string(),
             device: None,
             inode: None,
@@ -183,6 +190,7 @@ pub fn rows(
             last_error: status.and_then(|s| s.last_error.clone()),
             last_read_ms: status.map(|s| s.last_read_ms).filter(|v| *v > 0),
             truncation_gaps: status.map(|s| s.truncation_gaps),
+            source: split_key(&name).0.to_string(),
             name,
             path,
             device: rec.as_ref().map(|r| r.identity.dev),

@@ -136,13 +136,12 @@ pub fn offline_set_record(
     match to {
         Some(to) => {
             let source = config
-                .sources
-                .get(name)
+                .source_for(name)
                 .ok_or_else(|| ControlError::UnknownSource {
                     name: name.to_string(),
                     config: config.file.clone(),
                 })?;
-            let mut rec = reset::reset_record(source, prev.as_ref(), to)?;
+            let mut rec = reset::reset_record(&source, prev.as_ref(), to)?;
             rec.seq = next_seq;
             store.put_source(name, &rec)?;
         }

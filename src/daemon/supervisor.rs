@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 mod globs;
 
 use super::{blocking, DaemonError};
-use crate::config::{split_key, Config, ConfigError, KafkaConfig, SourceConfig};
+use crate::config::{Config, ConfigError, KafkaConfig, SourceConfig};
 use crate::control::reload::{self, SourceDiff};
 use crate::control::reset::{self, ResetTo};
 use crate::control::ControlError;
@@ -183,20 +183,6 @@ impl Supervisor {
         }
     }
 
-    /// The source a tailer key names: a configured source, or a file of a
-    /// configured glob source (`NAME:/path`, its path matching).
-    fn source_for(&self, key: &str) -> Option<SourceConfig> {
-        match split_key(key) {
-            (name, None) => self.config.sources.get(name).cloned(),
-            (name, Some(path)) => {
-                let s = self.config.sources.get(name)?;
-                let spec = s.glob.as_ref()?;
-                spec.matches(std::path::Path::new(path))
-                    .then(|| s.for_file(std::path::Path::new(path)))
-            }
-        }
-    }
-
     /// Applies a validated new config by diff.
     ///
     /// Longer than most: each kind of change (removed, moved, changed,
@@ -340,6 +326,7 @@ impl Supervisor {
     /// `logcatch-ctl reset`: restart the source's tailer at `to`.
     pub(super) async fn reset(&mut self, name: &str, to: ResetTo) -> Result<(), ControlError> {
         let source = self
+            .config
             .source_for(name)
             .ok_or_else(|| ControlError::UnknownSource {
                 name: name.to_string(),
@@ -380,7 +367,7 @@ impl Supervisor {
         if !exists {
             return Err(ControlError::NoRecord(name.to_string()));
         }
-        let configured = self.source_for(name);
+        let configured = self.config.source_for(name);
         self.stop(name).await;
         let r = self.set_record(name, None).await;
         if r.is_ok() {

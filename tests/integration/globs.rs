@@ -243,3 +243,64 @@ fn a_path_that_receives_another_files_rotation_does_not_read_it_again() {
     assert_exactly_once_in(&msgs, &[0..2500, 5000..5500]);
     d.stop();
 }
+
+/// `logcatch-ctl offsets NAME` lists a glob source's files (each with
+/// `source` = NAME); `reset NAME --file PATH --to beginning` sends that
+/// one file again and leaves the other alone.
+#[test]
+fn ctl_lists_a_glob_sources_files_and_resets_one_of_them() {
+    let env = TestEnv::new();
+    let logs = env.path("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let (a, b) = (logs.join("a.log"), logs.join("b.log"));
+    write_numbered(&a, 0, 300);
+    write_numbered(&b, 300, 600);
+    let cfg = env
+        .config(TOPIC)
+        .source("web", glob(&logs, "*.log"))
+        .source("other", env.path("other.log"));
+    let mut d = env.start(&cfg);
+    d.consume(&env.addr(), TOPIC)
+        .until_count(600)
+        .timeout(WAIT)
+        .expect("both files");
+    let rows = ctl_json(d.config_path(), &["offsets", "web", "--json"]);
+    let rows = rows.as_array().expect("an array");
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in rows {
+        assert_eq!(r["source"], "web", "{r:#}");
+        assert_eq!(r["configured"], true, "{r:#}");
+        assert_eq!(r["offset"], 300 * LINE_LEN as u64, "{r:#}");
+    }
+    let b_text = b.to_str().unwrap();
+    let out = ctl_run(
+        d.config_path(),
+        &[
+            "reset",
+            "web",
+            "--file",
+            b_text,
+            "--to",
+            "beginning",
+            "--yes",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(900)
+        .quiet(Duration::from_secs(2))
+        .timeout(WAIT)
+        .run();
+    let counts = counts_of(&msgs);
+    assert!(
+        (0..300).all(|n| counts.get(&n) == Some(&1)),
+        "a.log was sent again"
+    );
+    assert!(
+        (300..600).all(|n| counts.get(&n) == Some(&2)),
+        "b.log was not sent again"
+    );
+    assert_eq!(msgs.len(), 900);
+    d.stop();
+}
