@@ -27,6 +27,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::source::identity::{folder_of, HEAD_BYTES};
 use crate::store::SourceRecord;
@@ -115,7 +116,10 @@ pub fn find_compressed(
             Ok(Some(found)) => return Ok(Some(found)),
             Ok(None) => {}
             Err(e) => {
-                tracing::debug!(candidate = %candidate.display(), error = %e, "cannot unpack a compressed sibling")
+                // Warned: the caller takes "not found" for the file gone
+                // (a possible gap), so an error here must be seen.
+                tracing::warn!(candidate = %candidate.display(), error = %e,
+                    "cannot unpack a compressed rotation beside the file to look for the file's rest in it")
             }
         }
     }
@@ -153,6 +157,9 @@ pub fn unpack(path: &Path, codec: Codec, scratch_dir: &Path) -> io::Result<Unpac
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unpacking found nothing"))
 }
 
+/// Scratch files made by this process so far: part of their names.
+static SCRATCH_COUNT: AtomicU64 = AtomicU64::new(0);
+
 /// Unpacks `candidate` if it holds `rec`'s file; `None` if it does not.
 pub fn unpack_if_same(
     candidate: &Path,
@@ -175,10 +182,16 @@ pub fn unpack_if_same(
     // Bytes kept from `keep_from` on: the tail check's and the unread rest.
     let keep_from = rec.offset - u64::from(rec.tail_len).min(rec.offset);
     std::fs::create_dir_all(scratch_dir)?;
+    // Every source's tailer unpacks here, several at once at a start: the
+    // process id and the time alone gave two of them the same name in the
+    // same millisecond, and the second one's `create_new` failed (its
+    // caller took the compressed file for gone: the rotation soak lost a
+    // `delaycompress` file's rest so). The count makes the name unique.
     let scratch_path = scratch_dir.join(format!(
-        "unpacked-{}-{}",
+        "unpacked-{}-{}-{}",
         std::process::id(),
-        crate::runtime::now_ms()
+        crate::runtime::now_ms(),
+        SCRATCH_COUNT.fetch_add(1, Ordering::Relaxed)
     ));
     let scratch = std::fs::OpenOptions::new()
         .read(true)
@@ -329,5 +342,30 @@ mod tests {
         let got =
             find_compressed(&dir.path().join("app.log"), &rec, &dir.path().join("s")).unwrap();
         assert!(got.is_none(), "{got:?}");
+    }
+
+    /// Every source's tailer unpacks into the same scratch folder, several
+    /// at once at a start: a scratch name another unpacking holds at that
+    /// moment (the same process, the same millisecond) must not make this
+    /// one fail, which its caller would take for "no compressed copy" (the
+    /// rotation soak lost the unread rest of a `delaycompress` file so).
+    /// The other unpackings are stood in for by files holding the names
+    /// the next seconds would give.
+    #[test]
+    fn an_unpacking_beside_another_in_the_same_millisecond_finds_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = lines(0, 100);
+        let rec = record(&all, 40 * 30);
+        gzip(&all, &dir.path().join("app.log.1.gz"));
+        let scratch = dir.path().join("s");
+        std::fs::create_dir(&scratch).unwrap();
+        let now = crate::runtime::now_ms();
+        for ms in now..now + 5_000 {
+            File::create(scratch.join(format!("unpacked-{}-{ms}", std::process::id()))).unwrap();
+        }
+        let u = find_compressed(&dir.path().join("app.log"), &rec, &scratch)
+            .unwrap()
+            .expect("found, whatever other unpackings hold");
+        assert_eq!(u.size, all.len() as u64);
     }
 }

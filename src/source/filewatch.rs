@@ -11,7 +11,9 @@
 //! not a task wake-up and a blocking-pool hop.
 //!
 //! Must never: lose a wake-up (a `Notify` keeps one permit, so a change
-//! between registering and waiting still wakes), or do a tailer's reading.
+//! between registering and waiting still wakes), do a tailer's reading, or
+//! call into `notify` while holding the registry's lock (its event thread
+//! takes that lock).
 
 use crate::runtime::lock;
 use std::collections::{BTreeSet, HashMap};
@@ -129,19 +131,22 @@ impl FileWatch {
     /// Wakes it at once if that is already out of date.
     pub fn idle(&self, path: &Path, seen: Option<Seen>, wake: Arc<Notify>) {
         let dir = path.parent().map(Path::to_path_buf);
-        let mut r = lock(&self.registry);
-        if let Some(dir) = dir {
-            if !r.watched_dirs.contains(&dir) {
-                let mut w = lock(&self.watcher);
-                if let Some(w) = w.as_mut() {
-                    // A directory that does not exist yet is covered by the
-                    // poll; try again at the next idle.
-                    if w.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
-                        r.watched_dirs.insert(dir);
-                    }
-                }
+        let unwatched = dir.filter(|d| !lock(&self.registry).watched_dirs.contains(d));
+        if let Some(dir) = unwatched {
+            // Never under the registry's lock: notify's `watch` waits for
+            // its event thread, which may be in the event handler above
+            // waiting for that lock (a deadlock that hung every tokio
+            // worker; the rotation soak found it). A directory that does
+            // not exist yet is covered by the poll; tried again at the
+            // next idle.
+            let watched = lock(&self.watcher)
+                .as_mut()
+                .is_some_and(|w| w.watch(&dir, RecursiveMode::NonRecursive).is_ok());
+            if watched {
+                lock(&self.registry).watched_dirs.insert(dir);
             }
         }
+        let mut r = lock(&self.registry);
         r.idle.insert(
             path.to_path_buf(),
             Idle {
@@ -193,6 +198,50 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), wake.notified())
             .await
             .expect("woken by the file event");
+        fw.shutdown();
+    }
+
+    /// Registering paths in new folders (a `watch` call each) while events
+    /// flood in from a watched one: every call returns. Before the fix,
+    /// `watch` ran under the registry's lock while the event thread waited
+    /// for it, and both waited for good.
+    #[test]
+    fn watching_new_folders_while_events_arrive_never_deadlocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let busy = dir.path().join("busy.log");
+        std::fs::write(&busy, b"").unwrap();
+        let fw = FileWatch::start(Duration::from_secs(30));
+        fw.idle(&busy, None, Arc::new(Notify::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (busy, stop) = (busy.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&busy)
+                    .unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::io::Write::write_all(&mut f, b"x\n").unwrap();
+                }
+            })
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let registering = {
+            let (fw, root) = (fw.clone(), dir.path().to_path_buf());
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    let sub = root.join(format!("d{i}"));
+                    std::fs::create_dir(&sub).unwrap();
+                    fw.idle(&sub.join("a.log"), None, Arc::new(Notify::new()));
+                }
+                done_tx.send(()).unwrap();
+            })
+        };
+        let finished = done_rx.recv_timeout(Duration::from_secs(60)).is_ok();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(finished, "idle() deadlocked against the event thread");
+        registering.join().unwrap();
+        writer.join().unwrap();
         fw.shutdown();
     }
 

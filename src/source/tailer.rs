@@ -377,7 +377,7 @@ impl FileTail {
         step.more |= drained.more;
         step.draining = !self.draining.is_empty();
         if self.current.is_some() && !self.pending_drained.is_empty() {
-            step.finished = std::mem::take(&mut self.pending_drained);
+            step.finished = self.finished_not_held();
         }
         if !step.more {
             step.seen = self.idle_seen();
@@ -386,6 +386,30 @@ impl FileTail {
             }
         }
         step
+    }
+
+    /// The pending finished files whose positions are to leave the record
+    /// ([`WriterMsg::Drained`]), taking them. Not one that a file this
+    /// tailer still reads goes by (device and inode): the record tells
+    /// positions apart by device and inode alone
+    /// ([`SpoolBatch::record`], [`SourceRecord::drained`]), so that file's
+    /// batches have taken the finished one's place, and its `Drained`
+    /// would take the held file's position out instead. That happens when
+    /// a file found gone at the start (deleted by logrotate) had its inode
+    /// given to a generation found beside the path and read from 0: the
+    /// generation was named in the record only to leave it again, and a
+    /// stop before its first lines lost it whole (the rotation soak, mode
+    /// `late`).
+    fn finished_not_held(&mut self) -> Vec<FileIdentity> {
+        let held: Vec<FileIdentity> = self
+            .current
+            .iter()
+            .chain(self.draining.iter().map(|d| &d.file))
+            .map(|f| f.identity)
+            .collect();
+        let mut finished = std::mem::take(&mut self.pending_drained);
+        finished.retain(|f| !held.iter().any(|h| h.same_file(f)));
+        finished
     }
 
     /// What is at the path as far as this tailer knows, for [`FileWatch`].
