@@ -131,9 +131,9 @@ fn run(args: Args) -> Result<(), Failure> {
             file,
             to,
             yes,
-        } => reset(&config, &key_of(&name, file.as_deref())?, to, yes),
+        } => reset(&config, &key_of(&config, &name, file.as_deref())?, to, yes),
         Command::Forget { name, file, yes } => {
-            forget(&config, &key_of(&name, file.as_deref())?, yes)
+            forget(&config, &key_of(&config, &name, file.as_deref())?, yes)
         }
     }
 }
@@ -260,8 +260,13 @@ fn only_source(rows: Vec<OffsetRow>, name: Option<&str>) -> Vec<OffsetRow> {
 
 /// The key `reset` and `forget` act on: source `name`, or with `--file`
 /// one file of glob source `name` (its path made absolute).
-fn key_of(name: &str, file: Option<&std::path::Path>) -> Result<String, Failure> {
+fn key_of(config: &Config, name: &str, file: Option<&std::path::Path>) -> Result<String, Failure> {
+    let glob = config.sources.get(name).is_some_and(|s| s.glob.is_some());
     match file {
+        None if glob => Err(Failure(
+            format!("`{name}` is a glob source: name one of its files with --file PATH (`logcatch-ctl offsets {name}` lists them)"),
+            2,
+        )),
         None => Ok(name.to_string()),
         Some(f) => {
             let abs = std::path::absolute(f).map_err(|e| fail(format!("{}: {e}", f.display())))?;

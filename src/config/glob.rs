@@ -40,6 +40,13 @@ pub fn split_key(key: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The Kafka key (and `source` header) of the lines of `key`: the
+/// source's name, also for a glob source's file. Every producer and the
+/// read-back's partition choice use it, so they agree where lines land.
+pub fn kafka_key(key: &str) -> &str {
+    split_key(key).0
+}
+
 /// Does `path` hold glob characters (and so name a glob source)?
 pub fn is_pattern(path: &str) -> bool {
     path.contains(['*', '?', '[', '{'])
@@ -71,8 +78,10 @@ impl PartialEq for GlobSpec {
     }
 }
 
-/// A pattern that does not compile: its text and why.
-#[derive(Debug)]
+/// A pattern that does not compile: its text and why (the validator adds
+/// the file and line).
+#[derive(Debug, thiserror::Error)]
+#[error("bad glob pattern `{pattern}`: {message}")]
 pub struct BadPattern {
     pub pattern: String,
     pub message: String,

@@ -81,7 +81,7 @@ mod raw;
 mod security;
 mod validate;
 
-pub use glob::{file_key, is_pattern, split_key, BadPattern, GlobSpec, KEY_SEP};
+pub use glob::{file_key, is_pattern, kafka_key, split_key, BadPattern, GlobSpec, KEY_SEP};
 pub use raw::parse_size;
 use raw::{defaults, RawAdmin, RawConfig};
 pub use security::{
@@ -213,6 +213,10 @@ pub struct SourceConfig {
     /// one-path source, and for each file a glob source tails
     /// ([`SourceConfig::for_file`]).
     pub glob: Option<GlobSpec>,
+    /// For a file of a glob source ([`SourceConfig::for_file`]): the glob
+    /// that found it. Files beside it that the glob matches are that
+    /// glob's to tail, not this file's tailer's.
+    pub matched_by: Option<GlobSpec>,
 }
 
 impl SourceConfig {
@@ -223,6 +227,7 @@ impl SourceConfig {
             name: file_key(&self.name, path),
             path: path.to_path_buf(),
             glob: None,
+            matched_by: self.glob.clone(),
             ..self.clone()
         }
     }

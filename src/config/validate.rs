@@ -390,13 +390,21 @@ impl Validator<'_> {
         let mut out = BTreeMap::new();
         for (name, path) in configpath {
             check_name(&name).map_err(|m| self.invalid(&name, m))?;
-            let (path, glob) = self.paths(&name, RawPaths::One(path), Vec::new(), None, None)?;
+            // The original form: a path that names an existing file is
+            // that file, as before glob sources, even if its name holds
+            // glob characters (`app[1].log`).
+            let (path, glob) = if is_pattern(&path) && self.resolve(&path).is_file() {
+                (self.resolve(&path), None)
+            } else {
+                self.paths(&name, RawPaths::One(path), Vec::new(), None, None)?
+            };
             out.insert(
                 name.clone(),
                 SourceConfig {
                     name,
                     path,
                     glob,
+                    matched_by: None,
                     topic: topic.to_string(),
                     start_at: tailer.start_at,
                     max_line_bytes: line_cap(tailer.line_cap)
@@ -429,6 +437,7 @@ impl Validator<'_> {
                 SourceConfig {
                     path,
                     glob,
+                    matched_by: None,
                     topic: src_topic,
                     start_at: s.start_at.unwrap_or(tailer.start_at),
                     max_line_bytes: line_cap(s.max_line_bytes.unwrap_or(tailer.line_cap))

@@ -83,6 +83,8 @@ pub(super) struct Supervisor {
     /// Wakes idle tailers (inotify + one poll thread).
     watch: FileWatch,
     live: Live,
+    /// What glob sources' passes remember ([`globs`]).
+    globs_state: globs::GlobState,
 }
 
 impl Supervisor {
@@ -107,6 +109,7 @@ impl Supervisor {
             kafka,
             watch: FileWatch::start(config.poll_interval),
             live,
+            globs_state: globs::GlobState::default(),
         }
     }
 
@@ -244,6 +247,7 @@ impl Supervisor {
             if was.is_none() && now.is_none() {
                 continue;
             }
+            self.globs_state.reset(name);
             if was.is_some() {
                 self.stop_files(name).await;
                 self.sync().await;

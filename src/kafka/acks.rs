@@ -123,14 +123,20 @@ impl AckTracker {
 
     /// Starts tracking the frame of `batch` at `at` (the next one at
     /// `next`), whose first `done` lines are done already; returns its id.
+    ///
+    /// Tracked (and kept in the ledger) by the lines' Kafka key
+    /// ([`crate::config::kafka_key`]): a glob source's files share one
+    /// key, one partition, and so one ledger entry, and a host with ten
+    /// thousand files does not anchor ten thousand entries.
     pub fn push(&mut self, batch: &SpoolBatch, at: Position, next: Position, done: u32) -> u64 {
-        let key = (batch.source.clone(), batch.topic.clone());
+        let source = crate::config::kafka_key(&batch.source).to_string();
+        let key = (source.clone(), batch.topic.clone());
         self.last_push.insert(key.clone(), Instant::now());
         let through = self.sent_through.entry(key).or_default();
         *through = (*through).max(next);
         self.frames.push_back(InFlightFrame {
             spooled_ms: batch.spooled_ms,
-            source: batch.source.clone(),
+            source,
             topic: batch.topic.clone(),
             at,
             next,

@@ -359,7 +359,8 @@ pub fn partition_end(
             rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
         ));
     }
-    let p = partition_for(source.as_bytes(), partitions) as i32;
+    // Where the producers send `source`'s lines: by its Kafka key.
+    let p = partition_for(crate::config::kafka_key(source).as_bytes(), partitions) as i32;
     let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
     Ok((p, high))
 }

@@ -442,7 +442,10 @@ pub fn send<'a>(
     let path = b.path.as_bytes();
     // A glob source's file goes by its source's name (the key) and carries
     // its path in a `file` header.
-    let (key, file) = crate::config::split_key(&b.source);
+    let (key, file) = (
+        crate::config::kafka_key(&b.source),
+        crate::config::split_key(&b.source).1,
+    );
     let mut sent = 0;
     for (index, offset, line) in lines {
         if in_kafka(index) {

@@ -339,7 +339,9 @@ impl<'a> Session<'a> {
     /// broker does not say where, its lines are sent without one (then a
     /// crash before an ack is persisted resends them).
     fn anchor(&mut self, b: &SpoolBatch) -> Result<(), ForwardError> {
-        if !self.anchoring || self.delivery.tracker().has_entry(&b.source, &b.topic) {
+        // The ledger goes by the lines' Kafka key (see `AckTracker::push`).
+        let key = crate::config::kafka_key(&b.source);
+        if !self.anchoring || self.delivery.tracker().has_entry(key, &b.topic) {
             return Ok(());
         }
         let consumer = match &mut self.anchors {
@@ -357,7 +359,7 @@ impl<'a> Session<'a> {
             Ok((partition, high)) => {
                 let (cursor, ledger) = {
                     let mut t = self.delivery.tracker();
-                    t.anchor(&b.source, &b.topic, partition, high);
+                    t.anchor(key, &b.topic, partition, high);
                     (t.advance(), t.ledger_to_persist())
                 };
                 self.persist(cursor.as_ref(), &ledger)?;

@@ -204,6 +204,25 @@ pub fn find_rotated(path: &Path, rec: &SourceRecord) -> std::io::Result<Option<(
     Ok(None)
 }
 
+/// Was `file` created after `after_ms` (Unix ms)? False where the file
+/// system does not keep a birth time.
+pub fn born_after(file: &File, after_ms: u64) -> bool {
+    file.metadata()
+        .and_then(|m| m.created())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .is_some_and(|d| d.as_millis() as u64 > after_ms)
+}
+
+/// Is `name` a rotation of the file named `base`: `base`, `.` or `-`, then
+/// a digit (`app.log.1`, `app.log-20261203`, `app.log.2.gz`)?
+pub fn rotated_name(base: &str, name: &str) -> bool {
+    name.strip_prefix(base).is_some_and(|rest| {
+        let mut c = rest.chars();
+        matches!(c.next(), Some('.' | '-')) && c.next().is_some_and(|d| d.is_ascii_digit())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

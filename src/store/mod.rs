@@ -350,6 +350,22 @@ impl Store {
     }
 
     /// Every source record, by name.
+    /// The records whose name starts with `prefix` (a glob source's files:
+    /// `NAME:/`), without reading the others.
+    pub fn sources_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, SourceRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sources.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let rec = self.decode(&name, &v)?;
+            out.push((name, rec));
+        }
+        Ok(out)
+    }
+
     pub fn sources(&self) -> Result<Vec<(String, SourceRecord)>, StoreError> {
         let mut out = Vec::new();
         for kv in self.sources.iter() {

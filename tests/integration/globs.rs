@@ -22,6 +22,18 @@ fn glob(dir: &Path, pattern: &str) -> std::path::PathBuf {
     dir.join(pattern)
 }
 
+/// gzip `from` into `to` and delete `from`, as logrotate's `compress` does.
+fn gzip_away(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from).unwrap();
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(to).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::Write::write_all(&mut e, &bytes).unwrap();
+    e.finish().unwrap();
+    std::fs::remove_file(from).unwrap();
+}
+
 #[test]
 fn a_glob_tails_existing_new_and_nested_files_once_across_kill9() {
     let env = TestEnv::new();
@@ -31,8 +43,11 @@ fn a_glob_tails_existing_new_and_nested_files_once_across_kill9() {
     write_numbered(&logs.join("b.log"), 1000, 2000);
     write_numbered(&logs.join("skip-me.log"), 90_000, 90_100);
     std::fs::write(logs.join("notes.txt"), "not a log\n").unwrap();
+    // Three partitions: the read-back after the kill -9 must look where
+    // the lines of each file went (by the source's name, not the file's).
     let cfg = env
         .config(TOPIC)
+        .kafka("topic_partitions", "3")
         .source("web", glob(&logs, "**/*.log"))
         .source_key("web", "exclude", "[\"**/skip-*.log\"]");
     let mut d = env.start(&cfg);
@@ -110,9 +125,11 @@ fn a_rotated_name_the_glob_also_matches_is_not_tailed_twice() {
         .until_count(2100)
         .timeout(WAIT)
         .expect("the lines after rotation 1");
-    // Rotation 2, while stopped.
+    // Rotation 2, while stopped, with logrotate's `compress`: the oldest
+    // file is gzipped (`app.log.2.gz` matches too).
     d.stop();
     std::fs::rename(logs.join("app.log.1"), logs.join("app.log.2")).unwrap();
+    gzip_away(&logs.join("app.log.2"), &logs.join("app.log.2.gz"));
     std::fs::rename(&app, logs.join("app.log.1")).unwrap();
     write_numbered(&app, 2100, 3000);
     d.restart();
@@ -194,7 +211,7 @@ fn a_file_gone_for_forget_after_loses_its_record() {
     let key = format!("web:{}", gone.display());
     assert!(offsets_row(&ctl_json(d.config_path(), &["offsets", "--json"]), &key).is_some());
     std::fs::remove_file(&gone).unwrap();
-    d.wait_log("deleting its record", 1, WAIT);
+    d.wait_log("deleted the records of files of the glob source", 1, WAIT);
     let rows = ctl_json(d.config_path(), &["offsets", "--json"]);
     assert!(offsets_row(&rows, &key).is_none(), "{rows:#}");
     d.stop();
@@ -302,5 +319,80 @@ fn ctl_lists_a_glob_sources_files_and_resets_one_of_them() {
         "b.log was not sent again"
     );
     assert_eq!(msgs.len(), 900);
+    d.stop();
+}
+
+/// How many files the churn test creates and deletes
+/// (`LOGCATCH_CHURN_FILES`, 10,000 by default; the issue's full run is
+/// 100,000).
+fn churn_files() -> u64 {
+    std::env::var("LOGCATCH_CHURN_FILES")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// A host that creates and deletes files all day: batches of 1,000 files
+/// of one line each appear, are read, and are deleted. Every line arrives
+/// once, and the store never holds many more records than the files that
+/// exist plus those gone for less than `forget_after`: it does not grow
+/// with the files ever seen.
+#[test]
+fn the_store_stays_bounded_while_files_are_created_and_deleted_all_day() {
+    const BATCH: u64 = 1000;
+    let total = churn_files().div_ceil(BATCH) * BATCH;
+    let env = TestEnv::new();
+    let logs = env.path("churn");
+    std::fs::create_dir(&logs).unwrap();
+    let cfg = env
+        .config(TOPIC)
+        .source("churn", glob(&logs, "*.log"))
+        .source_key("churn", "forget_after", "1s");
+    let mut d = env.start(&cfg);
+    // None until the daemon answers (its admin socket may not be up yet).
+    let rows_of = |d: &Daemon| -> Option<Vec<serde_json::Value>> {
+        let out = ctl_run(d.config_path(), &["offsets", "churn", "--json"]);
+        (out.code == Some(0)).then(|| out.json().as_array().cloned().unwrap_or_default())
+    };
+    let mut most_records = 0;
+    for b in 0..total / BATCH {
+        let batch: Vec<u64> = (b * BATCH..(b + 1) * BATCH).collect();
+        for &i in &batch {
+            write_numbered(&logs.join(format!("f{i:06}.log")), i, i + 1);
+        }
+        wait_for("a batch of files read", WAIT, || {
+            let rows = rows_of(&d)?;
+            most_records = most_records.max(rows.len());
+            let read = rows
+                .iter()
+                .filter(|r| r["offset"] == LINE_LEN as u64)
+                .filter(|r| {
+                    batch.iter().any(|i| {
+                        r["path"]
+                            .as_str()
+                            .is_some_and(|p| p.ends_with(&format!("f{i:06}.log")))
+                    })
+                })
+                .count();
+            (read as u64 == BATCH).then_some(())
+        });
+        for &i in &batch {
+            std::fs::remove_file(logs.join(format!("f{i:06}.log"))).unwrap();
+        }
+    }
+    let msgs = d
+        .consume(&env.addr(), TOPIC)
+        .until_count(total as usize)
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert_exactly_once(&msgs, 0..total);
+    wait_for("every gone file's record deleted", WAIT, || {
+        rows_of(&d)?.is_empty().then_some(())
+    });
+    eprintln!("churn: {total} files created and deleted; at most {most_records} records at once");
+    assert!(
+        most_records as u64 <= 3 * BATCH,
+        "{most_records} records at once for batches of {BATCH}: the store grows with the files ever seen"
+    );
     d.stop();
 }

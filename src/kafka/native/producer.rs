@@ -363,7 +363,10 @@ impl NativeProducer {
         let partitions = self.topics.get(topic).map_or(1, Vec::len);
         // A glob source's file goes by its source's name (the key) and
         // carries its path in a `file` header.
-        let (key, file) = crate::config::split_key(source);
+        let (key, file) = (
+            crate::config::kafka_key(source),
+            crate::config::split_key(source).1,
+        );
         let partition = partition_for(key.as_bytes(), partitions) as i32;
         let slot = *self
             .slots

@@ -298,16 +298,16 @@ mod tests {
         assert_eq!(varint_len(i64::MAX), 10);
     }
 
-    fn template() -> RecordTemplate {
+    fn template(file: Option<&str>) -> RecordTemplate {
         let mut host = Vec::new();
         put_header(&mut host, "host", b"h1");
-        RecordTemplate::new("app", None, "/var/log/app.log", host, 0, (0xabc, 77))
+        RecordTemplate::new("app", file, "/var/log/app.log", host, 0, (0xabc, 77))
     }
 
     /// Encodes a batch the way `append` + `seal` do and decodes it with
     /// kafka-protocol's decoder, which checks the CRC and every length.
-    fn round_trip(lz4: bool) {
-        let t = template();
+    fn round_trip(lz4: bool, file: Option<&str>) {
+        let t = template(file);
         let lines: Vec<Vec<u8>> = (0..500u32)
             .map(|i| format!("line {i} {}", "x".repeat((i % 300) as usize)).into_bytes())
             .chain([Vec::new(), vec![0xff, 0xfe, b'\r']])
@@ -372,6 +372,8 @@ mod tests {
             assert_eq!(h("path"), Some(b"/var/log/app.log".to_vec()));
             assert_eq!(h("offset"), Some(offset.to_string().into_bytes()));
             assert_eq!(h("host"), Some(b"h1".to_vec()));
+            assert_eq!(h("file"), file.map(|f| f.as_bytes().to_vec()));
+            assert_eq!(r.headers.len(), 5 + usize::from(file.is_some()));
             let id = line_id::LineId {
                 instance: 0xabc,
                 seq: 77,
@@ -384,12 +386,19 @@ mod tests {
 
     #[test]
     fn batch_round_trips_uncompressed() {
-        round_trip(false);
+        round_trip(false, None);
+    }
+
+    /// A glob source's file: a sixth header, `file`.
+    #[test]
+    fn batch_with_a_file_header_round_trips() {
+        round_trip(false, Some("/var/log/app.log"));
+        round_trip(true, Some("/var/log/nginx/a.log"));
     }
 
     #[test]
     fn batch_round_trips_lz4() {
-        round_trip(true);
+        round_trip(true, None);
     }
 
     #[test]

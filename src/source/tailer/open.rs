@@ -24,7 +24,8 @@ use crate::source::compressed::{find_compressed, unpack, unpack_if_same, unpacke
 use crate::source::copies::{find_copy, CopyWanted};
 use crate::source::discover::claimed_by_another;
 use crate::source::identity::{
-    crc_at, find_rotated, folder_of, identity_of, not_a_regular_file, verify, Verdict,
+    born_after, crc_at, find_rotated, folder_of, identity_of, not_a_regular_file, rotated_name,
+    verify, Verdict,
 };
 use crate::source::lines::{LineBatch, LineSplitter};
 use crate::spool::SpoolBatch;
@@ -310,6 +311,12 @@ impl FileTail {
                 }
             }
         }
+        // A glob source's file: siblings the glob matches are files of
+        // their own (discovery tails them; reading them here too would
+        // send them twice).
+        if let Some(glob) = &self.source.matched_by {
+            found.retain(|(p, _, _)| !glob.matches(p));
+        }
         for (old_path, old_file, goes_by) in found {
             tracing::info!(source = %self.source.name, rotated = %old_path.display(),
                 "a rotated file logcatch never read (rotated while it was stopped); reading it from the start");
@@ -553,16 +560,6 @@ type Sibling = (PathBuf, File, Option<(u64, u64)>);
 /// plain text.
 const COMPRESSED: &[&str] = &[".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".Z"];
 
-/// Was `file` created after `after_ms` (Unix ms)? False where the file
-/// system does not keep a birth time.
-fn born_after(file: &File, after_ms: u64) -> bool {
-    file.metadata()
-        .and_then(|m| m.created())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .is_some_and(|d| d.as_millis() as u64 > after_ms)
-}
-
 /// Does one of the record's other positions (`others`) already hold the
 /// generation `rec` describes, so that a copy of it must not be read again?
 /// It does when it has the same first bytes (a copy of this generation:
@@ -636,15 +633,6 @@ fn rotated_siblings(
     }
     found.sort_by_key(|(m, _, _)| *m);
     Ok(found.into_iter().map(|(_, p, f)| (p, f, None)).collect())
-}
-
-/// Is `name` a rotation of the file named `base`: `base`, `.` or `-`, then
-/// a digit (`app.log.1`, `app.log-20261203`, `app.log.2.gz`)?
-fn rotated_name(base: &str, name: &str) -> bool {
-    name.strip_prefix(base).is_some_and(|rest| {
-        let mut c = rest.chars();
-        matches!(c.next(), Some('.' | '-')) && c.next().is_some_and(|d| d.is_ascii_digit())
-    })
 }
 
 /// When `meta`'s file was last written, in Unix milliseconds.

@@ -159,7 +159,20 @@ impl FileTail {
             Err(e) => return Err(self.io(&self.source.path)(e)),
         };
         let Some(m) = at_path else {
-            return Ok(None); // deleted or mid-rotation: keep the old file open
+            // Renamed away (mid-rotation): kept open until the path names a
+            // new file. Deleted (no name left): drained like a rotated
+            // file, so it is read to its end and then let go (Filebeat's
+            // `close_removed`), not held open for good; the tailer then
+            // waits for a file at the path.
+            let deleted = self.current.as_ref().is_some_and(|c| {
+                c.file
+                    .metadata()
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0)
+            });
+            if deleted {
+                self.move_to_draining();
+            }
+            return Ok(None);
         };
         let Some(cur) = self.current.as_mut() else {
             return Ok(None);

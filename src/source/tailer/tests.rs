@@ -177,6 +177,7 @@ fn source(path: &Path) -> SourceConfig {
         // tests).
         rotate_wait: Duration::ZERO,
         glob: None,
+        matched_by: None,
     }
 }
 
